@@ -1,0 +1,57 @@
+# surgecast: two commands do all set-up on a fresh Debian/Ubuntu machine with Python 3.11+.
+#   make demo   - create .venv, install, run the main job on the embedded default trace
+#   make test   - create .venv, install (dev extras, Prometheus), run lint, types, tests
+SHELL := /bin/bash
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+EXTRAS ?= controller,neural,worker,dev
+
+.PHONY: demo test check lint types imports pytest install system-deps e2e-kind bench clean
+
+$(STAMP): pyproject.toml requirements/ci-constraints.txt
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	# the CPU wheel of torch first, so nothing pulls a multi-GB CUDA build
+	$(BIN)/pip install -q -c requirements/ci-constraints.txt torch
+	$(BIN)/pip install -q -c requirements/ci-constraints.txt -e '.[$(EXTRAS)]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+# Debian packages the tests need (real Prometheus on loopback). Idempotent; needs root or sudo.
+system-deps:
+	@if ! command -v prometheus >/dev/null || ! command -v promtool >/dev/null; then \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq prometheus >/dev/null; \
+	  $$SUDO systemctl disable --now prometheus >/dev/null 2>&1 || true; \
+	fi
+
+demo: $(STAMP)
+	$(BIN)/surgecast demo
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+types: $(STAMP)
+	$(BIN)/mypy
+
+imports: $(STAMP)
+	$(BIN)/lint-imports
+
+pytest: $(STAMP)
+	$(BIN)/pytest -q -p no:cacheprovider
+
+check: lint types imports pytest
+
+test: system-deps check
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/forecast_accuracy.py
+
+e2e-kind:
+	bash tests/e2e/kind.sh
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,41 @@
+"""The model registry: one file per model, one line here to register it.
+
+``make(name, **kwargs)`` builds a model by name; ``REGISTRY`` lists what is available.
+Models whose optional dependencies are missing (the ``neural`` extra) are absent from the
+registry rather than failing at import.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from forecasting.protocol import Forecaster
+
+from forecasting.models.seasonal_naive import SeasonalNaive
+
+__all__ = ["REGISTRY", "make", "register"]
+
+REGISTRY: dict[str, Callable[..., Forecaster]] = {
+    "seasonal_naive": SeasonalNaive,
+}
+
+
+def register(name: str, factory: Callable[..., Forecaster]) -> None:
+    """Add a model factory under ``name`` (used by optional models and by plugins)."""
+    REGISTRY[name] = factory
+
+
+def make(name: str, **kwargs: Any) -> Forecaster:
+    """Build the model registered as ``name``.
+
+    Raises:
+        KeyError: no such model; the message lists the available ones.
+    """
+    try:
+        factory = REGISTRY[name]
+    except KeyError:
+        raise KeyError(
+            f"unknown model {name!r}; available: {', '.join(sorted(REGISTRY))}"
+        ) from None
+    return factory(**kwargs)
