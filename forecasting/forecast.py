@@ -88,12 +88,16 @@ class Forecast:
         between the neighbouring levels (clamped to the outermost ones)."""
         qs = np.asarray(self.quantiles)
         i = int(np.searchsorted(qs, q))
+        row: FloatArray
         if i < len(qs) and np.isclose(qs[i], q):
-            return self.values[i]
+            row = self.values[i]
+            return row
         if i == 0:
-            return self.values[0]
+            row = self.values[0]
+            return row
         if i >= len(qs):
-            return self.values[-1]
+            row = self.values[-1]
+            return row
         w = (q - qs[i - 1]) / (qs[i] - qs[i - 1])
         out: FloatArray = (1 - w) * self.values[i - 1] + w * self.values[i]
         return out

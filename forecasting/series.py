@@ -18,8 +18,9 @@ Timestamps are seconds: Unix seconds when the source had absolute time
 from __future__ import annotations
 
 import csv
+import dataclasses
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -114,16 +115,7 @@ class Series:
 
     def replace(self, **changes: Any) -> Series:
         """A copy with some fields changed (``values``, ``name``, ...)."""
-        fields = {
-            "start_s": self.start_s,
-            "step_s": self.step_s,
-            "values": self.values,
-            "kind": self.kind,
-            "absolute": self.absolute,
-            "name": self.name,
-        }
-        fields.update(changes)
-        return Series(**fields)
+        return dataclasses.replace(self, **changes)
 
     def slice(self, start: int | None = None, stop: int | None = None) -> Series:
         """Buckets ``[start, stop)`` by index, as a new series."""
@@ -405,7 +397,7 @@ class Series:
     @classmethod
     def from_arrivals(
         cls,
-        arrival_times_s: Iterable[float] | npt.ArrayLike,
+        arrival_times_s: Sequence[float] | npt.ArrayLike,
         *,
         step_s: float,
         start_s: float | None = None,
@@ -423,8 +415,7 @@ class Series:
             SeriesError: no arrivals and no window, or non-finite times.
             InvalidValues: an arrival lies outside ``[start_s, end_s)``.
         """
-        t = np.sort(np.asarray(list(arrival_times_s) if not isinstance(arrival_times_s, np.ndarray)
-                               else arrival_times_s, dtype=np.float64))
+        t = np.sort(np.asarray(arrival_times_s, dtype=np.float64).ravel())
         if t.size and not np.all(np.isfinite(t)):
             raise SeriesError("arrival times must be finite")
         if start_s is None:

@@ -10,9 +10,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from forecasting.protocol import Forecaster
-
 from forecasting.models.seasonal_naive import SeasonalNaive
+from forecasting.protocol import Forecaster
 
 __all__ = ["REGISTRY", "make", "register"]
 
