@@ -12,7 +12,6 @@ EXTRAS ?= controller,neural,worker,dev
 
 $(STAMP): pyproject.toml requirements/ci-constraints.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip
 	# the CPU wheel of torch first, so nothing pulls a multi-GB CUDA build
 	$(BIN)/pip install -q -c requirements/ci-constraints.txt torch
 	$(BIN)/pip install -q -c requirements/ci-constraints.txt -e '.[$(EXTRAS)]'
