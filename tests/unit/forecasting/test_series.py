@@ -171,7 +171,7 @@ def test_from_csv_errors_name_the_file_and_line(tmp_path: Path) -> None:
         Series.from_csv(bad, column="tokens")
     dup = tmp_path / "dup.csv"
     dup.write_text("timestamp,requests\n0,1\n0,2\n")
-    with pytest.raises(DuplicateTimestamps, match="dup.csv"):
+    with pytest.raises(DuplicateTimestamps, match=r"dup\.csv"):
         Series.from_csv(dup)
 
 
