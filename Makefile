@@ -21,9 +21,9 @@ install: $(STAMP)
 
 # Debian packages the tests need (real Prometheus on loopback). Idempotent; needs root or sudo.
 system-deps:
-	@if ! command -v prometheus >/dev/null || ! command -v promtool >/dev/null; then \
+	@if ! command -v prometheus >/dev/null || ! command -v promtool >/dev/null || ! command -v openssl >/dev/null; then \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
-	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq prometheus >/dev/null; \
+	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq prometheus openssl >/dev/null; \
 	  $$SUDO systemctl disable --now prometheus >/dev/null 2>&1 || true; \
 	fi
 

@@ -1,0 +1,418 @@
+"""Prometheus as a :class:`autoscaler.ports.MetricsSource` (on ``prometheus-api-client``).
+
+Each tick runs one instant query per signal, evaluated *at* ``now_s``; history for fitting
+comes from range queries cut into chunks of at most ``max_points`` (Prometheus refuses more
+than 11,000 points per series). PromQL comes from :class:`QuerySet` templates: ``$selector``
+is replaced by the target's label matchers, ``$gpu_selector`` by the GPU exporter's, and
+``$window`` by the rate window. Presets: :data:`PRESETS` (``surgecast``, ``vllm``, ``tgi``)
+and :data:`GPU_PRESETS` (``worker``, ``dcgm``).
+
+Missing is never zero: a query that matches nothing, returns NaN or fails leaves its signal
+``None`` with the reason in ``Signals.errors`` (the KEDA #3065 lesson). Only an unreachable
+or wholly failing server raises :class:`~autoscaler.errors.MetricsUnavailable`.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass, fields, replace
+from datetime import UTC, datetime
+from pathlib import Path
+from string import Template
+from typing import Any
+
+import numpy as np
+import requests
+import urllib3
+from prometheus_api_client import PrometheusConnect
+from prometheus_api_client.exceptions import PrometheusApiClientException
+from urllib3.util.retry import Retry
+
+from autoscaler.core.signals import Signals
+from autoscaler.errors import ConfigError, MetricsUnavailable
+from forecasting.errors import SeriesError
+from forecasting.series import Series
+
+__all__ = [
+    "GPU_PRESETS",
+    "MAX_POINTS",
+    "PRESETS",
+    "PrometheusSource",
+    "QuerySet",
+    "preset",
+]
+
+log = logging.getLogger(__name__)
+
+#: Prometheus' hard limit on points per series in one range query.
+MAX_POINTS = 11_000
+
+
+@dataclass(frozen=True)
+class QuerySet:
+    """PromQL templates, one per signal; ``None`` disables a signal (it stays ``None``).
+
+    Every query must return one series (aggregate with ``sum``/``avg``).
+
+    Attributes:
+        demand_rps: request rate, req/s (also the history signal unless ``history`` is set).
+        tokens_per_s: prompt + generated tokens per second.
+        queue_depth: requests waiting, summed over the pods.
+        running: requests in progress, summed over the pods.
+        gpu_util_ratio: mean GPU utilisation in [0, 1].
+        freshness: Unix time of the newest raw demand sample (``timestamp(...)``), for
+            staleness detection; without it staleness cannot be told.
+        history: the demand signal for range queries, if it differs from ``demand_rps``.
+    """
+
+    demand_rps: str | None = None
+    tokens_per_s: str | None = None
+    queue_depth: str | None = None
+    running: str | None = None
+    gpu_util_ratio: str | None = None
+    freshness: str | None = None
+    history: str | None = None
+
+    def render(self, **params: str) -> dict[str, str]:
+        """The non-empty templates with ``$selector``, ``$gpu_selector``, ``$window`` filled."""
+        out: dict[str, str] = {}
+        for f in fields(self):
+            tpl = getattr(self, f.name)
+            if tpl is None:
+                continue
+            try:
+                out[f.name] = Template(tpl).substitute(params)
+            except (KeyError, ValueError) as exc:
+                raise ConfigError(
+                    f"PromQL template for {f.name!r} has an unknown or bad placeholder "
+                    f"({exc}); allowed: $selector, $gpu_selector, $window. Template: {tpl!r}"
+                ) from None
+        return out
+
+
+#: Our model worker (model_worker/metrics.py). Names follow vLLM's meanings.
+_SURGECAST = QuerySet(
+    demand_rps="sum(rate(surgecast_worker_requests_total{$selector}[$window]))",
+    tokens_per_s=(
+        "sum(rate(surgecast_worker_prompt_tokens_total{$selector}[$window]))"
+        " + sum(rate(surgecast_worker_generation_tokens_total{$selector}[$window]))"
+    ),
+    queue_depth="sum(surgecast_worker_requests_waiting{$selector})",
+    running="sum(surgecast_worker_requests_running{$selector})",
+    freshness="max(timestamp(surgecast_worker_requests_total{$selector}))",
+)
+
+#: vLLM: it has no arrivals counter, so demand is the completion rate.
+_VLLM = QuerySet(
+    demand_rps="sum(rate(vllm:request_success_total{$selector}[$window]))",
+    tokens_per_s=(
+        "sum(rate(vllm:prompt_tokens_total{$selector}[$window]))"
+        " + sum(rate(vllm:generation_tokens_total{$selector}[$window]))"
+    ),
+    queue_depth="sum(vllm:num_requests_waiting{$selector})",
+    running="sum(vllm:num_requests_running{$selector})",
+    freshness="max(timestamp(vllm:num_requests_running{$selector}))",
+)
+
+#: Hugging Face TGI: no prompt-token counter, so tokens are the generated ones only.
+_TGI = QuerySet(
+    demand_rps="sum(rate(tgi_request_count{$selector}[$window]))",
+    tokens_per_s="sum(rate(tgi_request_generated_tokens_sum{$selector}[$window]))",
+    queue_depth="sum(tgi_queue_size{$selector})",
+    running="sum(tgi_batch_current_size{$selector})",
+    freshness="max(timestamp(tgi_queue_size{$selector}))",
+)
+
+#: Engine presets by name; edit here when the worker's metric names change.
+PRESETS: dict[str, QuerySet] = {"surgecast": _SURGECAST, "vllm": _VLLM, "tgi": _TGI}
+
+#: GPU utilisation sources: the worker's own NVML gauge or NVIDIA DCGM exporter (percent).
+GPU_PRESETS: dict[str, str] = {
+    "worker": "avg(surgecast_worker_gpu_utilization_ratio{$gpu_selector})",
+    "dcgm": "avg(DCGM_FI_DEV_GPU_UTIL{$gpu_selector}) / 100",
+}
+
+
+def preset(engine: str = "surgecast", gpu: str | None = "dcgm", **overrides: str) -> QuerySet:
+    """A preset's :class:`QuerySet`, with a GPU source and per-signal overrides.
+
+    Raises:
+        ConfigError: unknown engine, GPU source or signal name.
+    """
+    if engine not in PRESETS:
+        raise ConfigError(f"unknown engine preset {engine!r}; one of {sorted(PRESETS)}")
+    q = PRESETS[engine]
+    if gpu is not None:
+        if gpu not in GPU_PRESETS:
+            raise ConfigError(f"unknown GPU preset {gpu!r}; one of {sorted(GPU_PRESETS)}")
+        q = replace(q, gpu_util_ratio=GPU_PRESETS[gpu])
+    names = {f.name for f in fields(QuerySet)}
+    bad = set(overrides) - names
+    if bad:
+        raise ConfigError(f"unknown signal(s) {sorted(bad)}; one of {sorted(names)}")
+    return replace(q, **overrides)
+
+
+_SIGNAL_FIELDS = ("demand_rps", "tokens_per_s", "queue_depth", "running", "gpu_util_ratio")
+
+
+class PrometheusSource:
+    """Signals and history from a Prometheus HTTP API.
+
+    Args:
+        base_url: e.g. ``http://prometheus.monitoring:9090``.
+        queries: a :class:`QuerySet` (default: ``preset("surgecast")``).
+        selector: label matchers for the target's pods, e.g. ``namespace="llm",app="w"``.
+        gpu_selector: label matchers for the GPU exporter (default: ``selector``).
+        window: rate window, e.g. ``"1m"`` (at least 4 scrape intervals).
+        timeout_s: per-request timeout.
+        max_staleness_s: the newest demand sample may be at most this old.
+        stale_as_missing: when stale, report demand as missing (``None``) too.
+        max_points: points per range query (≤ 11,000).
+        bearer_token / bearer_token_file: ``Authorization: Bearer``; the file is re-read on
+            every call, so projected service-account tokens can rotate.
+        basic_auth: ``(user, password)``.
+        ca_file: CA bundle for TLS; ``insecure_skip_verify`` turns verification off.
+        retries: connection retries per request (urllib3).
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        queries: QuerySet | None = None,
+        selector: str = "",
+        gpu_selector: str | None = None,
+        window: str = "1m",
+        timeout_s: float = 5.0,
+        max_staleness_s: float = 60.0,
+        stale_as_missing: bool = True,
+        max_points: int = MAX_POINTS,
+        bearer_token: str | None = None,
+        bearer_token_file: str | Path | None = None,
+        basic_auth: tuple[str, str] | None = None,
+        ca_file: str | Path | None = None,
+        insecure_skip_verify: bool = False,
+        retries: int = 1,
+    ) -> None:
+        if not base_url.startswith(("http://", "https://")):
+            raise ConfigError(f"Prometheus URL must start with http:// or https://: {base_url!r}")
+        if not 2 <= max_points <= MAX_POINTS:
+            raise ConfigError(f"max_points must be in [2, {MAX_POINTS}], got {max_points}")
+        if timeout_s <= 0 or max_staleness_s <= 0:
+            raise ConfigError("timeout_s and max_staleness_s must be positive")
+        if bearer_token and bearer_token_file:
+            raise ConfigError("give bearer_token or bearer_token_file, not both")
+        if (bearer_token or bearer_token_file) and basic_auth:
+            raise ConfigError("give a bearer token or basic auth, not both")
+        self.base_url = base_url.rstrip("/")
+        self.queries = queries if queries is not None else preset("surgecast")
+        self.rendered = self.queries.render(
+            selector=selector,
+            gpu_selector=selector if gpu_selector is None else gpu_selector,
+            window=window,
+        )
+        self.timeout_s = timeout_s
+        self.max_staleness_s = max_staleness_s
+        self.stale_as_missing = stale_as_missing
+        self.max_points = max_points
+        self.insecure_skip_verify = insecure_skip_verify
+        if insecure_skip_verify:
+            log.warning("TLS verification of %s is off (insecure_skip_verify)", self.base_url)
+        self._token = bearer_token
+        self._token_file = Path(bearer_token_file) if bearer_token_file else None
+        session = requests.Session()
+        session.verify = False if insecure_skip_verify else (str(ca_file) if ca_file else True)
+        retry = Retry(total=retries, connect=retries, read=0, backoff_factor=0.1,
+                      status_forcelist=(502, 503, 504), allowed_methods=("GET", "POST"))
+        self._prom = PrometheusConnect(
+            url=self.base_url, retry=retry, session=session, auth=basic_auth,
+            timeout=timeout_s,  # requests accepts float seconds
+        )
+
+    # ------------------------------------------------------------------ helpers
+    def _refresh_headers(self) -> None:
+        token = self._token
+        if self._token_file is not None:
+            try:
+                token = self._token_file.read_text(encoding="utf-8").strip()
+            except OSError as exc:
+                raise MetricsUnavailable(
+                    f"cannot read bearer token file {self._token_file}: {exc}"
+                ) from exc
+        self._prom.headers = {"Authorization": f"Bearer {token}"} if token else None
+
+    def _call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        """Run a client call; map transport failures to :class:`MetricsUnavailable`."""
+        try:
+            with warnings.catch_warnings():
+                if self.insecure_skip_verify:  # asked for explicitly; warned once at start
+                    warnings.simplefilter("ignore", urllib3.exceptions.InsecureRequestWarning)
+                return fn(*args, **kwargs)
+        except requests.Timeout as exc:
+            raise MetricsUnavailable(
+                f"Prometheus at {self.base_url} did not answer within {self.timeout_s:g} s"
+            ) from exc
+        except requests.ConnectionError as exc:
+            reason = getattr(exc.args[0], "reason", None) if exc.args else None
+            exc_mod = urllib3.exceptions
+            timed_out = isinstance(reason, exc_mod.ReadTimeoutError) or (
+                isinstance(reason, exc_mod.ConnectTimeoutError)
+                and not isinstance(reason, exc_mod.NewConnectionError)  # refused: a subclass
+            )
+            if timed_out:  # a read timeout that went through urllib3's retry
+                raise MetricsUnavailable(
+                    f"Prometheus at {self.base_url} did not answer within {self.timeout_s:g} s"
+                ) from exc
+            raise MetricsUnavailable(
+                f"Prometheus at {self.base_url} is unreachable: {_short(exc)}"
+            ) from exc
+        except requests.RequestException as exc:
+            raise MetricsUnavailable(
+                f"request to Prometheus at {self.base_url} failed: {_short(exc)}"
+            ) from exc
+
+    # ------------------------------------------------------------------ instant
+    def query_at(self, promql: str, now_s: float) -> tuple[float, float]:
+        """Evaluate ``promql`` at ``now_s``: ``(value, sample_time_s)``.
+
+        Raises:
+            MetricsUnavailable: the server is unreachable or timed out.
+            LookupError: the result is empty, NaN, or not exactly one series (missing).
+            PrometheusApiClientException: the server refused the query (e.g. bad PromQL).
+        """
+        self._refresh_headers()
+        result = self._call(self._prom.custom_query, promql, params={"time": f"{now_s:.3f}"})
+        if isinstance(result, list) and len(result) == 2 and not isinstance(result[0], dict):
+            sample = result  # scalar result: [ts, "v"]
+        elif not result:
+            raise LookupError("matched no series (missing data, not zero)")
+        elif len(result) > 1:
+            raise LookupError(
+                f"returned {len(result)} series (e.g. {result[0].get('metric')}); "
+                "aggregate it in PromQL (sum/avg)"
+            )
+        else:
+            sample = result[0].get("value")
+        try:
+            t, v = float(sample[0]), float(sample[1])
+        except (TypeError, ValueError, IndexError):
+            raise LookupError(f"malformed sample {sample!r}") from None
+        if not math.isfinite(v):
+            raise LookupError(f"value is {v} (e.g. 0/0): missing")
+        return v, t
+
+    def signals(self, now_s: float) -> Signals:
+        """One tick's observations, each query evaluated at ``now_s``.
+
+        Raises:
+            MetricsUnavailable: the server is unreachable, or every query failed.
+        """
+        values: dict[str, float | None] = dict.fromkeys(_SIGNAL_FIELDS)
+        errors: dict[str, str] = {}
+        failed = 0
+        asked = 0
+        for name in (*_SIGNAL_FIELDS, "freshness"):
+            promql = self.rendered.get(name)
+            if promql is None:
+                continue
+            asked += 1
+            try:
+                v, _t = self.query_at(promql, now_s)
+            except LookupError as exc:
+                errors[name] = f"{exc}: {promql}"
+                continue
+            except PrometheusApiClientException as exc:
+                failed += 1
+                errors[name] = f"query failed ({_short(exc)}): {promql}"
+                continue
+            values[name] = v
+        if asked and failed == asked:
+            raise MetricsUnavailable(
+                f"every query to Prometheus at {self.base_url} failed; first: "
+                f"{next(iter(errors.values()))}"
+            )
+        observed = values.pop("freshness", None)
+        no_freshness = "freshness" not in self.rendered
+        if observed is None and no_freshness and values["demand_rps"] is not None:
+            observed = now_s  # without a freshness query, age cannot be told
+        if observed is not None and now_s - observed > self.max_staleness_s:
+            errors["staleness"] = (
+                f"newest demand sample is {now_s - observed:.0f} s old "
+                f"(> {self.max_staleness_s:g} s)"
+            )
+            if self.stale_as_missing and values["demand_rps"] is not None:
+                values["demand_rps"] = None
+                errors["demand_rps"] = "stale: " + errors["staleness"]
+        return Signals(
+            now_s=now_s, demand_rps=values["demand_rps"], tokens_per_s=values["tokens_per_s"],
+            queue_depth=values["queue_depth"], running=values["running"],
+            gpu_util_ratio=values["gpu_util_ratio"], observed_at_s=observed, errors=errors,
+        )
+
+    # ------------------------------------------------------------------ history
+    def history(self, start_s: float, end_s: float, step_s: float) -> Series:
+        """The demand signal on the grid ``ceil(start_s/step_s)*step_s + k*step_s < end_s``.
+
+        Range queries are chunked so none exceeds ``max_points`` points. Steps with no data
+        are ``NaN`` (missing, never zero).
+
+        Raises:
+            ConfigError: no demand/history query, or a bad range/step.
+            MetricsUnavailable: the server is unreachable or refused a query.
+        """
+        promql = self.rendered.get("history") or self.rendered.get("demand_rps")
+        if promql is None:
+            raise ConfigError("no demand_rps/history query configured: nothing to fetch")
+        return self.range_series(promql, start_s, end_s, step_s)
+
+    def range_series(
+        self, promql: str, start_s: float, end_s: float, step_s: float, *, kind: str = "rate"
+    ) -> Series:
+        """Any single-series ``promql`` over ``[start_s, end_s)`` as a :class:`Series`."""
+        if not (step_s >= 1 and float(step_s).is_integer()):
+            raise ConfigError(f"step_s must be a whole number of seconds ≥ 1, got {step_s!r}")
+        t0 = math.ceil(start_s / step_s) * step_s
+        n = math.ceil((end_s - t0) / step_s)
+        if n <= 0:
+            raise ConfigError(f"empty range: start {start_s:g} ≥ end {end_s:g}")
+        self._refresh_headers()
+        merged: dict[tuple[tuple[str, str], ...], list[Sequence[Any]]] = {}
+        for i0 in range(0, n, self.max_points):
+            cnt = min(self.max_points, n - i0)
+            a = t0 + i0 * step_s
+            b = a + (cnt - 1) * step_s
+            try:
+                part = self._call(
+                    self._prom.custom_query_range, promql,
+                    start_time=datetime.fromtimestamp(a, tz=UTC),
+                    end_time=datetime.fromtimestamp(b, tz=UTC),
+                    step=f"{step_s:g}",
+                )
+            except PrometheusApiClientException as exc:
+                raise MetricsUnavailable(
+                    f"range query refused by {self.base_url} ({_short(exc)}): {promql}"
+                ) from exc
+            for r in part:
+                key = tuple(sorted(r.get("metric", {}).items()))
+                merged.setdefault(key, []).extend(r.get("values", []))
+        out = np.full(n, np.nan)
+        if merged:
+            result = [{"metric": dict(k), "values": v} for k, v in merged.items()]
+            try:
+                got = Series.from_prometheus(result, step_s=step_s, kind="rate", aggregate="sum")
+            except SeriesError as exc:
+                raise MetricsUnavailable(f"unusable range result for {promql}: {exc}") from exc
+            off = round((got.start_s - t0) / step_s)
+            out[off: off + len(got)] = got.values
+        return Series(start_s=t0, step_s=float(step_s), values=out, kind=kind,  # type: ignore[arg-type]
+                      absolute=True, name=promql)
+
+
+def _short(exc: BaseException, limit: int = 300) -> str:
+    text = f"{type(exc).__name__}: {exc}"
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+

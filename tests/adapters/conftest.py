@@ -1,0 +1,146 @@
+"""Fixtures for adapter tests: a real Prometheus (backfilled + live target), a fake API server."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pytest
+from prom_fixture import (
+    BackfillSeries,
+    PrometheusServer,
+    find_binaries,
+    running_prometheus,
+)
+
+#: Days of the NASA trace (1-min buckets) backfilled: 8 days = 11,520 points at 60 s, more
+#: than Prometheus' 11,000-points limit, so one unchunked range query would be refused.
+BACKFILL_DAYS = 8
+STEP_S = 60.0
+
+
+@dataclass
+class LiveExporter:
+    """A prometheus_client exporter on a loopback port, scraped by the fixture's Prometheus."""
+
+    port: int
+    requests: Any  # prometheus_client.Counter
+    waiting: Any  # prometheus_client.Gauge
+    server: Any
+
+
+@dataclass
+class PromEnv:
+    """What the session's Prometheus holds."""
+
+    server: PrometheusServer
+    trace_ts: np.ndarray  # Unix seconds at which the trace's samples were placed
+    trace_values: np.ndarray  # requests per minute (the NASA trace, unchanged)
+    probe_end_s: float  # newest sample of ``surgecast_stale_probe``
+    live: LiveExporter
+
+    @property
+    def url(self) -> str:
+        return self.server.url
+
+
+@pytest.fixture(scope="session")
+def live_exporter() -> Iterator[LiveExporter]:
+    """A tiny exporter (own registry) on a free loopback port."""
+    from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
+
+    reg = CollectorRegistry()
+    requests = Counter("surgecast_worker_requests", "requests", registry=reg)
+    waiting = Gauge("surgecast_worker_requests_waiting", "waiting", registry=reg)
+    server, thread = start_http_server(0, addr="127.0.0.1", registry=reg)
+    yield LiveExporter(server.server_port, requests, waiting, server)
+    server.shutdown()
+    server.server_close()
+    thread.join(timeout=5)
+
+
+#: Other engines' metrics in the classic text format, as vLLM/TGI/DCGM expose them. (Served
+#: as static text: prometheus_client 0.26 rewrites ':' to '_' when Prometheus 2.42 scrapes
+#: it with OpenMetrics, so it cannot stand in for vLLM's colon names.)
+ENGINE_EXPOSITION = """\
+# TYPE vllm:num_requests_waiting gauge
+vllm:num_requests_waiting{model_name="m",engine="0"} 3
+# TYPE tgi_queue_size gauge
+tgi_queue_size 2
+# TYPE DCGM_FI_DEV_GPU_UTIL gauge
+DCGM_FI_DEV_GPU_UTIL{gpu="0",pod="w-1"} 63
+"""
+
+
+@pytest.fixture(scope="session")
+def engine_exporter() -> Iterator[int]:
+    """A static text-format exporter on a loopback port; yields the port."""
+    import http.server
+    import threading
+
+    class H(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = ENGINE_EXPOSITION.encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "text/plain; version=0.0.4")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *a: object) -> None:
+            pass
+
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
+    th = threading.Thread(target=srv.serve_forever, daemon=True)
+    th.start()
+    yield srv.server_port
+    srv.shutdown()
+    srv.server_close()
+    th.join(timeout=5)
+
+
+@pytest.fixture(scope="session")
+def prom(
+    tmp_path_factory: pytest.TempPathFactory,
+    load_trace: Callable[[str], Any],
+    live_exporter: LiveExporter,
+    engine_exporter: int,
+) -> Iterator[PromEnv]:
+    """Real Prometheus: 8 days of the NASA trace backfilled, plus a live 1-s scrape target.
+
+    Skips (visibly) only when the binaries are not installed; CI runs ``make system-deps``.
+    """
+    if find_binaries() is None:
+        pytest.skip("prometheus/promtool not found on PATH: run `make system-deps` (Debian)")
+    trace = load_trace("nasa_http_1995")
+    n = int(BACKFILL_DAYS * 86400 / STEP_S)
+    values = np.asarray(trace.values[:n], dtype=np.float64)
+    # place the trace so that it ends two hours ago, on the minute grid
+    end = math.floor(time.time() / STEP_S) * STEP_S - 7200.0
+    ts = end - STEP_S * np.arange(n - 1, -1, -1, dtype=np.float64)
+    probe_end = end + 1800.0
+    probe_ts = np.arange(probe_end - 1800.0, probe_end + 1.0, 15.0)
+    backfill = [
+        BackfillSeries("surgecast_trace_requests_per_minute", "gauge", ts, values,
+                       {"trace": "nasa_http_1995"}),
+        BackfillSeries("surgecast_trace_requests", "counter", ts, values,
+                       {"trace": "nasa_http_1995"}),
+        BackfillSeries("surgecast_stale_probe", "gauge", probe_ts,
+                       np.ones_like(probe_ts), {}),
+    ]
+    storage = tmp_path_factory.mktemp("prom") / "data"
+    targets = [f"127.0.0.1:{live_exporter.port}", f"127.0.0.1:{engine_exporter}"]
+    with running_prometheus(storage, backfill=backfill, scrape_targets=targets) as server:
+        yield PromEnv(server, ts, values, probe_end, live_exporter)
+
+
+@pytest.fixture
+def dead_url() -> str:
+    """A loopback URL on which nothing listens."""
+    from prom_fixture import free_port
+
+    return f"http://127.0.0.1:{free_port()}"

@@ -1,0 +1,297 @@
+"""A real Prometheus server for adapter tests: backfilled history plus live scrape targets.
+
+Debian's ``prometheus`` package (``make system-deps``) gives ``prometheus`` and ``promtool``.
+:func:`backfill_openmetrics` writes OpenMetrics text and turns it into TSDB blocks with
+``promtool tsdb create-blocks-from openmetrics`` *before* the server starts;
+:class:`PrometheusServer` then starts ``prometheus`` on a free loopback port with a temporary
+storage folder and a generated configuration (1-s scrape interval), waits for ``/-/ready``
+and stops it on exit.
+
+Backfilled samples are placed relative to *now* and the retention is 100 years, so nothing is
+dropped as too old.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+
+__all__ = [
+    "BackfillSeries",
+    "PrometheusServer",
+    "backfill_openmetrics",
+    "find_binaries",
+    "free_port",
+    "running_prometheus",
+    "write_openmetrics",
+]
+
+
+def find_binaries() -> tuple[str, str] | None:
+    """``(prometheus, promtool)`` paths from ``$PROMETHEUS_BIN``/``$PROMTOOL_BIN`` or PATH."""
+    prom = os.environ.get("PROMETHEUS_BIN") or shutil.which("prometheus")
+    tool = os.environ.get("PROMTOOL_BIN") or shutil.which("promtool")
+    if not prom or not tool:
+        return None
+    return prom, tool
+
+
+def free_port() -> int:
+    """A TCP port that is free on 127.0.0.1 right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass(frozen=True)
+class BackfillSeries:
+    """One series to backfill.
+
+    Args:
+        name: metric family name; counters get ``_total`` appended to the sample name.
+        kind: ``gauge`` or ``counter`` (a counter's values are cumulated by the writer
+            from ``values``, which are per-step increments).
+        timestamps_s: Unix seconds of each sample.
+        values: gauge values or counter increments; ``NaN`` samples are skipped (a gap).
+        labels: constant labels of the series.
+    """
+
+    name: str
+    kind: str
+    timestamps_s: npt.NDArray[np.float64]
+    values: npt.NDArray[np.float64]
+    labels: Mapping[str, str] = field(default_factory=dict)
+
+
+def _labels(labels: Mapping[str, str]) -> str:
+    if not labels:
+        return ""
+    body = ",".join(
+        f'{k}="{v.replace(chr(92), chr(92) * 2).replace(chr(34), chr(92) + chr(34))}"'
+        for k, v in sorted(labels.items())
+    )
+    return "{" + body + "}"
+
+
+def write_openmetrics(series: Sequence[BackfillSeries], path: Path) -> int:
+    """Write ``series`` as OpenMetrics text (``# TYPE``, ``_total``, seconds, ``# EOF``).
+
+    Returns the number of samples written.
+    """
+    n = 0
+    with path.open("w", encoding="utf-8") as f:
+        by_family: dict[str, list[BackfillSeries]] = {}
+        for s in series:
+            by_family.setdefault(s.name, []).append(s)
+        for family, members in by_family.items():
+            kinds = {m.kind for m in members}
+            if len(kinds) != 1 or next(iter(kinds)) not in ("gauge", "counter"):
+                raise ValueError(f"family {family!r}: one kind, gauge or counter, got {kinds}")
+            kind = members[0].kind
+            f.write(f"# TYPE {family} {kind}\n")
+            sample_name = f"{family}_total" if kind == "counter" else family
+            for m in members:
+                lab = _labels(m.labels)
+                total = 0.0
+                for t, v in zip(m.timestamps_s, m.values, strict=True):
+                    if math.isnan(v):
+                        continue
+                    if kind == "counter":
+                        total += float(v)
+                        v = total
+                    # OpenMetrics timestamps are seconds (Prometheus text format uses ms).
+                    f.write(f"{sample_name}{lab} {float(v)!r} {float(t):.3f}\n")
+                    n += 1
+        f.write("# EOF\n")
+    return n
+
+
+def backfill_openmetrics(
+    series: Sequence[BackfillSeries],
+    storage_dir: Path,
+    *,
+    promtool: str,
+    max_block_duration: str = "24h",
+) -> int:
+    """Turn ``series`` into TSDB blocks inside ``storage_dir`` (before the server starts).
+
+    Returns the number of samples written. Raises ``RuntimeError`` with promtool's output
+    when it refuses the input.
+    """
+    storage_dir.mkdir(parents=True, exist_ok=True)
+    src = storage_dir.parent / f"{storage_dir.name}-backfill.om"
+    n = write_openmetrics(series, src)
+    proc = subprocess.run(
+        [
+            promtool, "tsdb", "create-blocks-from", "openmetrics",
+            f"--max-block-duration={max_block_duration}", str(src), str(storage_dir),
+        ],
+        capture_output=True, text=True, timeout=120, check=False,
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(
+            f"promtool backfill failed ({proc.returncode}): {proc.stderr[-2000:] or proc.stdout}"
+        )
+    return n
+
+
+class PrometheusServer:
+    """A ``prometheus`` process on a free loopback port; use as a context manager.
+
+    Args:
+        binary: path to ``prometheus``.
+        storage_dir: TSDB folder (backfill into it before :meth:`start`).
+        scrape_targets: ``host:port`` targets scraped every ``scrape_interval``.
+        scrape_interval: e.g. ``"1s"``.
+        extra_args: appended to the command line.
+    """
+
+    def __init__(
+        self,
+        binary: str,
+        storage_dir: Path,
+        *,
+        scrape_targets: Sequence[str] = (),
+        scrape_interval: str = "1s",
+        extra_args: Sequence[str] = (),
+    ) -> None:
+        self.binary = binary
+        self.storage_dir = storage_dir
+        self.scrape_targets = list(scrape_targets)
+        self.scrape_interval = scrape_interval
+        self.extra_args = list(extra_args)
+        self.port = 0
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log_path = storage_dir.parent / f"{storage_dir.name}-prometheus.log"
+
+    @property
+    def url(self) -> str:
+        """Base URL, e.g. ``http://127.0.0.1:40123``."""
+        return f"http://127.0.0.1:{self.port}"
+
+    def _config(self) -> str:
+        lines = [
+            "global:",
+            f"  scrape_interval: {self.scrape_interval}",
+            f"  evaluation_interval: {self.scrape_interval}",
+            "scrape_configs:",
+        ]
+        if self.scrape_targets:
+            lines += [
+                "  - job_name: live",
+                f"    scrape_interval: {self.scrape_interval}",
+                f"    scrape_timeout: {self.scrape_interval}",
+                "    static_configs:",
+                "      - targets: [" + ", ".join(f'"{t}"' for t in self.scrape_targets) + "]",
+            ]
+        else:
+            lines[-1] = "scrape_configs: []"
+        return "\n".join(lines) + "\n"
+
+    def start(self, ready_timeout_s: float = 60.0) -> None:
+        """Start the server and wait for ``/-/ready``; raises ``RuntimeError`` with its log."""
+        self.storage_dir.mkdir(parents=True, exist_ok=True)
+        cfg = self.storage_dir.parent / f"{self.storage_dir.name}-prometheus.yml"
+        cfg.write_text(self._config(), encoding="utf-8")
+        self.port = free_port()
+        cmd = [
+            self.binary,
+            f"--config.file={cfg}",
+            f"--storage.tsdb.path={self.storage_dir}",
+            "--storage.tsdb.retention.time=100y",
+            f"--web.listen-address=127.0.0.1:{self.port}",
+            "--web.enable-lifecycle",
+            "--log.level=warn",
+            *self.extra_args,
+        ]
+        log = self.log_path.open("wb")
+        self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+        log.close()
+        deadline = time.monotonic() + ready_timeout_s
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"prometheus exited ({self.proc.returncode}): {self.log()}")
+            try:
+                with urllib.request.urlopen(f"{self.url}/-/ready", timeout=1) as r:
+                    if r.status == 200:
+                        return
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                pass
+            time.sleep(0.1)
+        self.stop()
+        raise RuntimeError(f"prometheus not ready after {ready_timeout_s} s: {self.log()}")
+
+    def log(self) -> str:
+        """The tail of the server's log."""
+        try:
+            return self.log_path.read_text(encoding="utf-8", errors="replace")[-3000:]
+        except OSError:
+            return "(no log)"
+
+    def stop(self) -> None:
+        """SIGTERM, then SIGKILL after 10 s."""
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(timeout=5)
+
+    def __enter__(self) -> PrometheusServer:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def wait_for(self, query: str, timeout_s: float = 20.0) -> None:
+        """Poll an instant query until it returns at least one series."""
+        import json
+        import urllib.parse
+
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            q = urllib.parse.urlencode({"query": query})
+            with (
+                contextlib.suppress(urllib.error.URLError, ConnectionError, TimeoutError),
+                urllib.request.urlopen(f"{self.url}/api/v1/query?{q}", timeout=2) as r,
+            ):
+                if json.load(r)["data"]["result"]:
+                    return
+            time.sleep(0.2)
+        raise TimeoutError(f"{query!r} returned nothing within {timeout_s} s: {self.log()}")
+
+
+@contextlib.contextmanager
+def running_prometheus(
+    storage_dir: Path,
+    *,
+    backfill: Sequence[BackfillSeries] = (),
+    scrape_targets: Sequence[str] = (),
+) -> Iterator[PrometheusServer]:
+    """Backfill (if any), start, yield, stop. Raises ``FileNotFoundError`` without binaries."""
+    bins = find_binaries()
+    if bins is None:
+        raise FileNotFoundError("prometheus/promtool not on PATH (run `make system-deps`)")
+    prom, tool = bins
+    if backfill:
+        backfill_openmetrics(backfill, storage_dir, promtool=tool)
+    server = PrometheusServer(prom, storage_dir, scrape_targets=scrape_targets)
+    with server:
+        yield server
