@@ -8,8 +8,13 @@ registry rather than failing at import.
 from __future__ import annotations
 
 from collections.abc import Callable
+from importlib.util import find_spec as _find_spec
 from typing import Any
 
+from forecasting.models.auto import AutoForecaster
+from forecasting.models.ets import ETS
+from forecasting.models.gbm import QuantileGBM
+from forecasting.models.mstl import MSTLForecaster
 from forecasting.models.seasonal_naive import SeasonalNaive
 from forecasting.protocol import Forecaster
 
@@ -17,7 +22,17 @@ __all__ = ["REGISTRY", "make", "register"]
 
 REGISTRY: dict[str, Callable[..., Forecaster]] = {
     "seasonal_naive": SeasonalNaive,
+    "ets": ETS,
+    "mstl": MSTLForecaster,
+    "gbm": QuantileGBM,
+    "auto": AutoForecaster,
 }
+
+# the neural extra: listed only when torch and transformers are installed (imported lazily)
+if _find_spec("torch") is not None and _find_spec("transformers") is not None:
+    from forecasting.models.patchtst import PatchTST
+
+    REGISTRY["patchtst"] = PatchTST
 
 
 def register(name: str, factory: Callable[..., Forecaster]) -> None:
