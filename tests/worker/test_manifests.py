@@ -1,0 +1,39 @@
+"""The worker manifests agree with the worker: probe paths exist, the drain fits in the
+termination grace period, the Service selects active pods, replicas are left to the controller."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2] / "manifests" / "worker"
+
+
+def test_deployment_matches_the_worker(tiny_model_dir: Path) -> None:
+    from model_worker.api import create_app
+    from model_worker.config import WorkerConfig, load_config
+
+    dep = yaml.safe_load((ROOT / "deployment.yaml").read_text())
+    assert "replicas" not in dep["spec"]
+    pod = dep["spec"]["template"]["spec"]
+    (c,) = pod["containers"]
+    env = {e["name"]: e["value"] for e in c["env"] if "value" in e}
+    cfg = load_config([], env)  # every env var is a real, valid setting
+    assert cfg.role_file == Path("/etc/podinfo/labels") and cfg.start_role == "warm"
+    routes = {r.path for r in create_app(WorkerConfig(model_path=tiny_model_dir)).routes}  # type: ignore[attr-defined]
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        assert c[probe]["httpGet"]["path"] in routes
+    pre_stop_s = c["lifecycle"]["preStop"]["sleep"]["seconds"]
+    assert pod["terminationGracePeriodSeconds"] > cfg.grace_period_s + pre_stop_s
+    assert c["resources"]["limits"]["nvidia.com/gpu"] == 1
+    assert dep["spec"]["template"]["metadata"]["labels"]["surgecast.io/role"] == "warm"
+
+
+def test_service_selects_active_pods_and_pdb_exists() -> None:
+    svc = yaml.safe_load((ROOT / "service.yaml").read_text())
+    assert svc["spec"]["selector"]["surgecast.io/role"] == "active"
+    pdb = yaml.safe_load((ROOT / "pdb.yaml").read_text())
+    assert pdb["kind"] == "PodDisruptionBudget"
+    kust = yaml.safe_load((ROOT / "kustomization.yaml").read_text())
+    assert sorted(kust["resources"]) == ["deployment.yaml", "pdb.yaml", "service.yaml"]
