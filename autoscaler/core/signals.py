@@ -54,6 +54,10 @@ class Signals:
         observed_at_s: timestamp of the newest demand sample, for staleness checks.
         pods: pod counts by state.
         errors: why a signal is missing (query name -> message), for the decision's reason.
+        throughput_rps: requests completed per second across the ready pods (``None`` when
+            missing); refines the capacity model when the pods are saturated.
+        ready_durations_s: raise -> Ready durations of the pods that became Ready since the
+            previous tick (feeds the lead-time estimator).
     """
 
     now_s: float
@@ -65,6 +69,8 @@ class Signals:
     observed_at_s: float | None = None
     pods: PodCounts = field(default_factory=PodCounts)
     errors: dict[str, str] = field(default_factory=dict)
+    throughput_rps: float | None = None
+    ready_durations_s: tuple[float, ...] = ()
 
     def staleness_s(self) -> float | None:
         """Age of the newest demand sample at ``now_s`` (``None`` when unknown)."""

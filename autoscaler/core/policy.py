@@ -1,0 +1,222 @@
+"""surgecast's scaling policy: predictive (forecast over the cold-start lead) with the HPA
+as a reactive floor, then stabilization, rate limits and (scheduled) bounds.
+
+Order of one decision (all pure; ``now_s`` comes from the signals):
+
+1. bounds at ``now_s`` (base bounds overridden by active schedule windows);
+2. reactive floor: the HPA rule on demand per active pod (plus optional GPU tiers);
+3. predictive: the replicas that must be *ready* at every moment of
+   ``[now, now + lead + interval]`` for the chosen forecast quantile at the target
+   utilisation (pods ordered now are ready only after the cold-start lead, so scaling down
+   below that peak now could not be undone in time); the active share covers
+   ``[now, now + promotion + interval]`` and the warm pool the rest plus the forecast spread;
+4. ``raw = max(predictive, reactive, tiers)``; on missing or stale demand, hold
+   (``max(current, predictive)``: never scale down), and after ``failure_threshold``
+   failed ticks apply the KEDA-style fallback;
+5. HPA stabilization + rate limits + bounds (:func:`autoscaler.core.reactive.normalize`).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+
+from autoscaler.core.capacity import CapacityEstimate, update_capacity
+from autoscaler.core.decision import Decision, Reason
+from autoscaler.core.lead_time import LeadTimeEstimate
+from autoscaler.core.reactive import HpaState, hpa_replicas, normalize
+from autoscaler.core.schedule import bounds_at
+from autoscaler.core.settings import PolicySettings
+from autoscaler.core.signals import Signals
+from autoscaler.core.warm_pool import demand_window, warm_pool_size
+from forecasting.forecast import Forecast
+
+__all__ = ["Policy", "PolicyState"]
+
+
+@dataclass(frozen=True)
+class PolicyState:
+    """Everything the policy remembers between ticks (returned new by every decision)."""
+
+    hpa: HpaState = field(default_factory=HpaState)
+    failures: int = 0
+    capacity: CapacityEstimate | None = None
+    lead: LeadTimeEstimate | None = None
+
+
+def _ceil_div(x: float, per: float) -> int:
+    return max(0, math.ceil(x / per - 1e-9))
+
+
+class Policy:
+    """The surgecast policy for one target; stateless itself (state goes in and out)."""
+
+    def __init__(self, settings: PolicySettings) -> None:
+        self.settings = settings
+
+    def initial_state(self) -> PolicyState:
+        """State before the first tick: the configured capacity and the lead prior."""
+        s = self.settings
+        return PolicyState(
+            capacity=CapacityEstimate.initial(
+                s.capacity_rps_per_replica,
+                min_ratio=s.capacity_min_ratio,
+                max_ratio=s.capacity_max_ratio,
+            ),
+            lead=LeadTimeEstimate(s.cold_start_prior_s, s.lead_quantile, s.lead_min_samples),
+        )
+
+    def decide(
+        self, signals: Signals, forecast: Forecast | None, state: PolicyState | None = None
+    ) -> tuple[Decision, PolicyState]:
+        """One decision at ``signals.now_s``; returns it with the next state."""
+        s = self.settings
+        st = state if state is not None else self.initial_state()
+        now = signals.now_s
+        pods = signals.pods
+        current = pods.desired if pods.desired > 0 else pods.total
+
+        # -- learn: lead time and capacity
+        lead_est = st.lead or LeadTimeEstimate(
+            s.cold_start_prior_s, s.lead_quantile, s.lead_min_samples
+        )
+        lead_est = lead_est.observe(*signals.ready_durations_s)
+        cap_est = st.capacity or CapacityEstimate.initial(s.capacity_rps_per_replica)
+        cap_est = update_capacity(
+            cap_est,
+            throughput_rps=signals.throughput_rps,
+            ready_pods=pods.active,
+            queue_depth=signals.queue_depth,
+        )
+        lead_s = lead_est.lead_s
+        per_pod = cap_est.rps * s.target_util_ratio
+        lo, hi, scheduled = bounds_at(s.schedule, now, s.min_replicas, s.max_replicas)
+        comps: dict[str, float] = {
+            "current": current,
+            "min": lo,
+            "max": hi,
+            "lead_s": lead_s,
+            "rps_per_replica": cap_est.rps,
+        }
+
+        # -- is demand usable?
+        stale_s = signals.staleness_s()
+        missing = signals.demand_rps is None
+        stale = stale_s is not None and stale_s > s.max_staleness_s
+        failures = st.failures + 1 if (missing or stale) else 0
+
+        # -- predictive
+        pred_total = pred_active = warm = 0
+        peak = 0.0
+        if forecast is not None:
+            t_cold = now + lead_s + s.interval_s
+            t_warm = now + s.warm_promotion_s + s.interval_s
+            peak = float(np.max(demand_window(forecast, s.quantile, now, t_cold)))
+            pred_total = _ceil_div(peak, per_pod)
+            pred_active = _ceil_div(
+                float(np.max(demand_window(forecast, s.quantile, now, t_warm))), per_pod
+            )
+            if s.warm_max > 0:
+                warm = warm_pool_size(
+                    forecast,
+                    now,
+                    lead_s,
+                    per_pod,
+                    high_q=s.warm_quantile,
+                    warm_min=s.warm_min,
+                    warm_max=s.warm_max,
+                )
+            else:
+                pred_active = pred_total
+            comps.update(
+                predictive=pred_total,
+                predictive_active=pred_active,
+                warm_plan=warm,
+                forecast_peak_rps=peak,
+            )
+
+        # -- reactive floor (HPA on demand per active pod) and tiers
+        reactive = 0
+        if not (missing or stale):
+            assert signals.demand_rps is not None
+            serving = pods.active if pods.active > 0 else pods.ready
+            reactive = hpa_replicas(
+                max(serving, 0),
+                signals.demand_rps,
+                per_pod,
+                ready=serving,
+                unready=pods.starting,
+                tolerance=s.tolerance,
+            )
+            comps["reactive"] = reactive
+            comps["demand_rps"] = signals.demand_rps
+        tier = 0
+        if signals.gpu_util_ratio is not None:
+            for t in s.tiers:
+                if signals.gpu_util_ratio >= t.util_at_least_ratio:
+                    tier = max(tier, math.ceil(pods.ready * t.scale_factor - 1e-9))
+            if s.tiers:
+                comps["tier"] = tier
+
+        active_need = max(pred_active, reactive, tier)
+        raw = max(pred_total, active_need + warm)
+        fallback_used = False
+        if missing or stale:
+            raw = max(current, pred_total)
+            fb = s.fallback
+            if fb is not None and failures >= fb.failure_threshold:
+                fallback_used = True
+                raw = {
+                    "static": fb.replicas,
+                    "currentReplicas": current,
+                    "currentReplicasIfHigher": max(current, fb.replicas),
+                    "currentReplicasIfLower": min(current, fb.replicas),
+                }[fb.behavior]
+        comps["raw"] = raw
+
+        final, why, hpa_state = normalize(st.hpa, now, current, raw, s.behavior, lo, hi)
+        if (missing or stale) and not fallback_used and final < current:
+            final = min(current, hi)  # a hold never scales down (bounds still win)
+        if s.warm_max > 0 and not (missing or stale):
+            active = min(final, max(active_need, 0))
+            if active == 0 and final > 0:
+                active = min(final, max(1, pred_active))
+        else:
+            active = (
+                final if not (missing or stale) else min(final, max(pods.active, final - pods.warm))
+            )
+        warm_now = final - active
+
+        # -- reason
+        if fallback_used:
+            reason = Reason.FALLBACK
+        elif missing or stale:
+            reason = Reason.STALE_METRICS_HOLD
+        elif why == "Bounds":
+            reason = Reason.SCHEDULE if scheduled else Reason.BOUNDS
+        elif why == "ScaleUpLimit":
+            reason = Reason.SCALE_UP_LIMIT
+        elif why == "ScaleDownLimit":
+            reason = Reason.SCALE_DOWN_LIMIT
+        elif why == "ScaleDownStabilized":
+            reason = Reason.SCALE_DOWN_STABILIZED
+        elif tier > max(pred_total, reactive):
+            reason = Reason.TIER
+        elif forecast is not None and pred_total >= reactive and pred_total > 0:
+            reason = Reason.FORECAST_LEAD
+        else:
+            reason = Reason.REACTIVE_FLOOR
+        why_missing = (
+            "demand missing" if missing else (f"demand stale by {stale_s:.0f}s" if stale else "")
+        )
+        msg = (
+            f"{current}->{final} replicas ({active} active, {warm_now} warm): {reason.value}; "
+            f"reactive {reactive}, predictive {pred_total} (q{s.quantile:g} peak {peak:.1f} req/s "
+            f"within {lead_s:.0f}s at {per_pod:.2f} req/s per replica), bounds [{lo}, {hi}]"
+            + (f"; {why_missing}, failures {failures}" if why_missing else "")
+        )
+        decision = Decision(active, warm_now, reason, msg, comps)
+        new_state = replace(st, hpa=hpa_state, failures=failures, capacity=cap_est, lead=lead_est)
+        return decision, new_state

@@ -1,0 +1,351 @@
+"""A discrete-time model of one Deployment serving a demand trace, driven by an autoscaler.
+
+Per step of ``step_s`` seconds: requests arrive at the trace's rate, queue, and are served
+by the *serving* pods (active and past their promotion delay) at ``capacity_rps_per_replica``
+each; the backlog turns into waiting time. Pods go starting -> ready (a cold-start delay drawn
+per pod from a seeded log-normal, clipped) -> active or warm; warm pods serve only
+``warm_promotion_s`` after promotion; removed pods keep their GPU for ``termination_s``.
+Every pod that exists (starting, warm, active, terminating) costs GPU time.
+
+The autoscaler is called every ``interval_s`` and sees only what a controller would see:
+demand averaged over ``rate_window_s`` and delayed by ``scrape_interval_s``, queue depth and
+GPU utilisation from the same delayed scrape, and pod counts from the API server (no lag).
+
+Conservation holds exactly: ``served + final backlog == arrivals``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from autoscaler.core.observation import Autoscaler, DemandView
+from autoscaler.core.signals import PodCounts, Signals
+from forecasting.series import FloatArray, Series
+
+__all__ = ["SimConfig", "SimResult", "demand_rates", "simulate", "weighted_quantile"]
+
+
+@dataclass(frozen=True)
+class SimConfig:
+    """The modelled cluster and SLO.
+
+    Attributes:
+        capacity_rps_per_replica: requests/s one serving pod completes at saturation.
+        step_s: simulation step.
+        cold_start_s: median raise -> Ready delay of a new pod.
+        cold_start_sigma: log-normal sigma of that delay.
+        cold_start_min_ratio, cold_start_max_ratio: the delay is clipped to these ratios.
+        warm_promotion_s: warm -> serving delay.
+        termination_s: a removed pod keeps its GPU this long.
+        scrape_interval_s: Prometheus observation lag.
+        rate_window_s: the ``rate()`` window over which demand is averaged.
+        base_latency_s: latency of a request that does not queue.
+        slo_s: latency SLO (a request meets it if base + queueing wait <= slo_s).
+        initial_replicas: ready active pods at the start (``None``: enough for the first
+            minute's demand at 70 % utilisation).
+        seed: seed of the cold-start draws.
+    """
+
+    capacity_rps_per_replica: float
+    step_s: float = 5.0
+    cold_start_s: float = 120.0
+    cold_start_sigma: float = 0.15
+    cold_start_min_ratio: float = 0.75
+    cold_start_max_ratio: float = 1.5
+    warm_promotion_s: float = 5.0
+    termination_s: float = 30.0
+    scrape_interval_s: float = 15.0
+    rate_window_s: float = 60.0
+    base_latency_s: float = 0.2
+    slo_s: float = 0.5
+    initial_replicas: int | None = None
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.capacity_rps_per_replica <= 0:
+            raise ValueError(
+                f"capacity_rps_per_replica must be > 0, got {self.capacity_rps_per_replica}"
+            )
+        if self.step_s <= 0:
+            raise ValueError(f"step_s must be > 0, got {self.step_s}")
+        if self.slo_s <= self.base_latency_s:
+            raise ValueError(
+                f"slo_s ({self.slo_s}) must exceed base_latency_s ({self.base_latency_s})"
+            )
+        if not 0 < self.cold_start_min_ratio <= 1 <= self.cold_start_max_ratio:
+            raise ValueError("need 0 < cold_start_min_ratio <= 1 <= cold_start_max_ratio")
+
+
+@dataclass
+class _Pod:
+    created_s: float
+    ready_s: float
+    active: bool = False
+    serve_s: float = math.inf
+    reported: bool = False
+
+
+@dataclass
+class SimResult:
+    """Per-step records and per-run metrics of one simulated run."""
+
+    name: str
+    start_s: float
+    step_s: float
+    demand_rps: FloatArray
+    capacity_rps: FloatArray
+    backlog: FloatArray
+    latency_s: FloatArray
+    served: FloatArray
+    desired: FloatArray
+    starting: FloatArray
+    warm: FloatArray
+    active: FloatArray
+    terminating: FloatArray
+    slo_s: float
+    actions: int
+    reasons: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def arrivals(self) -> float:
+        """Requests that arrived."""
+        return float(np.sum(self.demand_rps) * self.step_s)
+
+    @property
+    def slo_share(self) -> float:
+        """Share of requests whose latency met the SLO."""
+        w = self.demand_rps * self.step_s
+        tot = float(w.sum())
+        return 1.0 if tot == 0 else float(w[self.latency_s <= self.slo_s].sum() / tot)
+
+    @property
+    def p99_latency_s(self) -> float:
+        """99th percentile latency, requests weighted."""
+        return weighted_quantile(self.latency_s, self.demand_rps, 0.99)
+
+    @property
+    def gpu_hours(self) -> float:
+        """GPU-hours of every pod that existed (starting, warm, active, terminating)."""
+        pods = self.starting + self.warm + self.active + self.terminating
+        return float(pods.sum() * self.step_s / 3600.0)
+
+    @property
+    def under_provisioned_min(self) -> float:
+        """Minutes in which serving capacity was below demand."""
+        return float(np.sum(self.capacity_rps < self.demand_rps - 1e-9) * self.step_s / 60.0)
+
+    def summary(self, oracle_gpu_hours: float | None = None) -> dict[str, float | str]:
+        """One table row."""
+        row: dict[str, float | str] = {
+            "policy": self.name,
+            "slo_pct": 100.0 * self.slo_share,
+            "p99_s": self.p99_latency_s,
+            "gpu_hours": self.gpu_hours,
+            "actions": float(self.actions),
+            "under_min": self.under_provisioned_min,
+        }
+        if oracle_gpu_hours:
+            row["x_oracle"] = self.gpu_hours / oracle_gpu_hours
+        return row
+
+
+def weighted_quantile(values: FloatArray, weights: FloatArray, q: float) -> float:
+    """The ``q`` quantile of ``values`` weighted by ``weights`` (0 when all weights are 0)."""
+    w = np.asarray(weights, dtype=np.float64)
+    if w.sum() <= 0:
+        return 0.0
+    order = np.argsort(values, kind="stable")
+    cw = np.cumsum(w[order])
+    i = int(np.searchsorted(cw, q * cw[-1]))
+    return float(np.asarray(values)[order][min(i, len(order) - 1)])
+
+
+def demand_rates(series: Series, step_s: float) -> Series:
+    """The trace as req/s on the simulation grid: coarser traces are held piecewise
+    constant, finer ones averaged; missing buckets are interpolated linearly."""
+    rate = series.as_rate()
+    vals = np.asarray(rate.values, dtype=np.float64)
+    if np.isnan(vals).all():
+        raise ValueError("the demand trace has no observed value")
+    if np.isnan(vals).any():
+        idx = np.arange(len(vals))
+        ok = ~np.isnan(vals)
+        vals = np.interp(idx, idx[ok], vals[ok])
+    rate = rate.replace(values=vals)
+    if math.isclose(rate.step_s, step_s):
+        return rate
+    if rate.step_s > step_s:
+        k = rate.step_s / step_s
+        if abs(k - round(k)) > 1e-9:
+            raise ValueError(
+                f"trace step {rate.step_s:g} s is not a multiple of the sim step {step_s:g} s"
+            )
+        return rate.replace(step_s=step_s, values=np.repeat(vals, round(k)))
+    return rate.resample(step_s)
+
+
+def simulate(
+    demand: Series,
+    autoscaler: Autoscaler,
+    config: SimConfig,
+    *,
+    name: str | None = None,
+) -> SimResult:
+    """Replay ``demand`` (any kind; converted to req/s on the ``config.step_s`` grid)
+    through a Deployment driven by ``autoscaler``."""
+    cfg = config
+    dt = cfg.step_s
+    rates_series = demand_rates(demand, dt)
+    rates = np.asarray(rates_series.values, dtype=np.float64)
+    start = rates_series.start_s
+    n = len(rates)
+    rng = np.random.default_rng(cfg.seed)
+    cap = cfg.capacity_rps_per_replica
+
+    init = cfg.initial_replicas
+    if init is None:
+        first = float(np.mean(rates[: max(1, int(60 / dt))]))
+        init = max(1, math.ceil(first / (cap * 0.7)))
+    pods: list[_Pod] = [
+        _Pod(start - 1e6, start - 1e6, True, start - 1e6, True) for _ in range(init)
+    ]
+    terminating: list[float] = []  # end times
+    desired_total, desired_active = init, init
+
+    rec = {
+        k: np.zeros(n)
+        for k in (
+            "cap",
+            "backlog",
+            "lat",
+            "served",
+            "desired",
+            "starting",
+            "warm",
+            "active",
+            "term",
+            "util",
+            "thr",
+        )
+    }
+    backlog = 0.0
+    lag_steps = max(0, math.ceil(cfg.scrape_interval_s / dt - 1e-9))
+    win_steps = max(1, round(cfg.rate_window_s / dt))
+    next_tick = start
+    actions = 0
+    reasons: dict[str, int] = {}
+    pending_ready: list[float] = []
+
+    for k in range(n):
+        t = start + k * dt
+        # pods that became ready in this step report their start duration once
+        for p in pods:
+            if not p.reported and p.ready_s <= t:
+                p.reported = True
+                pending_ready.append(p.ready_s - p.created_s)
+        if t + 1e-9 >= next_tick:
+            while next_tick <= t + 1e-9:
+                next_tick += autoscaler.interval_s
+            n_vis = max(0, k - lag_steps)
+            obs_k = n_vis - 1
+            if n_vis > 0:
+                demand_obs: float | None = float(np.mean(rates[max(0, n_vis - win_steps) : n_vis]))
+                queue_obs: float | None = float(rec["backlog"][obs_k])
+                util_obs: float | None = float(rec["util"][obs_k])
+                thr_obs: float | None = float(rec["thr"][obs_k])
+                observed_at: float | None = start + n_vis * dt
+            else:
+                demand_obs = queue_obs = util_obs = thr_obs = observed_at = None
+            n_ready = sum(1 for p in pods if p.ready_s <= t)
+            n_act = sum(1 for p in pods if p.ready_s <= t and p.active)
+            signals = Signals(
+                now_s=t,
+                demand_rps=demand_obs,
+                queue_depth=queue_obs,
+                gpu_util_ratio=util_obs,
+                observed_at_s=observed_at,
+                throughput_rps=thr_obs,
+                pods=PodCounts(
+                    active=n_act,
+                    warm=n_ready - n_act,
+                    starting=len(pods) - n_ready,
+                    desired=desired_total,
+                ),
+                ready_durations_s=tuple(pending_ready),
+            )
+            pending_ready = []
+            view = DemandView(start, dt, rates[:n_vis])
+            decision = autoscaler.decide(signals, view)
+            reasons[decision.reason.value] = reasons.get(decision.reason.value, 0) + 1
+            if decision.total != desired_total:
+                actions += 1
+            desired_total, desired_active = decision.total, decision.active
+            # scale the Deployment
+            while len(pods) < desired_total:
+                delay = cfg.cold_start_s * float(
+                    np.clip(
+                        rng.lognormal(0.0, cfg.cold_start_sigma),
+                        cfg.cold_start_min_ratio,
+                        cfg.cold_start_max_ratio,
+                    )
+                )
+                pods.append(_Pod(t, t + delay))
+            if len(pods) > desired_total:
+                # remove starting pods first (newest first), then warm, then active
+                pods.sort(key=lambda p: (p.ready_s <= t, p.active, -p.created_s))
+                terminating.extend([t + cfg.termination_s] * (len(pods) - desired_total))
+                pods = pods[len(pods) - desired_total :]
+        # roles: keep desired_active pods active among the ready ones
+        ready = [p for p in pods if p.ready_s <= t]
+        act = [p for p in ready if p.active]
+        if len(act) > desired_active:
+            act.sort(key=lambda p: p.serve_s)
+            for p in act[desired_active:]:
+                p.active, p.serve_s = False, math.inf
+        elif len(act) < desired_active:
+            idle = sorted((p for p in ready if not p.active), key=lambda p: -p.ready_s)
+            for p in idle[: desired_active - len(act)]:
+                p.active = True
+                # a pod that just became ready goes straight to active; a warm one is promoted
+                p.serve_s = p.ready_s if p.ready_s > t - dt else t + cfg.warm_promotion_s
+        terminating = [e for e in terminating if e > t]
+        serving = sum(1 for p in ready if p.active and p.serve_s <= t)
+        cap_rps = serving * cap
+        arrivals = rates[k] * dt
+        avail = backlog + arrivals
+        served = min(avail, cap_rps * dt)
+        backlog = avail - served
+        wait = 0.0 if backlog <= 1e-09 else backlog / cap_rps if cap_rps > 0 else math.inf
+        n_act_ready = sum(1 for p in ready if p.active)
+        rec["cap"][k] = cap_rps
+        rec["backlog"][k] = backlog
+        rec["lat"][k] = cfg.base_latency_s + wait
+        rec["served"][k] = served
+        rec["desired"][k] = desired_total
+        rec["starting"][k] = len(pods) - len(ready)
+        rec["active"][k] = n_act_ready
+        rec["warm"][k] = len(ready) - n_act_ready
+        rec["term"][k] = len(terminating)
+        rec["util"][k] = min(1.0, served / dt / cap_rps) if cap_rps > 0 else 0.0
+        rec["thr"][k] = served / dt
+    return SimResult(
+        name=name or autoscaler.name,
+        start_s=start,
+        step_s=dt,
+        demand_rps=rates,
+        capacity_rps=rec["cap"],
+        backlog=rec["backlog"],
+        latency_s=rec["lat"],
+        served=rec["served"],
+        desired=rec["desired"],
+        starting=rec["starting"],
+        warm=rec["warm"],
+        active=rec["active"],
+        terminating=rec["term"],
+        slo_s=cfg.slo_s,
+        actions=actions,
+        reasons=reasons,
+    )

@@ -1,0 +1,123 @@
+"""surgecast as an :class:`~autoscaler.core.observation.Autoscaler`: a real forecaster
+(``forecasting.models.make(model)``) feeding :class:`~autoscaler.core.policy.Policy`.
+
+Each tick the complete forecast buckets that became visible are passed to ``update()``
+(cheap); the model is refit from scratch every ``refit_every_s``. Until the model has its
+minimum history, or when it fails, the policy runs on the reactive rule alone (the
+decision's components say so).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from autoscaler.core.decision import Decision
+from autoscaler.core.observation import DemandView
+from autoscaler.core.policy import Policy, PolicyState
+from autoscaler.core.settings import PolicySettings
+from autoscaler.core.signals import Signals
+from forecasting.errors import ForecastingError
+from forecasting.forecast import Forecast
+from forecasting.models import make
+from forecasting.protocol import Forecaster
+from forecasting.series import Series
+
+__all__ = ["SurgecastAutoscaler"]
+
+
+class SurgecastAutoscaler:
+    """Forecast-driven policy with explicit state (the forecaster and the policy state)."""
+
+    name = "surgecast"
+
+    def __init__(
+        self,
+        settings: PolicySettings,
+        *,
+        model: str = "seasonal_naive",
+        model_kwargs: dict[str, Any] | None = None,
+        forecast_step_s: float = 60.0,
+        refit_every_s: float = 3600.0,
+    ) -> None:
+        self.settings = settings
+        self.policy = Policy(settings)
+        self.state: PolicyState = self.policy.initial_state()
+        self.model_name = model
+        self.model_kwargs = dict(model_kwargs or {})
+        make(model, **self.model_kwargs)  # fail early on an unknown model name
+        self.forecast_step_s = forecast_step_s
+        self.refit_every_s = refit_every_s
+        self.interval_s = settings.interval_s
+        self.model: Forecaster | None = None
+        self._buckets: list[float] = []
+        self._start_s: float | None = None
+        self._fed = 0
+        self._fit_at_s = -math.inf
+        self.last_forecast: Forecast | None = None
+        self.last_error = ""
+
+    def _history(self, view: DemandView) -> None:
+        k = self.forecast_step_s / view.step_s
+        if abs(k - round(k)) > 1e-9 or round(k) < 1:
+            raise ValueError(
+                f"forecast_step_s {self.forecast_step_s:g} must be a multiple of the view "
+                f"step {view.step_s:g}"
+            )
+        k_int = round(k)
+        if self._start_s is None:
+            self._start_s = view.start_s
+        n_full = len(view.values) // k_int
+        if n_full > len(self._buckets):
+            new = (
+                view.values[len(self._buckets) * k_int : n_full * k_int]
+                .reshape(-1, k_int)
+                .mean(axis=1)
+            )
+            self._buckets.extend(float(x) for x in new)
+
+    def _series(self, i0: int, i1: int) -> Series:
+        assert self._start_s is not None
+        return Series(
+            start_s=self._start_s + i0 * self.forecast_step_s,
+            step_s=self.forecast_step_s,
+            values=np.asarray(self._buckets[i0:i1]),
+            kind="rate",
+            name="demand",
+        )
+
+    def forecast(self, now_s: float, view: DemandView) -> Forecast | None:
+        """Bring the model up to date with ``view`` and forecast over the lead."""
+        self._history(view)
+        n = len(self._buckets)
+        try:
+            if self.model is None or now_s - self._fit_at_s >= self.refit_every_s:
+                m = make(self.model_name, **self.model_kwargs)
+                if n < m.min_history(self.forecast_step_s):
+                    return None
+                self.model = m.fit(self._series(0, n))
+                self._fit_at_s, self._fed = now_s, n
+            elif n > self._fed:
+                self.model.update(self._series(self._fed, n))
+                self._fed = n
+            lead = self.state.lead.lead_s if self.state.lead else self.settings.cold_start_prior_s
+            assert self._start_s is not None
+            hist_end = self._start_s + n * self.forecast_step_s
+            span = now_s - hist_end + lead + self.settings.interval_s
+            h = max(1, math.ceil(span / self.forecast_step_s) + 1)
+            qs = sorted({0.5, self.settings.quantile, self.settings.warm_quantile})
+            fc = self.model.predict(h, qs)
+        except (ForecastingError, ValueError, np.linalg.LinAlgError) as exc:
+            self.last_error = f"{type(exc).__name__}: {exc}"
+            self.model = None
+            return None
+        self.last_forecast = fc
+        return fc
+
+    def decide(self, signals: Signals, view: DemandView) -> Decision:
+        """Forecast, then decide with the policy."""
+        fc = self.forecast(signals.now_s, view)
+        decision, self.state = self.policy.decide(signals, fc, self.state)
+        return decision

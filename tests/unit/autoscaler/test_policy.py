@@ -1,0 +1,159 @@
+"""Property tests of the surgecast policy (hypothesis)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from autoscaler.core.decision import Reason
+from autoscaler.core.policy import Policy
+from autoscaler.core.reactive import hpa_replicas
+from autoscaler.core.settings import Fallback, PolicySettings, ScheduleWindow
+from autoscaler.core.signals import PodCounts, Signals
+from autoscaler.errors import ConfigError
+from forecasting.forecast import Forecast
+
+NOW = 1_700_000_000.0
+CAP = 10.0
+
+
+def fc(level: float, ramp: float = 0.0, factor: float = 1.0) -> Forecast:
+    med = level + ramp * np.arange(6)
+    vals = np.vstack([med, med * 1.2, med * 1.4]) * factor
+    return Forecast(
+        start_s=NOW - 30, step_s=60.0, quantiles=(0.5, 0.9, 0.95), values=vals, model="t"
+    )
+
+
+def sig(current: int, demand: float | None) -> Signals:
+    return Signals(
+        now_s=NOW,
+        demand_rps=demand,
+        observed_at_s=NOW - 15,
+        pods=PodCounts(active=current, desired=current),
+    )
+
+
+cur = st.integers(0, 60)
+dem = st.floats(0, 2000)
+lvl = st.floats(0, 2000)
+
+
+@settings(max_examples=60, deadline=None)
+@given(cur, dem, lvl, st.integers(0, 10), st.integers(0, 90))
+def test_bounds_always_hold(c: int, d: float, level: float, lo: int, extra: int) -> None:
+    p = Policy(PolicySettings(CAP, min_replicas=lo, max_replicas=lo + extra))
+    dec, _ = p.decide(sig(c, d), fc(level))
+    assert lo <= dec.total <= lo + extra
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(1, 60), dem, lvl)
+def test_rate_limits_hold(c: int, d: float, level: float) -> None:
+    p = Policy(PolicySettings(CAP, min_replicas=0, max_replicas=1000))
+    dec, _ = p.decide(sig(c, d), fc(level))
+    assert dec.total <= max(2 * c, c + 4)
+
+
+@settings(max_examples=60, deadline=None)
+@given(cur, dem, lvl, st.floats(1.0, 5.0), st.floats(0, 50))
+def test_monotone_in_forecast(c: int, d: float, level: float, factor: float, ramp: float) -> None:
+    p = Policy(PolicySettings(CAP, max_replicas=1000, warm_max=10))
+    low, _ = p.decide(sig(c, d), fc(level, ramp))
+    high, _ = p.decide(sig(c, d), fc(level, ramp, factor))
+    assert high.total >= low.total
+    assert high.active >= low.active
+
+
+@settings(max_examples=60, deadline=None)
+@given(cur, dem, lvl)
+def test_never_below_reactive_rule(c: int, d: float, level: float) -> None:
+    s = PolicySettings(CAP, min_replicas=0, max_replicas=1000)
+    dec, _ = Policy(s).decide(sig(c, d), fc(level))
+    reactive = hpa_replicas(c, d, s.target_rps_per_replica, ready=c)
+    up_cap = max(2 * c, c + 4)
+    assert dec.total >= min(reactive, up_cap)
+
+
+@settings(max_examples=60, deadline=None)
+@given(cur, st.booleans(), st.one_of(st.none(), lvl))
+def test_no_scale_down_on_missing_or_stale(c: int, stale: bool, level: float | None) -> None:
+    p = Policy(PolicySettings(CAP, min_replicas=0, max_replicas=1000))
+    s = (
+        Signals(
+            now_s=NOW, demand_rps=1.0, observed_at_s=NOW - 600, pods=PodCounts(active=c, desired=c)
+        )
+        if stale
+        else sig(c, None)
+    )
+    dec, _ = p.decide(s, fc(level) if level is not None else None)
+    assert dec.total >= c
+    assert dec.reason is Reason.STALE_METRICS_HOLD
+
+
+def test_forecast_leads_reactive_before_a_ramp() -> None:
+    p = Policy(PolicySettings(CAP))
+    dec, _ = p.decide(sig(10, 70.0), fc(70.0, ramp=10.0))  # steady now, ramp ahead
+    assert dec.reason is Reason.FORECAST_LEAD
+    assert dec.total > 10
+    assert "predictive" in dec.message
+
+
+def test_fallback_after_repeated_failures() -> None:
+    p = Policy(PolicySettings(CAP, fallback=Fallback(failure_threshold=3, replicas=20)))
+    state = p.initial_state()
+    reasons = []
+    for i in range(3):
+        s = Signals(now_s=NOW + 15 * i, pods=PodCounts(active=5, desired=5))
+        dec, state = p.decide(s, None, state)
+        reasons.append(dec.reason)
+    assert reasons == [Reason.STALE_METRICS_HOLD, Reason.STALE_METRICS_HOLD, Reason.FALLBACK]
+    assert dec.total == 10  # 5 -> 20 wanted, scale-up limit max(2x, +4) = 10
+
+
+def test_schedule_bounds_in_time_zone() -> None:
+    # 2023-11-14 22:13:20 UTC = 23:13:20 in Berlin (a Tuesday)
+    w = ScheduleWindow(
+        "23:00", "23:30", min_replicas=8, days=frozenset({1}), timezone="Europe/Berlin"
+    )
+    p = Policy(PolicySettings(CAP, schedule=(w,), max_replicas=50))
+    dec, _ = p.decide(sig(8, 0.0), fc(0.0))
+    assert dec.total == 8 and dec.reason is Reason.SCHEDULE
+    w_utc = ScheduleWindow("23:00", "23:30", min_replicas=8, days=frozenset({1}), timezone="UTC")
+    dec2, _ = Policy(PolicySettings(CAP, schedule=(w_utc,))).decide(sig(8, 0.0), fc(0.0))
+    assert dec2.total < 8
+
+
+def test_tiers_raise_the_floor() -> None:
+    from autoscaler.core.settings import Tier
+
+    p = Policy(PolicySettings(CAP, tiers=(Tier(0.5, 1.0), Tier(0.9, 1.5))))
+    s = Signals(
+        now_s=NOW,
+        demand_rps=60.0,
+        gpu_util_ratio=0.95,
+        observed_at_s=NOW,
+        pods=PodCounts(active=10, desired=10),
+    )
+    dec, _ = p.decide(s, None)
+    assert dec.total == 15 and dec.reason is Reason.TIER
+
+
+@pytest.mark.parametrize(
+    "kwargs, field",
+    [
+        ({"target_util_ratio": 0}, "target_util_ratio"),
+        ({"quantile": 1.0}, "quantile"),
+        ({"min_replicas": 5, "max_replicas": 2}, "min_replicas"),
+    ],
+)
+def test_bad_settings_name_the_field(kwargs: dict[str, float], field: str) -> None:
+    with pytest.raises(ConfigError, match=field):
+        PolicySettings(CAP, **kwargs)  # type: ignore[arg-type]
+
+
+def test_bad_timezone() -> None:
+    with pytest.raises(ConfigError, match="time zone"):
+        ScheduleWindow("01:00", "02:00", timezone="Mars/Olympus")

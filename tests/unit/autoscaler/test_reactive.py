@@ -1,0 +1,61 @@
+"""HPA algorithm, with numbers worked from the Kubernetes documentation."""
+
+from __future__ import annotations
+
+from autoscaler.core.reactive import (
+    HpaState,
+    hpa_replicas,
+    normalize,
+    rate_limit,
+    record_scale,
+    stabilize,
+)
+from autoscaler.core.settings import Behavior
+
+
+def test_ratio_doubles_halves_and_tolerance() -> None:
+    # docs: current 200m vs target 100m doubles; 50m halves; within 0.1 nothing happens
+    assert hpa_replicas(4, 4 * 200.0, 100.0) == 8
+    assert hpa_replicas(4, 4 * 50.0, 100.0) == 2
+    assert hpa_replicas(4, 4 * 109.0, 100.0) == 4
+    assert hpa_replicas(4, 4 * 111.0, 100.0) == 5  # ceil(4 * 1.11)
+
+
+def test_unready_pods_count_as_zero_on_scale_up() -> None:
+    # 2 ready pods at 150 % with 2 starting: recomputed ratio 0.75 flips direction -> hold
+    assert hpa_replicas(4, 2 * 150.0, 100.0, ready=2, unready=2) == 4
+    # 2 ready at 300 %, 2 starting: ratio over 4 pods = 1.5 -> 6
+    assert hpa_replicas(4, 2 * 300.0, 100.0, ready=2, unready=2) == 6
+
+
+def test_default_scale_up_policies_select_max() -> None:
+    b = Behavior()
+    # from 1 pod: max(100 % -> 2, +4 -> 5) = 5
+    assert rate_limit(HpaState(), 0.0, 1, 100, b) == (5, "ScaleUpLimit")
+    # from 10 pods: max(20, 14) = 20
+    assert rate_limit(HpaState(), 0.0, 10, 100, b) == (20, "ScaleUpLimit")
+    # after 10 -> 20 at t=0, within the 15 s period the period started at 10: no more
+    st = record_scale(HpaState(), 0.0, 10, 20)
+    assert rate_limit(st, 5.0, 20, 100, b) == (20, "ScaleUpLimit")
+    # once the event left the period, 20 -> 40
+    assert rate_limit(st, 15.0, 20, 100, b) == (40, "ScaleUpLimit")
+
+
+def test_scale_down_stabilization_takes_max_of_window() -> None:
+    b = Behavior()
+    st = HpaState()
+    out, st = stabilize(st, 0.0, 10, 10, b)
+    assert out == 10
+    out, st = stabilize(st, 60.0, 10, 5, b)
+    assert out == 10  # the 10 recommended at t=0 is still in the 300 s window
+    out, st = stabilize(st, 120.0, 10, 7, b)
+    assert out == 10
+    out, st = stabilize(st, 301.0, 10, 4, b)
+    assert out == 7  # t=0 left the window; max(5, 7, 4) = 7
+
+
+def test_normalize_applies_bounds_last() -> None:
+    final, why, _ = normalize(HpaState(), 0.0, 5, 0, Behavior(), 2, 10)
+    assert (final, why) == (2, "Bounds")
+    final, why, _ = normalize(HpaState(), 0.0, 5, 50, Behavior(), 2, 8)
+    assert final == 8
