@@ -100,8 +100,8 @@ _SURGECAST = QuerySet(
         "sum(rate(surgecast_worker_prompt_tokens_total{$selector}[$window]))"
         " + sum(rate(surgecast_worker_generation_tokens_total{$selector}[$window]))"
     ),
-    queue_depth="sum(surgecast_worker_requests_waiting{$selector})",
-    running="sum(surgecast_worker_requests_running{$selector})",
+    queue_depth="sum(surgecast_worker_num_requests_waiting{$selector})",
+    running="sum(surgecast_worker_num_requests_running{$selector})",
     freshness="max(timestamp(surgecast_worker_requests_total{$selector}))",
 )
 

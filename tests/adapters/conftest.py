@@ -55,7 +55,7 @@ def live_exporter() -> Iterator[LiveExporter]:
 
     reg = CollectorRegistry()
     requests = Counter("surgecast_worker_requests", "requests", registry=reg)
-    waiting = Gauge("surgecast_worker_requests_waiting", "waiting", registry=reg)
+    waiting = Gauge("surgecast_worker_num_requests_waiting", "waiting", registry=reg)
     server, thread = start_http_server(0, addr="127.0.0.1", registry=reg)
     yield LiveExporter(server.server_port, requests, waiting, server)
     server.shutdown()
