@@ -15,20 +15,21 @@ schedule (a lower bound).
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from autoscaler.core.baselines import REGISTRY, oracle_gpu_hours
-from autoscaler.core.settings import PolicySettings
-from autoscaler.core.simulator import SimConfig, SimResult, demand_rates, simulate
-from autoscaler.core.surgecast import SurgecastAutoscaler
+from autoscaler.core.scenario import (
+    DEFAULT_POLICIES,
+    build_policies,
+    build_scenario,
+    compare,
+    compatible_step,
+)
 from forecasting.series import Series
 
 TRACES = [
@@ -52,42 +53,10 @@ def surge_trace() -> Series:
 
 
 def run_trace(trace: Series, step_s: float, model: str, phpa: bool) -> list[dict[str, float | str]]:
-    rates = demand_rates(trace, step_s).values
-    cap = float(rates.max()) / 40 / 0.7
-    cfg = SimConfig(capacity_rps_per_replica=cap, step_s=step_s, seed=0)
-    init = max(1, math.ceil(float(np.mean(rates[: max(1, int(60 / step_s))])) / (cap * 0.7)))
-    orc = oracle_gpu_hours(
-        rates, step_s, cap, cfg.cold_start_s * cfg.cold_start_min_ratio, initial_replicas=init
-    )
-    fstep = max(60.0, trace.step_s)
-    pols = {
-        "surgecast": SurgecastAutoscaler(
-            PolicySettings(cap, max_replicas=400, warm_max=8),
-            model=model,
-            forecast_step_s=fstep,
-            refit_every_s=6 * 3600.0,
-        ),
-        "hpa(gpu 70%)": REGISTRY["hpa"](cap, max_replicas=400),
-        "hpa(req/s)": REGISTRY["hpa_rps"](cap, max_replicas=400),
-        "keda": REGISTRY["keda"](cap, max_replicas=400),
-        "kpa": REGISTRY["kpa"](cap, max_replicas=400),
-        "static peak": REGISTRY["static"](math.ceil(float(rates.max()) / cap)),
-        "oracle (replay)": REGISTRY["oracle"](
-            rates, trace.start_s, step_s, cap, max_cold_start_s=180.0
-        ),
-    }
-    if phpa:
-        pols["phpa"] = REGISTRY["phpa"](cap, max_replicas=400, season_length=5760, refit_every=240)
-    rows = []
-    for name, pol in pols.items():
-        t0 = time.perf_counter()
-        res: SimResult = simulate(trace, pol, cfg, name=name)
-        row = res.summary(orc)
-        busy = res.served.sum() / max(1e-9, (res.capacity_rps * step_s).sum())
-        row["util_pct"] = 100 * float(busy)
-        row["sim_s"] = time.perf_counter() - t0
-        rows.append(row)
-    return rows
+    scenario = build_scenario(trace, step_s)
+    names = list(DEFAULT_POLICIES) + (["phpa"] if phpa else [])
+    pols = build_policies(scenario, trace, names, model=model)
+    return [row for row, _ in compare(trace, scenario, pols)]
 
 
 def print_table(title: str, rows: list[dict[str, float | str]]) -> None:
@@ -137,7 +106,7 @@ def main() -> int:
         s = Series.from_csv(traces_dir() / f"{name}.csv")
         n = max(2, int(a.days * 86400 / s.step_s))
         s = s.slice(0, n)
-        step = a.step if s.step_s % a.step == 0 or a.step % s.step_s == 0 else s.step_s
+        step = a.step if compatible_step(s.step_s, a.step) else s.step_s
         print_table(
             f"{name} (first {s.step_s * len(s) / 86400:.2f} days, step {step:g} s)",
             run_trace(s, step, a.model, not a.no_phpa),

@@ -1,0 +1,285 @@
+"""``surgecast backtest``: surgecast against the baselines on a trace, through the simulator.
+
+The scenario is the benchmark's (``docs/autoscaling.md``): per-replica capacity such that
+the trace's peak needs ``--peak-replicas`` at 70 % utilisation, log-normal cold start around
+``--cold-start``, warm promotion ``--warm-promotion``, latency SLO ``--slo``. Prints one row
+per policy (rich table), writes ``capacity.png`` (demand vs serving capacity per policy) and
+``summary.json`` into ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from autoscaler.commands.forecast import UsageError, load_series
+
+if TYPE_CHECKING:
+    from autoscaler.core.scenario import Scenario
+    from autoscaler.core.simulator import SimResult
+    from forecasting.series import Series
+
+NAME = "backtest"
+HELP = "Simulate surgecast and the HPA/KEDA/KPA/static/oracle baselines on a trace CSV."
+
+#: table columns: (summary key, header, format)
+COLUMNS = (
+    ("policy", "policy", "s"),
+    ("slo_pct", "% within SLO", ".2f"),
+    ("p99_s", "p99 latency s", ".3f"),
+    ("gpu_hours", "GPU-hours", ".2f"),
+    ("x_oracle", "x oracle", ".3f"),
+    ("actions", "actions", ".0f"),
+    ("under_min", "min under-provisioned", ".2f"),
+)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of ``surgecast backtest``."""
+    parser.add_argument("--trace", required=True, help="trace CSV (timestamp,<column>,...)")
+    add_scenario_arguments(parser, days=None)
+    parser.add_argument(
+        "--policies",
+        default="surgecast,hpa,hpa_rps,keda,kpa,static,oracle",
+        help="comma-separated policies (surgecast, hpa, hpa_rps, keda, kpa, static, oracle, "
+        "phpa; default all but phpa)",
+    )
+    parser.add_argument("--out", default="surgecast-backtest", help="output folder")
+
+
+def add_scenario_arguments(parser: argparse.ArgumentParser, *, days: float | None) -> None:
+    """The scenario options shared with ``surgecast dry-run``."""
+    parser.add_argument("--column", default="requests", help="value column (default requests)")
+    parser.add_argument(
+        "--peak-replicas", type=int, default=40,
+        help="replicas the trace's peak needs at 70%% utilisation (sets capacity; default 40)",
+    )
+    parser.add_argument("--cold-start", default="120s", help="median cold start (default 120s)")
+    parser.add_argument(
+        "--warm-promotion", default="5s", help="warm -> serving delay (default 5s)"
+    )
+    parser.add_argument("--slo", default="500ms", help="latency SLO (default 500ms)")
+    parser.add_argument("--step", default="15s", help="simulation step (default 15s)")
+    parser.add_argument(
+        "--days", type=float, default=days,
+        help="use only the first N days of the trace"
+        + (f" (default {days:g})" if days else " (default: all)"),
+    )
+    parser.add_argument(
+        "--model", default="seasonal_naive",
+        help="surgecast's forecaster (seasonal_naive, ets, mstl, gbm, auto, ...; "
+        "default seasonal_naive)",
+    )
+
+
+def _duration(flag: str, raw: str) -> float:
+    from forecasting.series import parse_duration
+
+    try:
+        value = parse_duration(raw)
+    except ValueError as exc:
+        raise UsageError(f"{flag}: {exc}") from None
+    if not value > 0:
+        raise UsageError(f"{flag} must be > 0, got {raw}")
+    return value
+
+
+def prepare(series: Series, args: argparse.Namespace) -> tuple[Series, Scenario]:
+    """Slice the trace to ``--days``, check the flags and build the scenario."""
+    from autoscaler.core.scenario import build_scenario, compatible_step, trim_to_grid
+    from forecasting.models import REGISTRY as MODELS
+
+    step_s = _duration("--step", args.step)
+    cold_s = _duration("--cold-start", args.cold_start)
+    promo_s = _duration("--warm-promotion", args.warm_promotion)
+    slo_s = _duration("--slo", args.slo)
+    if args.peak_replicas < 1:
+        raise UsageError(f"--peak-replicas must be >= 1, got {args.peak_replicas}")
+    if args.model not in MODELS:
+        raise UsageError(
+            f"unknown model {args.model!r}; available: {', '.join(sorted(MODELS))}"
+        )
+    if args.days is not None:
+        if not args.days > 0:
+            raise UsageError(f"--days must be > 0, got {args.days:g}")
+        series = series.slice(0, max(1, round(args.days * 86400 / series.step_s)))
+    if not compatible_step(series.step_s, step_s):
+        raise UsageError(
+            f"--step {args.step} and the trace step {series.step_s:g} s: one must be a whole "
+            "multiple of the other"
+        )
+    series = trim_to_grid(series, step_s)
+    span_s = len(series) * series.step_s
+    need_s = max(600.0, 2 * cold_s)
+    if len(series) < 2 or span_s < need_s:
+        raise UsageError(
+            f"trace too short: {len(series)} points cover {span_s:g} s, need at least "
+            f"{need_s:g} s (10 min and two cold starts) in 2 points or more"
+        )
+    try:
+        scenario = build_scenario(
+            series, step_s, peak_replicas=args.peak_replicas, cold_start_s=cold_s,
+            warm_promotion_s=promo_s, slo_s=slo_s,
+        )
+    except ValueError as exc:
+        raise UsageError(str(exc).replace("slo_s", "--slo")) from None
+    return series, scenario
+
+
+def _policy_names(raw: str) -> list[str]:
+    from autoscaler.core.scenario import POLICY_LABELS
+
+    names: list[str] = []
+    for n in raw.split(","):
+        n = n.strip()
+        if n and n not in names:
+            names.append(n)
+    unknown = [n for n in names if n not in POLICY_LABELS]
+    if unknown:
+        raise UsageError(
+            f"unknown policy {unknown[0]!r}; available: {', '.join(POLICY_LABELS)}"
+        )
+    if not names:
+        raise UsageError("--policies is empty")
+    return names
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the comparison; 2 on bad input (one line on stderr)."""
+    try:
+        names = _policy_names(args.policies)
+        series = load_series(Path(args.trace), args.column, None)
+        return backtest_and_report(series, names, args)
+    except UsageError as exc:
+        print(f"surgecast {NAME}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+def backtest_and_report(series: Series, names: list[str], args: argparse.Namespace) -> int:
+    """Simulate every policy; print the table, write the PNG and the JSON."""
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from autoscaler.core.scenario import build_policies, compare
+
+    series, scenario = prepare(series, args)
+    out = Path(args.out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"cannot create --out folder {out}: {exc}") from None
+    policies = build_policies(scenario, series, names, model=args.model)
+
+    console = Console(width=None if sys.stdout.isatty() else 150)
+    err = Console(stderr=True)
+    progress = Progress(
+        TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+        TimeElapsedColumn(), console=err, transient=True, disable=not sys.stderr.isatty(),
+    )
+    labels = list(policies)
+    with progress:
+        task = progress.add_task(f"simulating {labels[0]}", total=len(labels))
+
+        def done(name: str, _res: SimResult) -> None:
+            i = labels.index(name) + 1
+            nxt = f"simulating {labels[i]}" if i < len(labels) else "done"
+            progress.update(task, advance=1, description=nxt)
+
+        results = compare(series, scenario, policies, on_done=done)
+
+    _print_table(console, series, scenario, [row for row, _ in results])
+    png = out / "capacity.png"
+    _plot(png, [res for _, res in results])
+    payload = summary_payload(series, scenario, args, results)
+    js = out / "summary.json"
+    js.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
+    console.print(f"wrote {png} and {js}", highlight=False)
+    return 0
+
+
+def summary_payload(
+    series: Series, scenario: Scenario, args: argparse.Namespace,
+    results: list[tuple[dict[str, float | str], SimResult]],
+) -> dict[str, Any]:
+    """What ``summary.json`` holds: the scenario and one summary row per policy."""
+    cfg = scenario.config
+    return {
+        "trace": series.name,
+        "column": args.column,
+        "trace_step_s": series.step_s,
+        "start_s": series.start_s,
+        "duration_s": len(series) * series.step_s,
+        "model": args.model,
+        "scenario": {
+            "step_s": cfg.step_s,
+            "peak_replicas": scenario.peak_replicas,
+            "capacity_rps_per_replica": cfg.capacity_rps_per_replica,
+            "cold_start_s": cfg.cold_start_s,
+            "warm_promotion_s": cfg.warm_promotion_s,
+            "slo_s": cfg.slo_s,
+            "base_latency_s": cfg.base_latency_s,
+            "initial_replicas": scenario.initial_replicas,
+            "oracle_gpu_hours": scenario.oracle_gpu_hours,
+        },
+        "policies": [
+            {**row, "reasons": dict(res.reasons)} for row, res in results
+        ],
+    }
+
+
+def _print_table(
+    console: Any, series: Series, scenario: Scenario, rows: list[dict[str, float | str]]
+) -> None:
+    from rich.table import Table
+
+    cfg = scenario.config
+    table = Table(
+        title=f"{series.name}: {len(series) * series.step_s / 3600:.2f} h, step {cfg.step_s:g} s",
+        caption=(
+            f"{cfg.capacity_rps_per_replica:.3g} req/s per replica, cold start "
+            f"{cfg.cold_start_s:g} s, warm promotion {cfg.warm_promotion_s:g} s, SLO "
+            f"{cfg.slo_s:g} s; oracle {scenario.oracle_gpu_hours:.2f} GPU-h"
+        ),
+    )
+    for _, header, _ in COLUMNS:
+        table.add_column(header, justify="left" if header == "policy" else "right")
+    for r in rows:
+        cells = []
+        for key, _, spec in COLUMNS:
+            v = r.get(key)
+            cells.append("-" if v is None else format(v, spec))
+        table.add_row(*cells)
+    console.print(table)
+
+
+def _plot(path: Path, results: list[SimResult]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    fig, axes = plt.subplots(
+        len(results), 1, figsize=(11, 2.2 * len(results)), sharex=True, squeeze=False
+    )
+    for ax, res in zip(axes[:, 0], results, strict=True):
+        n = len(res.demand_rps)
+        stride = max(1, n // 4000)  # keep the PNG light on long traces
+        x = (np.arange(0, n, stride) * res.step_s) / 3600.0
+        ax.plot(x, res.demand_rps[::stride], color="black", lw=0.8, label="demand req/s")
+        ax.plot(
+            x, res.capacity_rps[::stride], color="tab:blue", lw=1.0,
+            label="serving capacity req/s", drawstyle="steps-post",
+        )
+        ax.set_title(
+            f"{res.name}: {100 * res.slo_share:.2f} % within SLO, "
+            f"{res.gpu_hours:.1f} GPU-h", fontsize=9,
+        )
+        ax.legend(fontsize=7, loc="upper left")
+    axes[-1, 0].set_xlabel("hours from the trace start")
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)

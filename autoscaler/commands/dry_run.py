@@ -1,0 +1,141 @@
+"""``surgecast dry-run``: what the controller would decide, tick by tick, on a trace.
+
+Replays the trace (``--trace``, or the embedded English-Wikipedia slice shipped in
+``forecasting/data``) through the simulator with surgecast in charge, in the same scenario as
+``surgecast backtest``, and prints one aligned line per controller tick (or every
+``--every``-th tick, plus every tick whose decision changed the replica count): time,
+demand the controller saw, forecast p50/p90 peaks over the lead window, active, warm and
+total replicas, and the decision's reason and message.
+
+The live mode (``--prometheus URL --target NS/NAME``) comes with the controller (issue 4).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from datetime import UTC, datetime
+from importlib import resources
+from importlib.abc import Traversable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from autoscaler.commands.backtest import add_scenario_arguments, prepare
+from autoscaler.commands.forecast import UsageError, load_series
+
+if TYPE_CHECKING:
+    from autoscaler.core.scenario import Tick
+    from forecasting.series import Series
+
+NAME = "dry-run"
+HELP = "Print, tick by tick, what the surgecast controller would decide on a trace."
+EMBEDDED = "wikipedia_en_2016_01.csv"
+HEADER = (
+    f"{'time (UTC)':<19}  {'demand':>9}  {'p50':>9}  {'p90':>9}  "
+    f"{'active':>6}  {'warm':>4}  {'total':>5}  {'reason':<20}  message"
+)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of ``surgecast dry-run``."""
+    parser.add_argument(
+        "--trace", default=None,
+        help=f"trace CSV (default: the embedded {EMBEDDED}, see forecasting/data/ATTRIBUTION.md)",
+    )
+    add_scenario_arguments(parser, days=2.0)
+    parser.add_argument(
+        "--every", type=int, default=1,
+        help="print every N-th tick (ticks that change the replica count always print)",
+    )
+    parser.add_argument("--limit", type=int, default=None, help="stop after N printed lines")
+    parser.add_argument("--prometheus", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--target", default=None, help=argparse.SUPPRESS)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Replay and print; 2 on bad input (one line on stderr)."""
+    try:
+        if args.prometheus is not None or args.target is not None:
+            raise UsageError(
+                "not implemented yet: live dry-run comes with the controller (issue 4); "
+                "use --trace FILE"
+            )
+        if args.every < 1:
+            raise UsageError(f"--every must be >= 1, got {args.every}")
+        if args.limit is not None and args.limit < 1:
+            raise UsageError(f"--limit must be >= 1, got {args.limit}")
+        if args.trace is None:
+            with resources.as_file(embedded_trace()) as p:
+                print(f"surgecast dry-run: embedded trace {EMBEDDED} "
+                      "(see forecasting/data/ATTRIBUTION.md)")
+                series = load_series(p, args.column, None)
+        else:
+            series = load_series(Path(args.trace), args.column, None)
+        return dry_run(series, args)
+    except UsageError as exc:
+        print(f"surgecast {NAME}: error: {exc}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:  # `surgecast dry-run | head`
+        sys.stderr.close()
+        return 0
+
+
+def embedded_trace() -> Traversable:
+    """The trace slice shipped in ``forecasting/data``: a package resource, or the file
+    beside ``forecasting.series`` when ``forecasting`` resolves to a namespace package (a
+    ``forecasting`` test folder on ``sys.path`` shadows it under pytest)."""
+    import forecasting.series
+
+    res = resources.files("forecasting") / "data" / EMBEDDED
+    if res.is_file():
+        return res
+    return Path(forecasting.series.__file__).parent / "data" / EMBEDDED
+
+
+def format_tick(t: Tick) -> str:
+    """One aligned line: time, demand, p50, p90, active, warm, total, reason, message."""
+
+    def num(x: float | None) -> str:
+        return f"{x:>9.1f}" if x is not None else f"{'-':>9}"
+
+    d = t.decision
+    when = datetime.fromtimestamp(t.now_s, tz=UTC).strftime("%Y-%m-%d %H:%M:%S")
+    return (
+        f"{when:<19}  {num(t.demand_rps)}  {num(t.p50_rps)}  {num(t.p90_rps)}  "
+        f"{d.active:>6}  {d.warm:>4}  {d.total:>5}  {d.reason.value:<20}  {d.message}"
+    )
+
+
+def dry_run(series: Series, args: argparse.Namespace) -> int:
+    """Simulate surgecast on the trace and print the selected ticks and a summary."""
+    from autoscaler.core.scenario import RecordingAutoscaler, make_surgecast
+    from autoscaler.core.simulator import simulate
+
+    trace, scenario = prepare(series, args)
+    rec = RecordingAutoscaler(make_surgecast(scenario, trace.step_s, args.model))
+    res = simulate(trace, rec, scenario.config, name="surgecast")
+    cfg = scenario.config
+    print(
+        f"{trace.name}: {len(trace) * trace.step_s / 3600:.2f} h, {len(rec.ticks)} ticks of "
+        f"{rec.interval_s:g} s, {cfg.capacity_rps_per_replica:.3g} req/s per replica, "
+        f"cold start {cfg.cold_start_s:g} s, model {args.model}; demand = the delayed rate() "
+        "the controller saw, p50/p90 = forecast peaks over the lead window (req/s)"
+    )
+    print(HEADER)
+    printed = 0
+    prev_total: int | None = None
+    for i, t in enumerate(rec.ticks):
+        changed = prev_total is not None and t.decision.total != prev_total
+        prev_total = t.decision.total
+        if i % args.every and not changed:
+            continue
+        print(format_tick(t))
+        printed += 1
+        if args.limit is not None and printed >= args.limit:
+            break
+    print(
+        f"summary: {100 * res.slo_share:.2f} % within the {cfg.slo_s:g} s SLO, p99 "
+        f"{res.p99_latency_s:.3f} s, {res.gpu_hours:.2f} GPU-hours "
+        f"({res.gpu_hours / scenario.oracle_gpu_hours:.3f} x oracle), {res.actions} actions"
+    )
+    return 0

@@ -1,0 +1,295 @@
+"""The documented backtest scenario and the policy comparison, shared by
+``benchmarks/autoscaling.py``, ``surgecast backtest`` and ``surgecast dry-run``.
+
+A :class:`Scenario` sizes the cluster from the trace (per-replica capacity such that the
+trace's peak needs ``peak_replicas`` at 70 % utilisation), holds the simulator config and the
+oracle's GPU-hours lower bound. :func:`build_policies` makes surgecast and the baselines by
+name, :func:`compare` simulates each and returns one summary row per policy, and
+:class:`RecordingAutoscaler` keeps every decision of a wrapped autoscaler (what the dry-run
+prints). Pure: no clock (``perf_counter`` only measures), no I/O.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from autoscaler.core.baselines import REGISTRY, oracle_gpu_hours
+from autoscaler.core.decision import Decision
+from autoscaler.core.observation import Autoscaler, DemandView
+from autoscaler.core.settings import PolicySettings
+from autoscaler.core.signals import Signals
+from autoscaler.core.simulator import SimConfig, SimResult, demand_rates, simulate
+from autoscaler.core.surgecast import SurgecastAutoscaler
+from autoscaler.core.warm_pool import demand_window
+from forecasting.forecast import Forecast
+from forecasting.series import FloatArray, Series
+
+__all__ = [
+    "DEFAULT_POLICIES",
+    "POLICY_LABELS",
+    "RecordingAutoscaler",
+    "Scenario",
+    "Tick",
+    "build_policies",
+    "build_scenario",
+    "compare",
+    "compatible_step",
+    "make_surgecast",
+    "trim_to_grid",
+]
+
+#: policy names accepted by :func:`build_policies`, in table order, with their table labels
+POLICY_LABELS: dict[str, str] = {
+    "surgecast": "surgecast",
+    "hpa": "hpa(gpu 70%)",
+    "hpa_rps": "hpa(req/s)",
+    "keda": "keda",
+    "kpa": "kpa",
+    "static": "static peak",
+    "oracle": "oracle (replay)",
+    "phpa": "phpa",
+}
+
+#: what ``surgecast backtest`` runs unless told otherwise (PHPA's Holt-Winters fits are slow)
+DEFAULT_POLICIES: tuple[str, ...] = (
+    "surgecast",
+    "hpa",
+    "hpa_rps",
+    "keda",
+    "kpa",
+    "static",
+    "oracle",
+)
+
+#: ceiling on replicas every autoscaler may ask for
+MAX_REPLICAS = 400
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """One trace's cluster: per-replica capacity, simulator config and the oracle bound.
+
+    Attributes:
+        rates: the trace as req/s on the simulation grid.
+        config: the simulator config (capacity, step, cold start, warm promotion, SLO).
+        peak_replicas: replicas the trace's peak needs at 70 % utilisation.
+        initial_replicas: pods ready at the start (first minute's demand at 70 %).
+        oracle_gpu_hours: GPU-hours of the cheapest no-queue schedule (a lower bound).
+    """
+
+    rates: FloatArray
+    config: SimConfig
+    peak_replicas: int
+    initial_replicas: int
+    oracle_gpu_hours: float
+
+    @property
+    def capacity(self) -> float:
+        """Requests/s one serving replica completes at saturation."""
+        return self.config.capacity_rps_per_replica
+
+    @property
+    def step_s(self) -> float:
+        """The simulation step."""
+        return self.config.step_s
+
+
+def compatible_step(trace_step_s: float, step_s: float) -> bool:
+    """Whether the simulator can run ``step_s`` on a trace of ``trace_step_s``: one must
+    be a whole multiple of the other."""
+    if trace_step_s <= 0 or step_s <= 0:
+        return False
+    big, small = max(trace_step_s, step_s), min(trace_step_s, step_s)
+    k = big / small
+    return abs(k - round(k)) < 1e-9
+
+
+def trim_to_grid(trace: Series, step_s: float) -> Series:
+    """``trace`` without its trailing points that would leave the last simulation bucket
+    partly covered (resampling to a coarser ``step_s`` turns such a bucket into a gap)."""
+    if step_s <= trace.step_s:
+        return trace
+    end = trace.start_s + len(trace) * trace.step_s
+    full_end = math.floor(end / step_s + 1e-9) * step_s
+    n = max(1, math.floor((full_end - trace.start_s) / trace.step_s + 1e-9))
+    return trace.slice(0, n) if n < len(trace) else trace
+
+
+def build_scenario(
+    trace: Series,
+    step_s: float,
+    *,
+    peak_replicas: int = 40,
+    cold_start_s: float = 120.0,
+    warm_promotion_s: float = 5.0,
+    slo_s: float = 0.5,
+    seed: int = 0,
+) -> Scenario:
+    """Size the cluster so that the trace's peak needs ``peak_replicas`` at 70 % utilisation.
+
+    Raises:
+        ValueError: no demand at all, a bad step, or a non-positive ``peak_replicas``.
+    """
+    if peak_replicas < 1:
+        raise ValueError(f"peak_replicas must be >= 1, got {peak_replicas}")
+    rates = np.asarray(demand_rates(trace, step_s).values, dtype=np.float64)
+    if np.isnan(rates).any():
+        raise ValueError(
+            f"the trace leaves {int(np.isnan(rates).sum())} simulation bucket(s) of "
+            f"{step_s:g} s without data; trim it with trim_to_grid()"
+        )
+    peak = float(rates.max())
+    if not peak > 0:
+        raise ValueError("the demand trace is zero everywhere: nothing to scale")
+    cap = peak / peak_replicas / 0.7
+    cfg = SimConfig(
+        capacity_rps_per_replica=cap,
+        step_s=step_s,
+        cold_start_s=cold_start_s,
+        warm_promotion_s=warm_promotion_s,
+        slo_s=slo_s,
+        seed=seed,
+    )
+    init = max(1, math.ceil(float(np.mean(rates[: max(1, int(60 / step_s))])) / (cap * 0.7)))
+    orc = oracle_gpu_hours(
+        rates, step_s, cap, cfg.cold_start_s * cfg.cold_start_min_ratio, initial_replicas=init
+    )
+    return Scenario(rates, cfg, peak_replicas, init, orc)
+
+
+def make_surgecast(
+    scenario: Scenario, trace_step_s: float, model: str = "seasonal_naive"
+) -> SurgecastAutoscaler:
+    """surgecast with the scenario's capacity, cold start and warm promotion."""
+    cfg = scenario.config
+    return SurgecastAutoscaler(
+        PolicySettings(
+            scenario.capacity,
+            max_replicas=MAX_REPLICAS,
+            warm_max=8,
+            cold_start_prior_s=cfg.cold_start_s,
+            warm_promotion_s=cfg.warm_promotion_s,
+        ),
+        model=model,
+        forecast_step_s=max(60.0, trace_step_s),
+        refit_every_s=6 * 3600.0,
+    )
+
+
+def build_policies(
+    scenario: Scenario,
+    trace: Series,
+    names: Sequence[str] = DEFAULT_POLICIES,
+    *,
+    model: str = "seasonal_naive",
+) -> dict[str, Autoscaler]:
+    """The autoscalers called ``names`` (keys of :data:`POLICY_LABELS`), by table label.
+
+    Raises:
+        KeyError: an unknown policy name.
+    """
+    cap = scenario.capacity
+    out: dict[str, Autoscaler] = {}
+    for name in names:
+        if name not in POLICY_LABELS:
+            raise KeyError(name)
+        pol: Autoscaler
+        if name == "surgecast":
+            pol = make_surgecast(scenario, trace.step_s, model)
+        elif name == "static":
+            pol = REGISTRY["static"](math.ceil(float(scenario.rates.max()) / cap))
+        elif name == "oracle":
+            cfg = scenario.config
+            pol = REGISTRY["oracle"](
+                scenario.rates,
+                trace.start_s,
+                scenario.step_s,
+                cap,
+                max_cold_start_s=cfg.cold_start_s * cfg.cold_start_max_ratio,
+            )
+        elif name == "phpa":
+            pol = REGISTRY["phpa"](
+                cap, max_replicas=MAX_REPLICAS, season_length=5760, refit_every=240
+            )
+        else:
+            pol = REGISTRY[name](cap, max_replicas=MAX_REPLICAS)
+        out[POLICY_LABELS[name]] = pol
+    return out
+
+
+def compare(
+    trace: Series,
+    scenario: Scenario,
+    policies: dict[str, Autoscaler],
+    *,
+    on_done: Callable[[str, SimResult], None] | None = None,
+) -> list[tuple[dict[str, float | str], SimResult]]:
+    """Simulate every policy on ``trace``; one summary row (``policy``, ``slo_pct``,
+    ``p99_s``, ``gpu_hours``, ``x_oracle``, ``actions``, ``under_min``, ``util_pct``,
+    ``sim_s``) and the full result per policy, in order. ``on_done`` is called after each."""
+    out: list[tuple[dict[str, float | str], SimResult]] = []
+    for name, pol in policies.items():
+        t0 = time.perf_counter()
+        res = simulate(trace, pol, scenario.config, name=name)
+        row = res.summary(scenario.oracle_gpu_hours)
+        busy = res.served.sum() / max(1e-9, (res.capacity_rps * scenario.step_s).sum())
+        row["util_pct"] = 100 * float(busy)
+        row["sim_s"] = time.perf_counter() - t0
+        out.append((row, res))
+        if on_done is not None:
+            on_done(name, res)
+    return out
+
+
+@dataclass(frozen=True)
+class Tick:
+    """One controller decision as the dry-run prints it.
+
+    Attributes:
+        now_s: tick time (epoch seconds).
+        demand_rps: the demand the controller saw (delayed ``rate()``; ``None`` before any).
+        p50_rps, p90_rps: peak of the forecast's median and of its 0.9 quantile over the
+            lead window, now to now + lead + one tick (``None``: no forecast used).
+        current: the Deployment's replicas before the decision.
+        decision: the decision.
+    """
+
+    now_s: float
+    demand_rps: float | None
+    p50_rps: float | None
+    p90_rps: float | None
+    current: int
+    decision: Decision
+
+
+class RecordingAutoscaler:
+    """Wraps an autoscaler and keeps every decision (with surgecast's forecast) as a
+    :class:`Tick`; behaves exactly like the wrapped one."""
+
+    def __init__(self, inner: Autoscaler) -> None:
+        self.inner = inner
+        self.name = inner.name
+        self.interval_s = inner.interval_s
+        self.ticks: list[Tick] = []
+
+    def decide(self, signals: Signals, view: DemandView) -> Decision:
+        """Decide with the wrapped autoscaler and record the tick; the forecast columns are
+        the peaks of the median and of the 0.9 quantile over the decision's lead window."""
+        decision = self.inner.decide(signals, view)
+        p50 = p90 = None
+        fc: Forecast | None = getattr(self.inner, "last_forecast", None)
+        if fc is not None and "predictive" in decision.components:
+            now = signals.now_s
+            end = now + decision.components.get("lead_s", 0.0) + self.interval_s
+            p50 = float(np.max(demand_window(fc, 0.5, now, end)))
+            if 0.9 in fc.quantiles:
+                p90 = float(np.max(demand_window(fc, 0.9, now, end)))
+        self.ticks.append(
+            Tick(signals.now_s, signals.demand_rps, p50, p90, signals.pods.desired, decision)
+        )
+        return decision

@@ -1,0 +1,160 @@
+"""``surgecast backtest`` and ``surgecast dry-run`` in-process on real trace slices."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from autoscaler.cli import main
+from autoscaler.core.baselines import REGISTRY
+from autoscaler.core.simulator import SimConfig, demand_rates, simulate
+from forecasting.series import Series
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def conv_slice(traces_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The first 50 minutes of the Azure LLM conversation trace (1 s buckets)."""
+    path = tmp_path_factory.mktemp("conv") / "conv.csv"
+    lines = (traces_dir / "azure_llm_2023_conv.csv").read_text().splitlines()
+    path.write_text("\n".join(lines[: 1 + 3000]) + "\n")
+    return path
+
+
+@pytest.fixture(scope="module")
+def wiki_slice(traces_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The first two days of hourly English-Wikipedia requests."""
+    path = tmp_path_factory.mktemp("wiki") / "wiki.csv"
+    lines = (traces_dir / "wikipedia_en_2016_01.csv").read_text().splitlines()
+    path.write_text("\n".join(lines[: 1 + 48]) + "\n")
+    return path
+
+
+def test_backtest_table_png_json(
+    conv_slice: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "out"
+    rc = main(["backtest", "--trace", str(conv_slice), "--out", str(out)])
+    assert rc == 0
+    text = capsys.readouterr().out
+    labels = ["surgecast", "hpa(gpu 70%)", "hpa(req/s)", "keda", "kpa", "static peak",
+              "oracle (replay)"]
+    for header in ("% within SLO", "p99 latency s", "GPU-hours", "x oracle", "actions",
+                   "min under-provisioned"):
+        assert header in text
+    data = json.loads((out / "summary.json").read_text())
+    rows = {r["policy"]: r for r in data["policies"]}
+    assert list(rows) == labels
+    # each table row carries the JSON's numbers
+    for label, r in rows.items():
+        line = next(ln for ln in text.splitlines() if f" {label} " in ln)
+        assert f"{r['slo_pct']:.2f}" in line and f"{r['gpu_hours']:.2f}" in line
+        assert f"{r['x_oracle']:.3f}" in line and 0 <= r["slo_pct"] <= 100
+        assert r["x_oracle"] == pytest.approx(r["gpu_hours"] / data["scenario"]["oracle_gpu_hours"])
+    # the oracle bound holds and the replayed oracle is close to it
+    assert all(r["x_oracle"] >= 0.99 for r in rows.values())
+    assert rows["oracle (replay)"]["x_oracle"] < 1.2
+
+    # the JSON agrees with a direct simulate() of two baselines in the same scenario
+    sc = data["scenario"]
+    assert sc["peak_replicas"] == 40 and sc["cold_start_s"] == 120 and sc["slo_s"] == 0.5
+    series = Series.from_csv(conv_slice)
+    series = series.slice(0, round(data["duration_s"] / series.step_s))
+    cap = sc["capacity_rps_per_replica"]
+    cfg = SimConfig(capacity_rps_per_replica=cap, step_s=15.0)
+    peak = float(demand_rates(series, 15.0).values.max())
+    direct = {
+        "hpa(req/s)": REGISTRY["hpa_rps"](cap, max_replicas=400),
+        "static peak": REGISTRY["static"](math.ceil(peak / cap)),
+    }
+    for label, pol in direct.items():
+        res = simulate(series, pol, cfg, name=label)
+        assert rows[label]["slo_pct"] == pytest.approx(100 * res.slo_share)
+        assert rows[label]["gpu_hours"] == pytest.approx(res.gpu_hours)
+        assert rows[label]["actions"] == res.actions
+        assert rows[label]["p99_s"] == pytest.approx(res.p99_latency_s)
+    png = out / "capacity.png"
+    assert png.read_bytes()[:8] == PNG_MAGIC and png.stat().st_size > 10_000
+
+
+def test_dry_run_scales_up_before_the_peak(
+    wiki_slice: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rc = main(["dry-run", "--trace", str(wiki_slice)])
+    assert rc == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[1].split()[:4] == ["time", "(UTC)", "demand", "p50"]
+    pat = re.compile(
+        r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d)\s+(\S+)\s+(\S+)\s+(\S+)\s+(\d+)\s+(\d+)\s+(\d+)\s+"
+        r"(\w+)\s+(\d+)->(\d+) replicas"
+    )
+    ticks = []
+    for ln in lines[2:-1]:
+        m = pat.match(ln)
+        assert m, ln
+        t = datetime.strptime(m[1], "%Y-%m-%d %H:%M:%S").replace(tzinfo=UTC).timestamp()
+        active, warm, total = int(m[5]), int(m[6]), int(m[7])
+        assert active + warm == total and int(m[10]) == total
+        ticks.append((t, m[8], int(m[9]), total, m[3]))
+    assert len(ticks) == 48 * 240  # every 15 s tick over two days
+    assert lines[-1].startswith("summary: ")
+    # the peak hour of day 2 (day 1 is the forecaster's history)
+    series = Series.from_csv(wiki_slice)
+    day2 = series.values[24:48]
+    peak_t = series.start_s + (24 + int(day2.argmax())) * 3600
+    need = math.ceil(float(day2.max()) / 3600 / (float(series.values.max()) / 3600 / 40))
+    before = [k for k in ticks if peak_t - 600 <= k[0] < peak_t]
+    ups = [k for k in before if k[1] == "ForecastLead" and k[3] > k[2]]
+    assert ups, "no forecast-led scale-up in the 10 minutes before the peak"
+    assert before[-1][3] >= need  # enough replicas asked before the demand arrives
+    assert all(k[4] != "-" for k in ticks if k[0] >= series.start_s + 86400 + 3600)
+
+
+def test_dry_run_every_limit_and_embedded(capsys: pytest.CaptureFixture[str]) -> None:
+    rc = main(["dry-run", "--days", "0.25", "--every", "40", "--limit", "5"])
+    assert rc == 0
+    out = capsys.readouterr().out.splitlines()
+    assert "embedded trace wikipedia_en_2016_01.csv" in out[0]
+    assert len(out) == 3 + 5 + 1  # banner, scenario, header, 5 ticks, summary
+    assert out[3].startswith("2016-01-01 00:00:00")
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["backtest", "--trace", "/nonexistent/x.csv"], "trace file not found"),
+        (["backtest", "--cold-start", "2x"], "--cold-start: bad duration"),
+        (["backtest", "--slo", "0s"], "--slo: duration must be positive"),
+        (["backtest", "--slo", "100ms"], "--slo"),
+        (["backtest", "--policies", "surgecast,nope"], "unknown policy 'nope'"),
+        (["backtest", "--model", "nope"], "unknown model 'nope'"),
+        (["backtest", "--days", "0.001"], "trace too short"),
+        (["backtest", "--step", "7m"], "whole multiple"),
+        (["backtest", "--column", "nope"], "no 'nope' column"),
+        (["backtest", "--peak-replicas", "0"], "--peak-replicas must be >= 1"),
+        (["dry-run", "--days", "0.001"], "trace too short"),
+        (["dry-run", "--warm-promotion", "soon"], "--warm-promotion: bad duration"),
+        (["dry-run", "--every", "0"], "--every must be >= 1"),
+        (["dry-run", "--prometheus", "http://x:9090", "--target", "ns/w"],
+         "not implemented yet: live dry-run comes with the controller (issue 4)"),
+    ],
+)
+def test_bad_input_is_one_line_exit_2(
+    wiki_slice: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    argv: list[str], message: str,
+) -> None:
+    cmd, rest = argv[0], argv[1:]
+    base = ["--trace", str(wiki_slice)] if "--trace" not in rest else []
+    if cmd == "backtest":
+        base += ["--out", str(tmp_path / "o")]
+    rc = main([cmd, *base, *rest])
+    err = capsys.readouterr().err
+    assert rc == 2
+    assert message in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1
