@@ -1,5 +1,6 @@
 # surgecast: two commands do all set-up on a fresh Debian/Ubuntu machine with Python 3.11+.
-#   make demo   - create .venv, install, run the main job on the embedded default trace
+#   make demo   - create .venv, install, run the main job on the embedded trace: a forecast
+#                 backtest, then the dry-run of the scaling decisions the controller would make
 #   make test   - create .venv, install (dev extras, Prometheus), run lint, types, tests
 SHELL := /bin/bash
 PY ?= python3
@@ -32,6 +33,7 @@ system-deps:
 
 demo: $(STAMP)
 	$(BIN)/surgecast demo
+	$(BIN)/surgecast dry-run --days 1 --every 240
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
