@@ -1,0 +1,765 @@
+"""The ``PredictiveAutoscaler`` custom resource (``surgecast.io/v1alpha1``) as pydantic models.
+
+The spec is camelCase on the wire and snake_case in Python. Defaults are taken from the core's
+dataclasses (:class:`~autoscaler.core.settings.PolicySettings`, ``Behavior``, ``Fallback``), so
+they equal the Kubernetes HPA / KEDA defaults in one place only. Every invalid input raises
+:class:`~autoscaler.errors.ConfigError` whose message names the field path, e.g.
+``spec.behavior.scaleUp.policies[0].type: must be one of Pods, Percent``.
+
+Entry points:
+
+* :func:`validate_spec` / :func:`load_config`: a mapping or a YAML file (a full CR document or
+  a bare spec) to a validated :class:`PredictiveAutoscalerSpec`;
+* :func:`to_policy_settings`, :func:`query_set`, :func:`source_kwargs`,
+  :func:`forecaster_kwargs`: the spec for the core policy, the Prometheus adapter and the
+  forecaster;
+* :func:`crd`: the CustomResourceDefinition generated from the models
+  (``python -m autoscaler.config --crd > manifests/controller/crd.yaml``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import re
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    JsonValue,
+    StringConstraints,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic.alias_generators import to_camel
+
+from autoscaler.adapters.prometheus import QuerySet, preset
+from autoscaler.core.settings import (
+    Behavior,
+    Fallback,
+    PolicySettings,
+    RateRule,
+    ScalingRules,
+    ScheduleWindow,
+)
+from autoscaler.errors import ConfigError
+from forecasting.models import REGISTRY
+from forecasting.series import parse_duration
+
+__all__ = [
+    "API_VERSION",
+    "GROUP",
+    "KIND",
+    "PredictiveAutoscaler",
+    "PredictiveAutoscalerSpec",
+    "crd",
+    "forecaster_kwargs",
+    "load_config",
+    "query_set",
+    "source_kwargs",
+    "to_policy_settings",
+    "validate_spec",
+]
+
+GROUP = "surgecast.io"
+VERSION = "v1alpha1"
+API_VERSION = f"{GROUP}/{VERSION}"
+KIND = "PredictiveAutoscaler"
+PLURAL = "predictiveautoscalers"
+
+# The single source of the defaults: the core's dataclasses (HPA / KEDA numbers).
+_CORE = PolicySettings(capacity_rps_per_replica=1.0)
+_CORE_BEHAVIOR = Behavior()
+_CORE_FALLBACK = Fallback()
+
+_DURATION_RE = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h|d|w))+$"
+
+
+def _secs(x: float) -> str:
+    """``120.0`` -> ``"120s"`` (wire form of a core default)."""
+    return f"{x:g}s"
+
+
+def _duration_in(value: Any) -> Any:
+    # YAML users write 120 for 120 s; the wire form is always a string with a unit.
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int | float):
+        return f"{value:g}s"
+    return value
+
+
+def _duration_check(value: str) -> str:
+    parse_duration(value)  # ValueError names the problem
+    return value
+
+
+Duration = Annotated[
+    str,
+    StringConstraints(pattern=_DURATION_RE),
+    AfterValidator(_duration_check),
+    BeforeValidator(_duration_in),
+]
+
+
+class _Wire(BaseModel):
+    model_config = ConfigDict(
+        alias_generator=to_camel,
+        populate_by_name=True,
+        extra="forbid",
+        frozen=True,
+        use_attribute_docstrings=True,
+    )
+
+
+def _core(fn: Any) -> Any:
+    """Run a core constructor, turning its ConfigError into a ValueError pydantic locates."""
+    try:
+        return fn()
+    except ConfigError as exc:
+        raise ValueError(str(exc)) from None
+
+
+# ----------------------------------------------------------------------------- spec parts
+class ScaleTargetRef(_Wire):
+    """The workload to scale (only ``apps/v1`` Deployments today)."""
+
+    api_version: Literal["apps/v1"] = "apps/v1"
+    kind: Literal["Deployment"] = "Deployment"
+    name: str = Field(min_length=1, max_length=253)
+    """Name of the Deployment, in the resource's namespace."""
+
+
+class WarmPool(_Wire):
+    """Warm pods: scheduled and loaded but not serving; ``maxReplicas: 0`` disables it."""
+
+    min_replicas: int = Field(default=_CORE.warm_min, ge=0)
+    """Warm pods always kept (pods)."""
+    max_replicas: int = Field(default=_CORE.warm_max, ge=0)
+    """Most warm pods (pods); 0 disables the warm pool."""
+    quantile: float = Field(default=_CORE.warm_quantile, gt=0, lt=1)
+    """High forecast quantile that sizes the warm pool, in (0, 1)."""
+
+    @model_validator(mode="after")
+    def _bounds(self) -> WarmPool:
+        if self.min_replicas > self.max_replicas:
+            raise ValueError(
+                f"minReplicas ({self.min_replicas}) must be <= maxReplicas ({self.max_replicas})"
+            )
+        return self
+
+
+class Queries(_Wire):
+    """Per-signal PromQL overrides (placeholders ``$selector``, ``$gpu_selector``, ``$window``)."""
+
+    demand_rps: str | None = None
+    tokens_per_s: str | None = None
+    queue_depth: str | None = None
+    running: str | None = None
+    gpu_util_ratio: str | None = None
+    freshness: str | None = None
+    history: str | None = None
+
+
+class Signals(_Wire):
+    """Where the signals come from: an engine preset, a GPU source and overrides."""
+
+    preset: Literal["surgecast", "vllm", "tgi"] = "surgecast"
+    """Engine metric names: surgecast, vllm or tgi."""
+    gpu: Literal["dcgm", "worker", "none"] = "dcgm"
+    """GPU utilisation source: DCGM exporter, the worker's gauge, or none."""
+    selector: str = ""
+    """PromQL label matchers of the target's pods, e.g. namespace="llm",app="w"."""
+    gpu_selector: str | None = None
+    """Label matchers for the GPU exporter (default: selector)."""
+    window: Duration = "1m"
+    """rate() window, a duration such as 1m."""
+    queries: Queries = Field(default_factory=Queries)
+    """Per-signal PromQL overrides."""
+
+    @model_validator(mode="after")
+    def _render(self) -> Signals:
+        # Fails on a bad placeholder in an override, naming the signal.
+        _core(lambda: _queries(self).render(selector="", gpu_selector="", window="1m"))
+        return self
+
+
+class ForecastSpec(_Wire):
+    """The forecaster: model, quantile sized for, history length, refit cadence, step."""
+
+    model: str = Field(
+        default="seasonal_naive", json_schema_extra={"enum": list[JsonValue](sorted(REGISTRY))}
+    )
+    """Forecaster name (forecasting.models.REGISTRY)."""
+    quantile: float = Field(default=_CORE.quantile, gt=0, lt=1)
+    """Demand quantile the active replicas are sized for, in (0, 1)."""
+    history: Duration = "7d"
+    """History fetched for fitting, a duration."""
+    refit_every: Duration = "1h"
+    """Refit cadence, a duration."""
+    step: Duration = "1m"
+    """Forecast grid step, a duration."""
+
+    @field_validator("model")
+    @classmethod
+    def _known(cls, value: str) -> str:
+        if value not in REGISTRY:
+            raise ValueError(f"must be one of {', '.join(sorted(REGISTRY))}")
+        return value
+
+    @model_validator(mode="after")
+    def _steps(self) -> ForecastSpec:
+        if parse_duration(self.history) < 2 * parse_duration(self.step):
+            raise ValueError("history must be at least two steps")
+        return self
+
+
+class Capacity(_Wire):
+    """Per-replica throughput at saturation and the planned utilisation."""
+
+    requests_per_second_per_replica: float = Field(gt=0)
+    """Requests/s one replica serves at saturation."""
+    target_utilization: float = Field(default=_CORE.target_util_ratio, gt=0, le=1)
+    """Planned utilisation of the active replicas, in (0, 1]."""
+
+
+class LeadTime(_Wire):
+    """Cold-start lead: learned from observed starts (``Auto``) or ``Fixed`` at ``coldStart``."""
+
+    mode: Literal["Auto", "Fixed"] = "Auto"
+    """Auto learns the cold start from observed starts; Fixed uses coldStart."""
+    cold_start: Duration = _secs(_CORE.cold_start_prior_s)
+    """Cold start (scale-up to Ready): the prior, or the fixed value."""
+    warm_promotion: Duration = _secs(_CORE.warm_promotion_s)
+    """Time for a warm pod to start serving."""
+
+
+class HPAPolicy(_Wire):
+    """One HPA scaling policy."""
+
+    type: Literal["Pods", "Percent"]
+    """Pods or Percent."""
+    value: int = Field(gt=0)
+    """Pods, or percent of the current replicas, per period."""
+    period_seconds: int = Field(gt=0, le=1800)
+    """Period of the policy, seconds (1-1800)."""
+
+
+class HPARules(_Wire):
+    """HPA ``scaleUp`` / ``scaleDown``; an omitted field takes the HPA default of its side."""
+
+    stabilization_window_seconds: int | None = Field(default=None, ge=0, le=3600)
+    """Stabilization window, seconds (0-3600)."""
+    policies: list[HPAPolicy] | None = Field(default=None, min_length=1)
+    """Rate limits."""
+    select_policy: Literal["Max", "Min", "Disabled"] | None = None
+    """Which policy wins: Max, Min or Disabled."""
+
+
+def _rules_from_core(r: ScalingRules) -> HPARules:
+    return HPARules(
+        stabilization_window_seconds=int(r.stabilization_window_s),
+        policies=[
+            HPAPolicy(type=p.kind, value=p.value, period_seconds=int(p.period_s))
+            for p in r.policies
+        ],
+        select_policy=r.select_policy,
+    )
+
+
+def _fill(given: HPARules | None, default: ScalingRules) -> HPARules:
+    d = _rules_from_core(default)
+    if given is None:
+        return d
+    return HPARules(
+        stabilization_window_seconds=(
+            d.stabilization_window_seconds
+            if given.stabilization_window_seconds is None
+            else given.stabilization_window_seconds
+        ),
+        policies=d.policies if given.policies is None else given.policies,
+        select_policy=d.select_policy if given.select_policy is None else given.select_policy,
+    )
+
+
+class HPABehavior(_Wire):
+    """HPA ``behavior`` (autoscaling/v2 shape); omitted parts take the HPA defaults."""
+
+    scale_up: HPARules | None = None
+    scale_down: HPARules | None = None
+
+    @model_validator(mode="after")
+    def _defaults(self) -> HPABehavior:
+        object.__setattr__(self, "scale_up", _fill(self.scale_up, _CORE_BEHAVIOR.scale_up))
+        object.__setattr__(self, "scale_down", _fill(self.scale_down, _CORE_BEHAVIOR.scale_down))
+        return self
+
+
+class FallbackSpec(_Wire):
+    """KEDA-style fallback after ``failureThreshold`` failed ticks in a row."""
+
+    failure_threshold: int = Field(default=_CORE_FALLBACK.failure_threshold, ge=1)
+    """Failed ticks in a row before falling back."""
+    replicas: int = Field(default=_CORE_FALLBACK.replicas, ge=0)
+    """Replicas to hold while failing."""
+    behavior: Literal[
+        "static", "currentReplicas", "currentReplicasIfHigher", "currentReplicasIfLower"
+    ] = _CORE_FALLBACK.behavior
+    """How replicas combines with the current count (KEDA)."""
+
+
+class Schedule(_Wire):
+    """Replica bounds on ``days`` (0 = Monday) from ``start`` to ``end`` (``HH:MM``)."""
+
+    start: str = Field(pattern=r"^([01][0-9]|2[0-4]):[0-5][0-9]$")
+    """Window start, HH:MM local time."""
+    end: str = Field(pattern=r"^([01][0-9]|2[0-4]):[0-5][0-9]$")
+    """Window end, HH:MM local time (before start: wraps past midnight)."""
+    days: list[Annotated[int, Field(ge=0, le=6)]] = Field(
+        default_factory=lambda: list(range(7)), min_length=1
+    )
+    """Days the window applies, 0 = Monday."""
+    timezone: str = "UTC"
+    """IANA time zone of start and end."""
+    min_replicas: int | None = Field(default=None, ge=0)
+    """Lower bound inside the window (default: the base bound)."""
+    max_replicas: int | None = Field(default=None, ge=0)
+    """Upper bound inside the window (default: the base bound)."""
+
+    @model_validator(mode="after")
+    def _core_check(self) -> Schedule:
+        _core(lambda: _window(self))
+        return self
+
+
+class PredictiveAutoscalerSpec(_Wire):
+    """``spec`` of a ``PredictiveAutoscaler``."""
+
+    scale_target_ref: ScaleTargetRef
+    """The Deployment to scale."""
+    min_replicas: int = Field(default=_CORE.min_replicas, ge=0)
+    """Lower bound of the total replica count."""
+    max_replicas: int = Field(default=_CORE.max_replicas, ge=1)
+    """Upper bound of the total replica count."""
+    warm_pool: WarmPool = Field(default_factory=WarmPool)
+    """Warm pods: loaded but not serving."""
+    signals: Signals = Field(default_factory=Signals)
+    """Where the signals come from (Prometheus)."""
+    forecast: ForecastSpec = Field(default_factory=ForecastSpec)
+    """The forecaster."""
+    capacity: Capacity
+    """Per-replica throughput and planned utilisation."""
+    lead_time: LeadTime = Field(default_factory=LeadTime)
+    """How far ahead to act."""
+    behavior: HPABehavior = Field(default_factory=HPABehavior)
+    """HPA autoscaling/v2 behavior; omitted parts take the HPA defaults."""
+    fallback: FallbackSpec | None = None
+    """KEDA-style fallback after repeated failures (off when absent)."""
+    schedules: list[Schedule] = Field(default_factory=list)
+    """Scheduled replica bounds; later windows override earlier ones."""
+    mode: Literal["Auto", "Observe"] = "Auto"
+    """Auto writes replicas; Observe computes and reports, never writes."""
+    interval: Duration = _secs(_CORE.interval_s)
+    """The controller's tick, a duration."""
+
+    @model_validator(mode="after")
+    def _whole(self) -> PredictiveAutoscalerSpec:
+        if self.min_replicas > self.max_replicas:
+            raise ValueError(
+                f"minReplicas ({self.min_replicas}) must be <= maxReplicas ({self.max_replicas})"
+            )
+        _core(lambda: to_policy_settings(self))
+        return self
+
+    def to_wire(self) -> dict[str, Any]:
+        """The spec as camelCase JSON-ready data (defaults filled, nulls left out)."""
+        return self.model_dump(by_alias=True, exclude_none=True, mode="json")
+
+
+class Condition(_Wire):
+    """A status condition (Ready, PredictionReady, FallbackActive, ...)."""
+
+    type: str
+    status: Literal["True", "False", "Unknown"]
+    reason: str = ""
+    message: str = ""
+    last_transition_time: str | None = None
+
+
+class PredictiveAutoscalerStatus(_Wire):
+    """``status``, written by the controller through the status subresource."""
+
+    observed_generation: int | None = None
+    desired_replicas: int | None = None
+    active_replicas: int | None = None
+    warm_replicas: int | None = None
+    last_decision: dict[str, Any] | None = None
+    conditions: list[Condition] = Field(default_factory=list)
+
+
+class PredictiveAutoscaler(_Wire):
+    """The whole custom resource (``metadata`` is kept as given)."""
+
+    api_version: Literal["surgecast.io/v1alpha1"] = "surgecast.io/v1alpha1"
+    kind: Literal["PredictiveAutoscaler"] = "PredictiveAutoscaler"
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    spec: PredictiveAutoscalerSpec
+    status: PredictiveAutoscalerStatus | None = None
+
+
+# ----------------------------------------------------------------------------- conversion
+def _rules(r: HPARules | None) -> ScalingRules:
+    assert r is not None and r.policies is not None  # filled by HPABehavior
+    return ScalingRules(
+        stabilization_window_s=float(r.stabilization_window_seconds or 0),
+        policies=tuple(RateRule(p.type, p.value, float(p.period_seconds)) for p in r.policies),
+        select_policy=r.select_policy or "Max",
+    )
+
+
+def _window(s: Schedule) -> ScheduleWindow:
+    return ScheduleWindow(
+        start=s.start,
+        end=s.end,
+        min_replicas=s.min_replicas,
+        max_replicas=s.max_replicas,
+        days=frozenset(s.days),
+        timezone=s.timezone,
+    )
+
+
+def _queries(signals: Signals) -> QuerySet:
+    gpu = None if signals.gpu == "none" else signals.gpu
+    overrides = {k: v for k, v in signals.queries.model_dump().items() if v is not None}
+    return preset(signals.preset, gpu, **overrides)
+
+
+#: ``lead_min_samples`` in ``Fixed`` mode: more than the estimator ever keeps, so it always
+#: plans with the configured cold start (the prior) and never with learned samples.
+FIXED_LEAD_MIN_SAMPLES = 2**31 - 1
+
+
+def to_policy_settings(spec: PredictiveAutoscalerSpec) -> PolicySettings:
+    """The core's :class:`PolicySettings` for a validated spec.
+
+    Raises:
+        ConfigError: the combination is invalid for the core.
+    """
+    assert spec.behavior.scale_up is not None and spec.behavior.scale_down is not None
+    fb = spec.fallback
+    return PolicySettings(
+        capacity_rps_per_replica=spec.capacity.requests_per_second_per_replica,
+        target_util_ratio=spec.capacity.target_utilization,
+        quantile=spec.forecast.quantile,
+        min_replicas=spec.min_replicas,
+        max_replicas=spec.max_replicas,
+        interval_s=parse_duration(spec.interval),
+        cold_start_prior_s=parse_duration(spec.lead_time.cold_start),
+        warm_promotion_s=parse_duration(spec.lead_time.warm_promotion),
+        warm_min=spec.warm_pool.min_replicas,
+        warm_max=spec.warm_pool.max_replicas,
+        warm_quantile=spec.warm_pool.quantile,
+        behavior=Behavior(
+            scale_up=_rules(spec.behavior.scale_up), scale_down=_rules(spec.behavior.scale_down)
+        ),
+        fallback=(
+            None
+            if fb is None
+            else Fallback(
+                failure_threshold=fb.failure_threshold, replicas=fb.replicas, behavior=fb.behavior
+            )
+        ),
+        schedule=tuple(_window(s) for s in spec.schedules),
+        lead_min_samples=(
+            FIXED_LEAD_MIN_SAMPLES if spec.lead_time.mode == "Fixed" else _CORE.lead_min_samples
+        ),
+    )
+
+
+def query_set(spec: PredictiveAutoscalerSpec) -> QuerySet:
+    """The :class:`PrometheusSource` :class:`QuerySet`: preset + GPU source + overrides."""
+    return _queries(spec.signals)
+
+
+def source_kwargs(spec: PredictiveAutoscalerSpec) -> dict[str, Any]:
+    """Keyword arguments for ``PrometheusSource(base_url, **source_kwargs(spec))``."""
+    s = spec.signals
+    return {
+        "queries": query_set(spec),
+        "selector": s.selector,
+        "gpu_selector": s.gpu_selector,
+        "window": s.window,
+    }
+
+
+def forecaster_kwargs(spec: PredictiveAutoscalerSpec) -> dict[str, Any]:
+    """Keyword arguments for ``SurgecastAutoscaler(settings, **forecaster_kwargs(spec))``."""
+    f = spec.forecast
+    return {
+        "model": f.model,
+        "forecast_step_s": parse_duration(f.step),
+        "refit_every_s": parse_duration(f.refit_every),
+    }
+
+
+# ----------------------------------------------------------------------------- validation
+def _path(prefix: str, loc: Sequence[int | str]) -> str:
+    out = prefix
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif str(part).startswith(("function-", "literal[", "union[")) or "[" in str(part):
+            continue  # pydantic's internal union/validator steps
+        else:
+            out += f".{part}" if out else str(part)
+    return out
+
+
+def _message(err: Mapping[str, Any]) -> str:
+    kind = err["type"]
+    ctx = err.get("ctx") or {}
+    if kind == "literal_error":
+        allowed = re.findall(r"'([^']*)'", str(ctx.get("expected", "")))
+        return f"must be one of {', '.join(allowed)}"
+    if kind == "missing":
+        return "is required"
+    if kind == "extra_forbidden":
+        return "unknown field"
+    bounds = {
+        "greater_than": ">",
+        "greater_than_equal": ">=",
+        "less_than": "<",
+        "less_than_equal": "<=",
+    }
+    if kind in bounds:
+        limit = next(iter(ctx.values()), "?")
+        shown = f"{limit:g}" if isinstance(limit, int | float) else limit
+        return f"must be {bounds[kind]} {shown}, got {err.get('input')!r}"
+    if kind == "string_pattern_mismatch":
+        if ctx.get("pattern") == _DURATION_RE:
+            return f"must be a duration such as 90s, 5m, 1h30m; got {err.get('input')!r}"
+        return f"{err.get('input')!r} does not match {ctx.get('pattern')}"
+    msg = str(err["msg"])
+    for p in ("Value error, ", "Assertion failed, "):
+        if msg.startswith(p):
+            return msg[len(p) :]
+    return msg[:1].lower() + msg[1:] + (
+        f", got {err.get('input')!r}" if kind.endswith("_type") or "parsing" in kind else ""
+    )
+
+
+def _config_error(exc: ValidationError, prefix: str) -> ConfigError:
+    lines = [f"{_path(prefix, e['loc'])}: {_message(e)}" for e in exc.errors()]
+    return ConfigError("; ".join(lines))
+
+
+def validate_spec(data: Any, *, prefix: str = "spec") -> PredictiveAutoscalerSpec:
+    """Validate a spec mapping (camelCase keys).
+
+    Raises:
+        ConfigError: naming each bad field's path, e.g. ``spec.capacity: ...``.
+    """
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{prefix}: must be a mapping, got {type(data).__name__}")
+    try:
+        return PredictiveAutoscalerSpec.model_validate(dict(data))
+    except ValidationError as exc:
+        raise _config_error(exc, prefix) from None
+
+
+def validate_resource(data: Any) -> PredictiveAutoscaler:
+    """Validate a whole ``PredictiveAutoscaler`` document."""
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"document must be a mapping, got {type(data).__name__}")
+    try:
+        return PredictiveAutoscaler.model_validate(dict(data))
+    except ValidationError as exc:
+        raise _config_error(exc, "") from None
+
+
+def load_config(path: str | Path) -> PredictiveAutoscalerSpec:
+    """The spec in a YAML file: a full ``PredictiveAutoscaler`` document or a bare spec.
+
+    Raises:
+        ConfigError: unreadable file, bad YAML, wrong kind or an invalid field (with its path).
+    """
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {p}: {exc.strerror or exc}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        where = getattr(exc, "problem_mark", None)
+        at = f" at line {where.line + 1}, column {where.column + 1}" if where else ""
+        raise ConfigError(f"{p}: not valid YAML{at}: {getattr(exc, 'problem', exc)}") from None
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{p}: must hold a mapping (a PredictiveAutoscaler or its spec)")
+    if "kind" in data or "apiVersion" in data:
+        if data.get("kind") != KIND or data.get("apiVersion") != API_VERSION:
+            raise ConfigError(
+                f"{p}: kind/apiVersion must be {KIND}/{API_VERSION}, got "
+                f"{data.get('kind')!r}/{data.get('apiVersion')!r}"
+            )
+        return validate_resource(data).spec
+    return validate_spec(data)
+
+
+# ----------------------------------------------------------------------------- CRD
+_DROP = {"title", "$defs", "examples", "discriminator"}
+
+
+def _structural(node: Any, defs: Mapping[str, Any]) -> Any:
+    """Inline ``$ref``s and turn JSON Schema 2020 into Kubernetes' OpenAPI v3 subset."""
+    if isinstance(node, list):
+        return [_structural(x, defs) for x in node]
+    if not isinstance(node, dict):
+        return node
+    if "$ref" in node:
+        name = node["$ref"].rsplit("/", 1)[-1]
+        merged = {**copy.deepcopy(defs[name]), **{k: v for k, v in node.items() if k != "$ref"}}
+        return _structural(merged, defs)
+    if "anyOf" in node:
+        branches = [b for b in node["anyOf"] if b.get("type") != "null"]
+        if len(branches) != 1:
+            raise ValueError(f"cannot express a union in a structural schema: {node['anyOf']}")
+        rest = {k: v for k, v in node.items() if k != "anyOf"}
+        return _structural({**branches[0], **rest}, defs)
+    out: dict[str, Any] = {}
+    for key, value in node.items():
+        if key in _DROP:
+            continue
+        if key == "additionalProperties" and value is False:
+            continue  # Kubernetes prunes unknown fields; false is not allowed with properties
+        if key == "default" and value is None:
+            continue
+        if key == "const":
+            out["enum"] = [value]
+            continue
+        if key in ("exclusiveMinimum", "exclusiveMaximum") and not isinstance(value, bool):
+            out["minimum" if key == "exclusiveMinimum" else "maximum"] = value
+            out[key] = True
+            continue
+        if key == "properties":
+            out[key] = {k: _structural(v, defs) for k, v in value.items()}
+            continue
+        out[key] = _structural(value, defs)
+    return out
+
+
+def spec_schema() -> dict[str, Any]:
+    """The structural OpenAPI v3 schema of ``spec``."""
+    raw = PredictiveAutoscalerSpec.model_json_schema(by_alias=True, mode="validation")
+    result: dict[str, Any] = _structural(raw, raw.get("$defs", {}))
+    return result
+
+
+def _status_schema() -> dict[str, Any]:
+    raw = PredictiveAutoscalerStatus.model_json_schema(by_alias=True, mode="validation")
+    out: dict[str, Any] = _structural(raw, raw.get("$defs", {}))
+    # the free-form decision record, and room for fields a newer controller writes
+    out["properties"]["lastDecision"] = {
+        "type": "object",
+        "x-kubernetes-preserve-unknown-fields": True,
+    }
+    out["x-kubernetes-preserve-unknown-fields"] = True
+    return out
+
+
+def crd() -> dict[str, Any]:
+    """The ``PredictiveAutoscaler`` CustomResourceDefinition (apiextensions.k8s.io/v1)."""
+    spec = spec_schema()
+    spec["description"] = "Desired behaviour of the predictive autoscaler for one Deployment."
+    schema = {
+        "type": "object",
+        "required": ["spec"],
+        "properties": {
+            "apiVersion": {"type": "string"},
+            "kind": {"type": "string"},
+            "metadata": {"type": "object"},
+            "spec": spec,
+            "status": _status_schema(),
+        },
+    }
+
+    def col(name: str, path: str, type_: str = "integer") -> dict[str, Any]:
+        return {"name": name, "type": type_, "jsonPath": path}
+
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": f"{PLURAL}.{GROUP}"},
+        "spec": {
+            "group": GROUP,
+            "scope": "Namespaced",
+            "names": {
+                "kind": KIND,
+                "listKind": f"{KIND}List",
+                "plural": PLURAL,
+                "singular": KIND.lower(),
+                "shortNames": ["pas"],
+                "categories": ["surgecast"],
+            },
+            "versions": [
+                {
+                    "name": VERSION,
+                    "served": True,
+                    "storage": True,
+                    "schema": {"openAPIV3Schema": schema},
+                    "subresources": {"status": {}},
+                    "additionalPrinterColumns": [
+                        col("Target", ".spec.scaleTargetRef.name", "string"),
+                        col("Min", ".spec.minReplicas"),
+                        col("Max", ".spec.maxReplicas"),
+                        col("Desired", ".status.desiredReplicas"),
+                        col("Active", ".status.activeReplicas"),
+                        col("Warm", ".status.warmReplicas"),
+                        col("Mode", ".spec.mode", "string"),
+                        col("Age", ".metadata.creationTimestamp", "date"),
+                    ],
+                }
+            ],
+        },
+    }
+
+
+def crd_yaml() -> str:
+    """The CRD as the YAML text kept in ``manifests/controller/crd.yaml``."""
+    header = (
+        "# GENERATED by `python -m autoscaler.config --crd > manifests/controller/crd.yaml`;\n"
+        "# do not edit by hand (tests/unit/test_manifests.py fails when it drifts).\n"
+    )
+    return header + yaml.safe_dump(crd(), sort_keys=False, width=100)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m autoscaler.config --crd`` prints the CRD; ``--check FILE`` validates one."""
+    ap = argparse.ArgumentParser(prog="python -m autoscaler.config", description=__doc__)
+    g = ap.add_mutually_exclusive_group(required=True)
+    g.add_argument("--crd", action="store_true", help="print the CRD YAML")
+    g.add_argument("--check", metavar="FILE", help="validate a config file (CR or bare spec)")
+    args = ap.parse_args(argv)
+    if args.crd:
+        sys.stdout.write(crd_yaml())
+        return 0
+    try:
+        spec = load_config(args.check)
+    except ConfigError as exc:
+        print(f"invalid: {exc}", file=sys.stderr)
+        return 2
+    sys.stdout.write(yaml.safe_dump(spec.to_wire(), sort_keys=False))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
