@@ -4,16 +4,17 @@ from __future__ import annotations
 
 from typing import Literal
 
-from autoscaler.core.decision import Decision, Reason
+from autoscaler.core.baselines._shaped import HpaShaped
+from autoscaler.core.decision import Decision
 from autoscaler.core.observation import DemandView
-from autoscaler.core.reactive import HpaState, hpa_replicas, normalize
+from autoscaler.core.reactive import HpaState, hpa_replicas
 from autoscaler.core.settings import Behavior
 from autoscaler.core.signals import Signals
 
 __all__ = ["HpaAutoscaler"]
 
 
-class HpaAutoscaler:
+class HpaAutoscaler(HpaShaped):
     """The HPA algorithm with default behavior, syncing every 15 s.
 
     ``metric="gpu_util"``: target average utilisation ``target_util_ratio`` (a Resource-like
@@ -76,22 +77,8 @@ class HpaAutoscaler:
         current = signals.pods.desired
         raw = self.raw(signals)
         if raw is None:
-            return Decision(
-                current, 0, Reason.STALE_METRICS_HOLD, f"{self.name}: metric missing, hold"
-            )
-        final, why, self.state = normalize(
-            self.state,
-            signals.now_s,
-            current,
-            raw,
-            self.behavior,
-            self.min_replicas,
-            self.max_replicas,
-        )
-        return Decision(
-            final,
-            0,
-            Reason.BASELINE,
-            f"{self.name}: raw {raw} -> {final} {why}".strip(),
-            {"raw": raw},
+            return self._hold(current)
+        return self._finish(
+            signals.now_s, current, raw,
+            lambda final, why: f"{self.name}: raw {raw} -> {final} {why}", {"raw": raw},
         )

@@ -8,16 +8,17 @@ given by the fallback behavior. Empty results are treated as missing (REFERENCE.
 
 from __future__ import annotations
 
+from autoscaler.core.baselines._shaped import HpaShaped
 from autoscaler.core.decision import Decision, Reason
 from autoscaler.core.observation import DemandView
-from autoscaler.core.reactive import HpaState, hpa_replicas, normalize
+from autoscaler.core.reactive import HpaState, hpa_replicas
 from autoscaler.core.settings import Behavior, Fallback
 from autoscaler.core.signals import Signals
 
 __all__ = ["KedaAutoscaler"]
 
 
-class KedaAutoscaler:
+class KedaAutoscaler(HpaShaped):
     """KEDA's Prometheus scaler driving an HPA."""
 
     name = "keda"
@@ -55,7 +56,7 @@ class KedaAutoscaler:
         if self._cached is None:
             fb = self.fallback
             if self.failures < fb.failure_threshold:
-                return Decision(current, 0, Reason.STALE_METRICS_HOLD, "keda: metric missing, hold")
+                return self._hold(current)
             raw = {
                 "static": fb.replicas,
                 "currentReplicas": current,
@@ -66,7 +67,7 @@ class KedaAutoscaler:
         else:
             raw = hpa_replicas(current, self._cached, self.threshold_rps, ready=current)
             reason = Reason.BASELINE
-        final, why, self.state = normalize(
-            self.state, now, current, raw, self.behavior, self.min_replicas, self.max_replicas
+        return self._finish(
+            now, current, raw, lambda final, why: f"keda: raw {raw} -> {final} {why}", {"raw": raw},
+            reason,
         )
-        return Decision(final, 0, reason, f"keda: raw {raw} -> {final} {why}".strip(), {"raw": raw})

@@ -15,9 +15,10 @@ import warnings
 
 import numpy as np
 
-from autoscaler.core.decision import Decision, Reason
+from autoscaler.core.baselines._shaped import HpaShaped
+from autoscaler.core.decision import Decision
 from autoscaler.core.observation import DemandView
-from autoscaler.core.reactive import HpaState, hpa_replicas, normalize
+from autoscaler.core.reactive import HpaState, hpa_replicas
 from autoscaler.core.settings import Behavior
 from autoscaler.core.signals import Signals
 
@@ -41,7 +42,7 @@ def holt_winters_forecast(history: np.ndarray, season: int, steps: int) -> np.nd
     return out
 
 
-class PhpaAutoscaler:
+class PhpaAutoscaler(HpaShaped):
     """Predictive HPA: max(HPA, Holt-Winters on the HPA's replica history)."""
 
     name = "phpa"
@@ -79,7 +80,7 @@ class PhpaAutoscaler:
         """One PHPA sync."""
         current = signals.pods.desired
         if signals.demand_rps is None:
-            return Decision(current, 0, Reason.STALE_METRICS_HOLD, "phpa: metric missing, hold")
+            return self._hold(current)
         hpa = hpa_replicas(
             current,
             signals.demand_rps,
@@ -100,19 +101,8 @@ class PhpaAutoscaler:
             predicted = max(0, math.ceil(float(self._pred[idx]) - 1e-9))
             self._since_fit += 1
         raw = max(hpa, predicted)
-        final, _why, self.state = normalize(
-            self.state,
-            signals.now_s,
-            current,
-            raw,
-            self.behavior,
-            self.min_replicas,
-            self.max_replicas,
-        )
-        return Decision(
-            final,
-            0,
-            Reason.BASELINE,
-            f"phpa: hpa {hpa}, predicted {predicted} -> {final}",
+        return self._finish(
+            signals.now_s, current, raw,
+            lambda final, _why: f"phpa: hpa {hpa}, predicted {predicted} -> {final}",
             {"hpa": hpa, "predicted": predicted},
         )
