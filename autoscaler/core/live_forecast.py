@@ -1,0 +1,173 @@
+"""A target's forecaster in the live controller: history kept on the forecast grid, a
+fitted model brought up to date cheaply every tick, and refits done elsewhere.
+
+The controller's hot path (every tick) only calls :meth:`LiveForecaster.extend` (append the
+complete buckets Prometheus now has, ``update()`` the model) and
+:meth:`LiveForecaster.predict`. A refit is split so it can run off the hot path (in a
+thread): :meth:`LiveForecaster.snapshot` (a copy of the history), the pure
+:func:`fit_model` on that copy, then :meth:`LiveForecaster.install`, which feeds the new
+model the buckets that arrived while it was fitting. Pure: no clock, no I/O, no threads
+(the caller holds a lock around ``extend``/``install``/``predict``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from forecasting.errors import ForecastingError
+from forecasting.forecast import Forecast
+from forecasting.models import make
+from forecasting.protocol import Forecaster
+from forecasting.series import Series
+
+__all__ = ["LiveForecaster", "fit_model", "horizon_steps"]
+
+
+def horizon_steps(now_s: float, history_end_s: float, lead_s: float, interval_s: float,
+                  step_s: float) -> int:
+    """Forecast steps from the end of the history to ``now + lead + interval`` (>= 1).
+
+    The history ends before ``now`` (Prometheus lag, the bucket in progress), so the
+    horizon covers that gap too.
+    """
+    span = now_s - history_end_s + lead_s + interval_s
+    return max(1, math.ceil(span / step_s) + 1)
+
+
+def fit_model(model: str, kwargs: Mapping[str, Any], history: Series) -> Forecaster:
+    """A fresh ``model`` fitted on ``history`` (pure; may take seconds).
+
+    Raises:
+        ForecastingError: too little history, or the model failed.
+        KeyError: unknown model name.
+    """
+    return make(model, **dict(kwargs)).fit(history)
+
+
+@dataclass
+class LiveForecaster:
+    """History, the installed model and its forecast for one target.
+
+    Attributes:
+        model: registry name (``forecasting.models``).
+        step_s: forecast grid step, seconds.
+        history_s: how much history to keep (and fit on), seconds.
+        model_kwargs: keyword arguments for the model.
+    """
+
+    model: str
+    step_s: float
+    history_s: float
+    model_kwargs: Mapping[str, Any] | None = None
+
+    def __post_init__(self) -> None:
+        if self.step_s <= 0 or self.history_s < self.step_s:
+            raise ValueError(
+                f"need step_s > 0 and history_s >= step_s, got {self.step_s}, {self.history_s}"
+            )
+        make(self.model, **dict(self.model_kwargs or {}))  # unknown name fails here
+        self.history: Series | None = None
+        self.fitted: Forecaster | None = None
+        self._fed_until_s = -math.inf
+        self.last_error = ""
+
+    # ------------------------------------------------------------------ history
+    @property
+    def history_end_s(self) -> float | None:
+        """End of the newest complete bucket held (``None`` before any history)."""
+        return None if self.history is None else self.history.end_s
+
+    @property
+    def max_buckets(self) -> int:
+        """Buckets kept."""
+        return max(1, int(self.history_s // self.step_s))
+
+    def extend(self, new: Series) -> int:
+        """Append complete buckets continuing the history (a gap becomes missing buckets;
+        buckets already held are skipped), trim to ``history_s`` and ``update()`` the
+        installed model with them. Returns the number of buckets added.
+
+        Raises:
+            forecasting.errors.SeriesError: ``new`` is on another grid or step.
+        """
+        if len(new) == 0:
+            return 0
+        if self.history is None:
+            merged = new
+            added = len(new)
+        else:
+            end = self.history.end_s
+            skip = max(0, round((end - new.start_s) / self.step_s))
+            if skip >= len(new):
+                return 0
+            part = new.slice(skip, None)
+            merged = self.history.append(part)
+            added = len(merged) - len(self.history)
+        if len(merged) > self.max_buckets:
+            merged = merged.tail(self.max_buckets)
+        self.history = merged
+        self._feed()
+        return added
+
+    def _feed(self) -> None:
+        """Bring the installed model up to the history's end with ``update()``."""
+        if self.fitted is None or self.history is None:
+            return
+        end = self.history.end_s
+        if end <= self._fed_until_s:
+            return
+        i0 = round((self._fed_until_s - self.history.start_s) / self.step_s)
+        if i0 < 0:  # the model is older than the kept history: it needs a refit
+            self.fitted = None
+            self.last_error = "model older than the kept history; waiting for a refit"
+            return
+        try:
+            self.fitted.update(self.history.slice(i0, None))
+        except (ForecastingError, ValueError, np.linalg.LinAlgError) as exc:
+            self.fitted = None
+            self.last_error = f"update failed: {type(exc).__name__}: {exc}"
+            return
+        self._fed_until_s = end
+
+    # ------------------------------------------------------------------ refits
+    def snapshot(self) -> Series | None:
+        """A copy of the history to fit on (``None`` before any history)."""
+        if self.history is None:
+            return None
+        return self.history.replace(values=self.history.values.copy())
+
+    def min_history(self) -> int:
+        """Observed buckets the model needs before it can be fitted."""
+        return make(self.model, **dict(self.model_kwargs or {})).min_history(self.step_s)
+
+    def install(self, fitted: Forecaster, fitted_on: Series) -> None:
+        """Use ``fitted`` (fitted on ``fitted_on``, a :meth:`snapshot`) from now on, first
+        feeding it what arrived since."""
+        self.fitted = fitted
+        self._fed_until_s = fitted_on.end_s
+        self.last_error = ""
+        self._feed()
+
+    def drop(self, error: str) -> None:
+        """Forget the installed model (it failed); the policy runs reactive-only."""
+        self.fitted = None
+        self.last_error = error
+
+    # ------------------------------------------------------------------ forecast
+    def predict(self, now_s: float, lead_s: float, interval_s: float,
+                quantiles: tuple[float, ...]) -> Forecast | None:
+        """Quantiles over ``[history end, now + lead + interval]``; ``None`` without a
+        model or when it fails (the reason is kept in ``last_error``)."""
+        if self.fitted is None or self.history is None:
+            return None
+        h = horizon_steps(now_s, self.history.end_s, lead_s, interval_s, self.step_s)
+        try:
+            return self.fitted.predict(h, quantiles)
+        except (ForecastingError, ValueError, np.linalg.LinAlgError) as exc:
+            self.drop(f"predict failed: {type(exc).__name__}: {exc}")
+            return None
