@@ -59,6 +59,8 @@ __all__ = [
     "KubernetesActuator",
     "LeadTimeSample",
     "PodState",
+    "ReadOnlyApiClient",
+    "ReadOnlyViolation",
     "load_api_client",
 ]
 
@@ -164,6 +166,7 @@ class KubernetesActuator:
             max_retries, backoff_s, max_backoff_s)
         self._sleep, self._clock = sleep, clock
         self._seen_ready: set[str] = set()
+        self._observed: tuple[dict[str, Any], list[PodState]] | None = None
         self.event_errors: list[str] = []
 
     # ------------------------------------------------------------------ error mapping
@@ -225,38 +228,57 @@ class KubernetesActuator:
         raise AssertionError("unreachable")  # pragma: no cover
 
     # ------------------------------------------------------------------ reads
-    def _read_deployment(self) -> Any:
-        return self._call("get", "deployments.apps", self.apps.read_namespaced_deployment,
-                          self.deployment, self.namespace)
+    def _read_json(self, verb: str, resource: str, fn: Callable[..., Any], *args: Any,
+                   **kwargs: Any) -> dict[str, Any]:
+        """A read whose body is parsed as plain JSON: the client's model deserialisation
+        costs ~0.5 ms per pod, too much for a list of every pod on every tick."""
+        raw = self._call(verb, resource, fn, *args, _preload_content=False, **kwargs)
+        try:
+            data = json.loads(raw.data)
+        except (TypeError, ValueError) as exc:
+            raise _Retryable(f"unreadable {resource} response: {exc}", self.backoff_s,
+                             False) from exc
+        if not isinstance(data, dict):
+            raise _Retryable(f"unexpected {resource} response", self.backoff_s, False)
+        return data
+
+    def _read_deployment(self) -> dict[str, Any]:
+        return self._read_json("get", "deployments.apps", self.apps.read_namespaced_deployment,
+                               self.deployment, self.namespace)
 
     def pods(self) -> list[PodState]:
         """The target's pods (not terminating), oldest first."""
         return self._retrying("list pods", lambda: self._pods(self._read_deployment()))
 
-    def _pods(self, dep: Any) -> list[PodState]:
-        labels = (dep.spec.selector.match_labels or {}) if dep.spec.selector else {}
+    @staticmethod
+    def _replicas(dep: dict[str, Any]) -> int:
+        return int((dep.get("spec") or {}).get("replicas") or 0)
+
+    def _pods(self, dep: dict[str, Any]) -> list[PodState]:
+        labels = ((dep.get("spec") or {}).get("selector") or {}).get("matchLabels") or {}
         selector = ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
         if not selector:
             raise ConfigError(f"Deployment {self.namespace}/{self.deployment} has no "
                               "matchLabels selector")
-        lst = self._call("list", "pods", self.core.list_namespaced_pod, self.namespace,
-                         label_selector=selector)
+        lst = self._read_json("list", "pods", self.core.list_namespaced_pod, self.namespace,
+                              label_selector=selector)
         out: list[PodState] = []
-        items: list[Any] = list(lst.items)
-        for p in items:
-            meta = p.metadata
-            if meta.deletion_timestamp is not None:
+        for p in lst.get("items") or []:
+            meta = p.get("metadata") or {}
+            if meta.get("deletionTimestamp") is not None:
                 continue
-            ready_cond: Any = next((c for c in (p.status.conditions or []) if c.type == "Ready"),
-                              None) if p.status else None
-            ready = ready_cond is not None and ready_cond.status == "True"
-            role = (meta.labels or {}).get(ROLE_LABEL)
-            cost = (meta.annotations or {}).get(DELETION_COST)
+            conds = (p.get("status") or {}).get("conditions") or []
+            ready_cond = next((c for c in conds if c.get("type") == "Ready"), None)
+            ready = ready_cond is not None and ready_cond.get("status") == "True"
+            role = (meta.get("labels") or {}).get(ROLE_LABEL)
+            cost = (meta.get("annotations") or {}).get(DELETION_COST)
+            name = str(meta.get("name"))
             out.append(PodState(
-                name=meta.name, uid=meta.uid or meta.name,
+                name=name, uid=str(meta.get("uid") or name),
                 role=ACTIVE if role == ACTIVE else WARM, labelled=role in (ACTIVE, WARM),
-                ready=ready, created_s=_epoch(meta.creation_timestamp) or 0.0,
-                ready_s=_epoch(ready_cond.last_transition_time) if ready else None,
+                ready=ready, created_s=_epoch(meta.get("creationTimestamp")) or 0.0,
+                ready_s=_epoch(ready_cond.get("lastTransitionTime"))
+                if ready and ready_cond is not None else None,
                 deletion_cost=int(cost) if cost is not None and cost.lstrip("-").isdigit()
                 else None,
             ))
@@ -267,14 +289,35 @@ class KubernetesActuator:
         """Ready pods by role, starting pods, and the Deployment's ``spec.replicas``."""
         def attempt() -> PodCounts:
             dep = self._read_deployment()
-            pods = self._pods(dep)
-            return PodCounts(
-                active=sum(1 for p in pods if p.ready and p.role == ACTIVE),
-                warm=sum(1 for p in pods if p.ready and p.role == WARM),
-                starting=sum(1 for p in pods if not p.ready),
-                desired=int(dep.spec.replicas or 0),
-            )
+            return self._counts(dep, self._pods(dep))
         return self._retrying("read pod counts", attempt)
+
+    def observe(self) -> tuple[PodCounts, list[LeadTimeSample]]:
+        """Pod counts and the lead-time samples of pods that became Ready since the last
+        call, from one Deployment read and one pod list (the controller's per-tick read)."""
+        def attempt() -> tuple[dict[str, Any], list[PodState]]:
+            dep = self._read_deployment()
+            return dep, self._pods(dep)
+        dep, pods = self._retrying("read pod counts", attempt)
+        self._observed = (dep, pods)
+        return self._counts(dep, pods), self._new_samples(pods)
+
+    @staticmethod
+    def _counts(dep: dict[str, Any], pods: list[PodState]) -> PodCounts:
+        return PodCounts(
+            active=sum(1 for p in pods if p.ready and p.role == ACTIVE),
+            warm=sum(1 for p in pods if p.ready and p.role == WARM),
+            starting=sum(1 for p in pods if not p.ready),
+            desired=KubernetesActuator._replicas(dep),
+        )
+
+    def _new_samples(self, pods: list[PodState]) -> list[LeadTimeSample]:
+        out = []
+        for p in pods:
+            if p.ready and p.ready_s is not None and p.uid not in self._seen_ready:
+                self._seen_ready.add(p.uid)
+                out.append(LeadTimeSample(p.name, p.created_s, p.ready_s))
+        return out
 
     def lead_time_samples(self) -> list[LeadTimeSample]:
         """Start-up lead times of pods that became Ready since the last call (each once).
@@ -282,12 +325,7 @@ class KubernetesActuator:
         A pod whose Ready condition flapped reports its latest transition, so its sample
         over-states the lead; the estimator should use a robust statistic.
         """
-        out = []
-        for p in self.pods():
-            if p.ready and p.ready_s is not None and p.uid not in self._seen_ready:
-                self._seen_ready.add(p.uid)
-                out.append(LeadTimeSample(p.name, p.created_s, p.ready_s))
-        return out
+        return self._new_samples(self.pods())
 
     # ------------------------------------------------------------------ writes
     def _patch_pod(self, pod: str, meta: dict[str, Any]) -> bool:
@@ -307,10 +345,15 @@ class KubernetesActuator:
     def _set_cost(self, pod: str, cost: int) -> bool:
         return self._patch_pod(pod, {"annotations": {DELETION_COST: str(cost)}})
 
-    def apply(self, active: int, warm: int, *, reason: str = "", message: str = "") -> None:
+    def apply(self, active: int, warm: int, *, reason: str = "", message: str = "",
+              reuse_observation: bool = False) -> None:
         """Make the target hold ``active`` serving and ``warm`` standby pods.
 
-        ``reason``/``message`` (the policy's) go into the Event.
+        ``reason``/``message`` (the policy's) go into the Event. ``reuse_observation`` plans
+        on the Deployment and pods read by the last :meth:`observe` (same tick) instead of
+        reading them again; that is safe because the scale write carries the read
+        ``resourceVersion`` of a fresh scale read (409 on a concurrent change) and patching
+        a pod that vanished is skipped.
 
         Raises:
             ConfigError: negative counts.
@@ -319,8 +362,12 @@ class KubernetesActuator:
         if active < 0 or warm < 0:
             raise ConfigError(f"active and warm must be ≥ 0, got {active}, {warm}")
         want = active + warm
-        dep = self._retrying("read target", self._read_deployment)
-        pods = self._retrying("list pods", lambda: self._pods(dep))
+        obs, self._observed = self._observed, None
+        if reuse_observation and obs is not None:
+            dep, pods = obs
+        else:
+            dep = self._retrying("read target", self._read_deployment)
+            pods = self._retrying("list pods", lambda: self._pods(dep))
         ready_active = [p for p in pods if p.ready and p.role == ACTIVE]
         ready_warm = [p for p in pods if p.ready and p.role == WARM]
         promoted: list[str] = []
@@ -340,7 +387,7 @@ class KubernetesActuator:
         for p in pods:
             if not p.labelled and p.name not in promoted:
                 self._set_role(p.name, WARM)
-        current = int(dep.spec.replicas or 0)
+        current = self._replicas(dep)
         if want < current:
             roles = {p.name: p.role for p in pods}
             roles.update(dict.fromkeys(promoted, ACTIVE))
@@ -399,11 +446,38 @@ class KubernetesActuator:
             self.event_errors.append(f"{reason}: {exc}")
 
 
+class ReadOnlyViolation(ConfigError):
+    """A write was attempted through a read-only API client (a bug, never a user error)."""
+
+
+#: HTTP methods a read-only client lets through
+READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+class ReadOnlyApiClient(k8s.ApiClient):
+    """An ``ApiClient`` that refuses every request but GET/HEAD/OPTIONS before it leaves
+    the process: ``surgecast dry-run`` reads the cluster through it, so it provably cannot
+    write: every call of the official client, watches included, ends in
+    ``rest_client.request``, which this class guards."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[no-untyped-call]
+        send = self.rest_client.request
+
+        def guarded(method: str, url: str, *a: Any, **kw: Any) -> Any:
+            if str(method).upper() not in READ_METHODS:
+                raise ReadOnlyViolation(f"read-only client refused {method} {url}")
+            return send(method, url, *a, **kw)  # type: ignore[no-untyped-call]
+
+        self.rest_client.request = guarded  # type: ignore[method-assign]
+
+
 def load_api_client(
     kubeconfig: str | None = None,
     *,
     context: str | None = None,
     in_cluster: bool | None = None,
+    read_only: bool = False,
     token_path: str = "/var/run/secrets/kubernetes.io/serviceaccount/token",
     ca_path: str = "/var/run/secrets/kubernetes.io/serviceaccount/ca.crt",
 ) -> Any:
@@ -411,6 +485,7 @@ def load_api_client(
 
     ``in_cluster=None`` picks in-cluster when ``KUBERNETES_SERVICE_HOST`` is set and no
     ``kubeconfig`` is given, else the kubeconfig (``$KUBECONFIG`` or ``~/.kube/config``).
+    ``read_only=True`` returns a :class:`ReadOnlyApiClient`.
 
     Raises:
         ConfigError: the chosen configuration cannot be loaded (the message says which).
@@ -432,4 +507,4 @@ def load_api_client(
     except (k8s_config.ConfigException, OSError) as exc:
         where = "in-cluster service account" if in_cluster else (kubeconfig or "~/.kube/config")
         raise ConfigError(f"cannot load Kubernetes configuration from {where}: {exc}") from exc
-    return k8s.ApiClient(cfg)
+    return ReadOnlyApiClient(cfg) if read_only else k8s.ApiClient(cfg)
