@@ -403,6 +403,7 @@ class PredictiveAutoscalerStatus(_Wire):
     active_replicas: int | None = None
     warm_replicas: int | None = None
     last_decision: dict[str, Any] | None = None
+    forecast_quality: dict[str, Any] | None = None
     conditions: list[Condition] = Field(default_factory=list)
 
 
@@ -668,10 +669,11 @@ def _status_schema() -> dict[str, Any]:
     raw = PredictiveAutoscalerStatus.model_json_schema(by_alias=True, mode="validation")
     out: dict[str, Any] = _structural(raw, raw.get("$defs", {}))
     # the free-form decision record, and room for fields a newer controller writes
-    out["properties"]["lastDecision"] = {
-        "type": "object",
-        "x-kubernetes-preserve-unknown-fields": True,
-    }
+    for free_form in ("lastDecision", "forecastQuality"):
+        out["properties"][free_form] = {
+            "type": "object",
+            "x-kubernetes-preserve-unknown-fields": True,
+        }
     out["x-kubernetes-preserve-unknown-fields"] = True
     return out
 

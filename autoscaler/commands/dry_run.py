@@ -7,7 +7,9 @@ Replays the trace (``--trace``, or the embedded English-Wikipedia slice shipped 
 demand the controller saw, forecast p50/p90 peaks over the lead window, active, warm and
 total replicas, and the decision's reason and message.
 
-The live mode (``--prometheus URL --target NS/NAME``) comes with the controller (issue 4).
+The live mode (``--prometheus URL --target NS/NAME``, see
+:mod:`autoscaler.commands.live_dry_run`) runs the controller's own tick against live
+Prometheus and, when reachable, reads the cluster through a read-only client.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from typing import TYPE_CHECKING
 
 from autoscaler.commands.backtest import add_scenario_arguments, prepare
 from autoscaler.commands.forecast import UsageError, load_series
+from autoscaler.commands.live import add_kube_arguments, add_prometheus_arguments
 
 if TYPE_CHECKING:
     from autoscaler.core.scenario import Tick
@@ -48,18 +51,34 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="print every N-th tick (ticks that change the replica count always print)",
     )
     parser.add_argument("--limit", type=int, default=None, help="stop after N printed lines")
-    parser.add_argument("--prometheus", default=None, help=argparse.SUPPRESS)
-    parser.add_argument("--target", default=None, help=argparse.SUPPRESS)
+    live = parser.add_argument_group(
+        "live mode", "read live Prometheus (and the cluster, read-only) instead of a trace")
+    add_prometheus_arguments(live)
+    add_kube_arguments(live)
+    live.add_argument("--target", default=None, metavar="NS/NAME",
+                      help="the PredictiveAutoscaler to evaluate (its spec is read from the "
+                           "cluster unless --config is given)")
+    live.add_argument("--config", default=None,
+                      help="YAML spec to use instead of the cluster's resource")
+    live.add_argument("--once", action="store_true", help="one decision, then exit")
+    live.add_argument("--ticks", type=int, default=None,
+                      help="stop after N decisions (default: until Ctrl-C)")
+    live.add_argument("--replicas", type=int, default=None,
+                      help="with no cluster: assume this many ready active pods "
+                           "(default: the spec's minReplicas)")
+    live.add_argument("--no-cluster", action="store_true",
+                      help="do not contact Kubernetes at all")
 
 
 def run(args: argparse.Namespace) -> int:
     """Replay and print; 2 on bad input (one line on stderr)."""
     try:
         if args.prometheus is not None or args.target is not None:
-            raise UsageError(
-                "not implemented yet: live dry-run comes with the controller (issue 4); "
-                "use --trace FILE"
-            )
+            if args.trace is not None:
+                raise UsageError("--trace and --prometheus/--target exclude each other")
+            from autoscaler.commands.live_dry_run import live_dry_run
+
+            return live_dry_run(args)
         if args.every < 1:
             raise UsageError(f"--every must be >= 1, got {args.every}")
         if args.limit is not None and args.limit < 1:

@@ -1,0 +1,362 @@
+"""The controller loop: one APScheduler job per target, refits on their own executor,
+targets kept in step with the ``PredictiveAutoscaler`` resources by list + watch.
+
+- Ticks run on the ``default`` executor (a small thread pool), one job per target at the
+  target's ``interval`` with ``max_instances=1`` and ``coalesce=True``: a slow tick is never
+  overlapped by the next one, and missed runs collapse into one.
+- Refits run on the ``refit`` executor (its own thread), every ``forecast.refitEvery``, so a
+  multi-second fit never delays a tick.
+- A watch thread lists the resources, then watches from the list's ``resourceVersion``
+  (re-listing on ``410 Gone`` and after errors, with backoff). An invalid spec gets an
+  ``InvalidSpec`` condition in its status and no runner; it never crashes the loop.
+- Only the leader writes (replicas, Events, status); standbys keep forecasting so a
+  fail-over starts warm.
+
+Nothing here decides: :class:`~autoscaler.controller.target.TargetRunner` runs the pure core.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from apscheduler.executors.pool import ThreadPoolExecutor
+from apscheduler.schedulers.background import BackgroundScheduler
+from apscheduler.triggers.interval import IntervalTrigger
+
+from autoscaler.config import PredictiveAutoscalerSpec, validate_resource
+from autoscaler.core.prediction_guard import GuardSettings
+from autoscaler.errors import ConfigError
+from autoscaler.ports import MetricsSource
+from forecasting.series import parse_duration
+
+from .status import GROUP, PLURAL, VERSION, ConditionSet, StatusWriter
+from .target import PodReader, TargetRunner
+
+__all__ = ["Controller", "TargetKey"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TargetKey:
+    """A ``PredictiveAutoscaler`` by namespace and name."""
+
+    namespace: str
+    name: str
+
+    def __str__(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+    @classmethod
+    def parse(cls, text: str) -> TargetKey:
+        """``NAMESPACE/NAME`` (raises :class:`ConfigError` otherwise)."""
+        ns, sep, name = text.partition("/")
+        if not sep or not ns or not name or "/" in name:
+            raise ConfigError(f"target must be NAMESPACE/NAME, got {text!r}")
+        return cls(ns, name)
+
+
+class Controller:
+    """Runs every target's ticks and refits; keeps the set of targets in step.
+
+    Args:
+        source_factory: ``(key, spec) -> MetricsSource`` (a ``PrometheusSource``).
+        pods_factory: ``(namespace, deployment) -> PodReader`` (a ``KubernetesActuator``),
+            or ``None`` to run without a cluster.
+        api_client: a ``kubernetes.client.ApiClient`` for the watch and status writes;
+            ``None`` runs only the targets given to :meth:`upsert` (no watch, no status).
+        namespace: watch one namespace (``None``: all).
+        can_write: leadership (``LeaderElector.is_leader``); default: always.
+        metrics: ``ControllerMetrics`` (optional).
+        clock: wall clock (Unix seconds) for the ticks' ``now``.
+        tick_workers: threads running ticks.
+        guard: prediction-guard settings for every target.
+    """
+
+    def __init__(
+        self,
+        source_factory: Callable[[TargetKey, PredictiveAutoscalerSpec], MetricsSource],
+        pods_factory: Callable[[str, str], PodReader] | None,
+        *,
+        api_client: Any | None = None,
+        namespace: str | None = None,
+        can_write: Callable[[], bool] = lambda: True,
+        metrics: Any | None = None,
+        clock: Callable[[], float] = time.time,
+        tick_workers: int = 4,
+        guard: GuardSettings | None = None,
+        watch_timeout_s: int = 300,
+    ) -> None:
+        self.source_factory, self.pods_factory = source_factory, pods_factory
+        self.api_client, self.namespace = api_client, namespace
+        self.can_write, self.metrics, self.clock = can_write, metrics, clock
+        self.guard = guard
+        self.watch_timeout_s = watch_timeout_s
+        self.status_writer = StatusWriter(api_client) if api_client is not None else None
+        self.runners: dict[TargetKey, TargetRunner] = {}
+        self.invalid: dict[TargetKey, str] = {}
+        self._lock = threading.RLock()
+        self._stop = threading.Event()
+        self._synced = threading.Event()
+        self._watch_thread: threading.Thread | None = None
+        self.scheduler = BackgroundScheduler(
+            executors={"default": ThreadPoolExecutor(tick_workers),
+                       "refit": ThreadPoolExecutor(1)},
+            job_defaults={"coalesce": True, "max_instances": 1},
+            timezone=UTC,
+        )
+        self.internal_errors = 0
+
+    # ------------------------------------------------------------------ targets
+    def upsert(self, key: TargetKey, spec: PredictiveAutoscalerSpec,
+               generation: int | None = None) -> TargetRunner:
+        """Add or replace the runner of ``key`` and (re)schedule its jobs."""
+        pods = (self.pods_factory(key.namespace, spec.scale_target_ref.name)
+                if self.pods_factory is not None else None)
+        write_status = None
+        if self.status_writer is not None:
+            writer = self.status_writer
+
+            def write_status(st: dict[str, Any]) -> str | None:
+                return writer.write(key.namespace, key.name, st)
+
+        runner = TargetRunner(
+            str(key), spec, self.source_factory(key, spec), pods,
+            can_write=self.can_write, write_status=write_status, metrics=self.metrics,
+            guard=self.guard, generation=generation,
+        )
+        runner.created_s = self.clock()
+        with self._lock:
+            self.runners[key] = runner
+            self.invalid.pop(key, None)
+            if self.metrics is not None:
+                self.metrics.set_targets(len(self.runners))
+        interval = runner.settings.interval_s
+        now = datetime.now(tz=UTC)
+        self.scheduler.add_job(
+            self._tick_job, IntervalTrigger(seconds=interval, timezone=UTC), args=[key],
+            id=f"tick:{key}", name=f"tick {key}", replace_existing=True,
+            next_run_time=now + timedelta(seconds=0.5), misfire_grace_time=max(1, int(interval)),
+        )
+        self.scheduler.add_job(
+            self._refit_job, IntervalTrigger(seconds=runner.refit_every_s, timezone=UTC),
+            args=[key], id=f"refit:{key}", name=f"refit {key}", replace_existing=True,
+            next_run_time=now, executor="refit",
+            misfire_grace_time=max(1, int(runner.refit_every_s)),
+        )
+        log.info("target %s -> Deployment %s/%s every %g s (%s, %s)", key, key.namespace,
+                 spec.scale_target_ref.name, interval, spec.mode, spec.forecast.model)
+        return runner
+
+    def remove(self, key: TargetKey) -> None:
+        """Stop scheduling ``key`` and drop its metrics."""
+        with self._lock:
+            gone = self.runners.pop(key, None)
+            self.invalid.pop(key, None)
+            if self.metrics is not None:
+                self.metrics.set_targets(len(self.runners))
+                self.metrics.remove_target(str(key))
+        for job in (f"tick:{key}", f"refit:{key}"):
+            if self.scheduler.get_job(job) is not None:
+                self.scheduler.remove_job(job)
+        if gone is not None:
+            log.info("target %s removed", key)
+
+    def upsert_resource(self, obj: Mapping[str, Any]) -> None:
+        """Add, replace or reject one ``PredictiveAutoscaler`` object (a dict)."""
+        meta = obj.get("metadata") or {}
+        key = TargetKey(str(meta.get("namespace") or "default"), str(meta.get("name") or ""))
+        generation = meta.get("generation")
+        with self._lock:
+            cur = self.runners.get(key)
+        if cur is not None and generation is not None and cur.generation == generation:
+            return  # a status-only change (ours, usually)
+        try:  # status is the controller's own output, never an input
+            res = validate_resource({k: v for k, v in obj.items() if k != "status"})
+        except ConfigError as exc:
+            self._reject(key, str(exc), generation)
+            return
+        try:
+            self.upsert(key, res.spec, generation)
+        except (ConfigError, ValueError, KeyError) as exc:
+            self._reject(key, str(exc), generation)
+
+    def _reject(self, key: TargetKey, message: str, generation: Any) -> None:
+        log.error("PredictiveAutoscaler %s is invalid: %s", key, message)
+        self.remove(key)
+        with self._lock:
+            self.invalid[key] = message
+        if self.metrics is not None:
+            self.metrics.count_error(str(key), "InvalidSpec")
+        if self.status_writer is not None and self.can_write():
+            conds = ConditionSet()
+            now = self.clock()
+            conds.set("Ready", False, "InvalidSpec", message, now)
+            status: dict[str, Any] = {"conditions": conds.to_wire()}
+            if isinstance(generation, int):
+                status["observedGeneration"] = generation
+            self.status_writer.write(key.namespace, key.name, status)
+
+    # ------------------------------------------------------------------ jobs
+    def _tick_job(self, key: TargetKey) -> None:
+        with self._lock:
+            runner = self.runners.get(key)
+        if runner is None:
+            return
+        try:
+            runner.tick(self.clock())
+        except Exception:  # a bug must not kill the job: count it, log it, go on
+            self.internal_errors += 1
+            log.exception("tick of %s failed", key)
+            if self.metrics is not None:
+                self.metrics.count_error(str(key), "Internal")
+
+    def _refit_job(self, key: TargetKey) -> None:
+        with self._lock:
+            runner = self.runners.get(key)
+        if runner is None:
+            return
+        try:
+            runner.refit(self.clock())
+        except Exception:
+            self.internal_errors += 1
+            log.exception("refit of %s failed", key)
+            if self.metrics is not None:
+                self.metrics.count_error(str(key), "Internal")
+
+    # ------------------------------------------------------------------ watch
+    def _objects_api(self) -> Any:
+        from kubernetes import client as k8s
+
+        return k8s.CustomObjectsApi(self.api_client)
+
+    def _list(self) -> tuple[list[dict[str, Any]], str]:
+        api = self._objects_api()
+        if self.namespace:
+            res = api.list_namespaced_custom_object(GROUP, VERSION, self.namespace, PLURAL)
+        else:
+            res = api.list_cluster_custom_object(GROUP, VERSION, PLURAL)
+        return list(res.get("items") or []), str((res.get("metadata") or {}).get(
+            "resourceVersion") or "")
+
+    def sync_once(self) -> str:
+        """List every resource, upsert them, drop runners whose resource is gone.
+
+        Returns the list's ``resourceVersion`` (to watch from).
+        """
+        items, rv = self._list()
+        seen = set()
+        for obj in items:
+            meta = obj.get("metadata") or {}
+            seen.add(TargetKey(str(meta.get("namespace") or "default"), str(meta.get("name"))))
+            self.upsert_resource(obj)
+        with self._lock:
+            gone = [k for k in (*self.runners, *self.invalid) if k not in seen]
+        for k in gone:
+            self.remove(k)
+        self._synced.set()
+        return rv
+
+    def _watch_loop(self) -> None:
+        from kubernetes import watch
+        from kubernetes.client.exceptions import ApiException
+
+        backoff = 1.0
+        while not self._stop.is_set():
+            try:
+                rv = self.sync_once()
+                backoff = 1.0
+                w: Any = watch.Watch()  # type: ignore[no-untyped-call]
+                api = self._objects_api()
+                args: tuple[str, ...]
+                if self.namespace:
+                    fn, args = api.list_namespaced_custom_object, (GROUP, VERSION,
+                                                                   self.namespace, PLURAL)
+                else:
+                    fn, args = api.list_cluster_custom_object, (GROUP, VERSION, PLURAL)
+                for ev in w.stream(fn, *args, resource_version=rv,
+                                   timeout_seconds=self.watch_timeout_s):
+                    if self._stop.is_set():
+                        w.stop()
+                        break
+                    obj = ev.get("object") or {}
+                    meta = obj.get("metadata") or {}
+                    if ev.get("type") == "DELETED":
+                        self.remove(TargetKey(str(meta.get("namespace") or "default"),
+                                              str(meta.get("name"))))
+                    elif ev.get("type") in ("ADDED", "MODIFIED"):
+                        self.upsert_resource(obj)
+            except ApiException as exc:
+                if exc.status == 410:
+                    log.info("watch expired (410 Gone); re-listing")
+                    continue
+                log.warning("watch of %s failed (%s): %s; retrying in %.0f s", PLURAL,
+                            exc.status, exc.reason, backoff)
+                self._stop.wait(backoff)
+                backoff = min(backoff * 2, 60.0)
+            except Exception as exc:
+                log.warning("watch of %s failed: %s; retrying in %.0f s", PLURAL, exc, backoff)
+                self._stop.wait(backoff)
+                backoff = min(backoff * 2, 60.0)
+
+    # ------------------------------------------------------------------ lifecycle
+    def start(self, *, watch: bool = True) -> None:
+        """Start the scheduler and (with an API client) the watch thread."""
+        self.scheduler.start()
+        if watch and self.api_client is not None:
+            self._watch_thread = threading.Thread(target=self._watch_loop, name="pa-watch",
+                                                  daemon=True)
+            self._watch_thread.start()
+        else:
+            self._synced.set()
+
+    def stop(self, timeout_s: float = 1.0) -> None:
+        """Stop scheduling (waits for running ticks: the SIGTERM path) and watching.
+
+        The watch thread is a daemon blocked in a streaming read; it is given
+        ``timeout_s`` to notice and otherwise ends with the process or its stream."""
+        self._stop.set()
+        if self.scheduler.running:
+            self.scheduler.shutdown(wait=True)
+        if self._watch_thread is not None:
+            self._watch_thread.join(timeout_s)
+
+    def ready(self) -> tuple[bool, str]:
+        """``/readyz``: scheduler running and the resources listed at least once."""
+        if not self.scheduler.running:
+            return False, "scheduler not running"
+        if not self._synced.is_set():
+            return False, "PredictiveAutoscalers not listed yet"
+        return True, f"{len(self.runners)} target(s)"
+
+    def healthy(self) -> tuple[bool, str]:
+        """``/healthz``: the scheduler and the watch thread are alive."""
+        if self._stop.is_set():
+            return True, "stopping"
+        if not self.scheduler.running:
+            return False, "scheduler not running"
+        if self._watch_thread is not None and not self._watch_thread.is_alive():
+            return False, "watch thread died"
+        now = self.clock()
+        with self._lock:
+            runners = list(self.runners.values())
+        for r in runners:  # a tick stuck for 10 intervals (and a minute) is a wedged loop
+            last = r.last.now_s if r.last is not None else r.created_s
+            if now - last > max(60.0, 10 * r.settings.interval_s):
+                return False, f"no tick of {r.key} for {now - last:.0f} s"
+        return True, "ok"
+
+    def wait_synced(self, timeout_s: float) -> bool:
+        """Block until the first list completed (tests, ``--once``)."""
+        return self._synced.wait(timeout_s)
+
+
+def spec_interval_s(spec: PredictiveAutoscalerSpec) -> float:
+    """The target's tick interval, seconds."""
+    return parse_duration(spec.interval)

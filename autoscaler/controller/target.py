@@ -1,0 +1,421 @@
+"""One scaled target in the live controller: read, forecast, decide, (maybe) act, report.
+
+:class:`TargetRunner` glues the pure core (:class:`~autoscaler.core.live_forecast.LiveForecaster`,
+:class:`~autoscaler.core.policy.Policy`, :class:`~autoscaler.core.prediction_guard.PredictionGuard`)
+to the adapters (a :class:`~autoscaler.ports.MetricsSource`, a pod reader/actuator, a status
+writer). It decides nothing itself. Two entry points, run by the scheduler on their own
+cadences and never on the same lock for long:
+
+- :meth:`TargetRunner.tick` (every ``spec.interval``): signals, pod counts, the new complete
+  history buckets (one small range query per forecast step), forecast from the installed
+  model, guard, decision; then, only in ``Auto`` mode and only while ``can_write()`` (the
+  leader), scale; then status and metrics.
+- :meth:`TargetRunner.refit` (every ``spec.forecast.refitEvery``): the first time it fetches
+  the whole history window (chunked range queries), then fits a fresh model on a snapshot
+  *outside* the lock and installs it; ticks keep running on the old model meanwhile.
+
+Failures never escape as exceptions: each is counted, shown in a condition, and the policy
+falls back (hold on missing data; reactive-only without a forecast).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from typing import Any, Protocol
+
+from autoscaler.config import (
+    PredictiveAutoscalerSpec,
+    forecaster_kwargs,
+    to_policy_settings,
+)
+from autoscaler.core.decision import Decision, Reason
+from autoscaler.core.live_forecast import LiveForecaster, fit_model
+from autoscaler.core.policy import Policy, PolicyState
+from autoscaler.core.prediction_guard import GuardSettings, PredictionGuard
+from autoscaler.core.signals import PodCounts, Signals
+from autoscaler.errors import (
+    ActuationConflict,
+    ActuationForbidden,
+    ConfigError,
+    MetricsUnavailable,
+    TargetNotFound,
+)
+from autoscaler.ports import MetricsSource
+from forecasting.errors import ForecastingError
+from forecasting.forecast import Forecast
+from forecasting.series import parse_duration
+
+from .status import ConditionSet
+
+__all__ = ["PodReader", "TargetRunner", "TickOutcome"]
+
+log = logging.getLogger(__name__)
+
+
+class PodReader(Protocol):
+    """What the runner needs from the cluster (``KubernetesActuator`` implements it)."""
+
+    def observe(self) -> tuple[PodCounts, list[Any]]:
+        """Pod counts and new lead-time samples (objects with ``lead_s``)."""
+        ...
+
+    def apply(self, active: int, warm: int, *, reason: str = "", message: str = "",
+              reuse_observation: bool = False) -> None:
+        """Make the target hold ``active`` serving and ``warm`` standby pods (planning on
+        the last :meth:`observe` when ``reuse_observation``)."""
+        ...
+
+    def event(self, reason: str, message: str, *, type_: str = "Normal") -> None:
+        """Record an Event on the target."""
+        ...
+
+
+class _Metrics(Protocol):
+    def observe_tick(self, target: str, *, reason: str, desired: int, active: int, warm: int,
+                     ready: int, demand_rps: float | None, forecast_rps: Any,
+                     duration_s: float, fetch_s: float) -> None: ...
+    def observe_forecast_quality(self, target: str, *, mae: float | None,
+                                 reactive_mae: float | None, coverage: float | None,
+                                 prediction_enabled: bool) -> None: ...
+    def set_fallback(self, target: str, active: bool) -> None: ...
+    def count_error(self, target: str, kind: str) -> None: ...
+    def count_refit(self, target: str, *, ok: bool, duration_s: float) -> None: ...
+
+
+@dataclass
+class TickOutcome:
+    """What one tick saw and did."""
+
+    now_s: float
+    signals: Signals
+    forecast: Forecast | None
+    decision: Decision | None
+    applied: bool = False
+    prediction_used: bool = False
+    errors: list[str] = field(default_factory=list)
+    duration_s: float = 0.0
+    fetch_s: float = 0.0
+
+    def forecast_peaks(self, quantiles: tuple[float, ...], lead_s: float,
+                       interval_s: float) -> dict[float, float]:
+        """Peak of each quantile over ``[now, now + lead + interval]`` (req/s)."""
+        fc = self.forecast
+        if fc is None:
+            return {}
+        t = fc.timestamps
+        sel = (t + fc.step_s > self.now_s) & (t <= self.now_s + lead_s + interval_s)
+        if not sel.any():
+            sel[-1] = True
+        return {q: float(fc.quantile(q)[sel].max()) for q in quantiles}
+
+
+class TargetRunner:
+    """The live loop body for one ``PredictiveAutoscaler``.
+
+    Args:
+        key: ``namespace/name`` of the resource (labels, logs).
+        spec: the validated spec.
+        source: demand and saturation (a ``PrometheusSource``).
+        pods: the target's pods and the writer (``KubernetesActuator``); ``None`` runs
+            with no cluster (pod counts unknown: the policy sees zero pods).
+        can_write: whether this process may write now (leader election); writes happen
+            only when it returns ``True`` **and** ``spec.mode == "Auto"``.
+        write_status: ``(status dict) -> error or None``; ``None`` writes no status.
+        metrics: controller metrics (``ControllerMetrics``), optional.
+        guard: prediction-guard settings.
+        clock: wall clock for durations only (decisions take ``now_s`` from the caller).
+    """
+
+    def __init__(
+        self,
+        key: str,
+        spec: PredictiveAutoscalerSpec,
+        source: MetricsSource,
+        pods: PodReader | None,
+        *,
+        can_write: Callable[[], bool] = lambda: True,
+        write_status: Callable[[dict[str, Any]], str | None] | None = None,
+        metrics: _Metrics | None = None,
+        guard: GuardSettings | None = None,
+        generation: int | None = None,
+    ) -> None:
+        self.key = key
+        self.spec = spec
+        self.generation = generation
+        self.settings = to_policy_settings(spec)
+        self.policy = Policy(self.settings)
+        self.state: PolicyState = self.policy.initial_state()
+        fk = forecaster_kwargs(spec)
+        self.step_s: float = fk["forecast_step_s"]
+        self.refit_every_s: float = fk["refit_every_s"]
+        self.history_s = parse_duration(spec.forecast.history)
+        self.live = LiveForecaster(fk["model"], self.step_s, self.history_s)
+        self.source, self.pods = source, pods
+        self.can_write, self.write_status, self.metrics = can_write, write_status, metrics
+        self.guard = PredictionGuard(guard or GuardSettings())
+        self.conditions = ConditionSet()
+        self.quantiles = tuple(sorted({0.5, self.settings.quantile, self.settings.warm_quantile}))
+        self._lock = threading.Lock()  # guards self.live
+        self._history_failed = ""
+        self.last: TickOutcome | None = None
+        self.created_s = 0.0  # set by the loop (wall clock), for its liveness check
+        self.ticks = 0
+        self._prediction_on: bool | None = None
+        self._fallback_on = False
+
+    # ------------------------------------------------------------------ history + refit
+    def _fetch_history(self, now_s: float, *, full: bool) -> None:
+        """Append the complete buckets up to the grid point at or before ``now_s``."""
+        end = math.floor(now_s / self.step_s) * self.step_s
+        with self._lock:
+            have = self.live.history_end_s
+        if have is None:
+            if not full:
+                return  # the first (large) fetch belongs to the refit job
+            start = end - self.history_s
+        else:
+            start = max(have, end - self.history_s)
+        if end - start < self.step_s:
+            return
+        series = self.source.history(start, end, self.step_s)
+        with self._lock:
+            self.live.extend(series)
+
+    def refit(self, now_s: float) -> bool:
+        """Fetch what is missing of the history, fit a fresh model off the lock, install it.
+
+        Returns whether a model was installed. Never raises for data or model problems.
+        """
+        t0 = time.perf_counter()
+        try:
+            self._fetch_history(now_s, full=True)
+        except (MetricsUnavailable, ConfigError) as exc:
+            self._history_failed = str(exc)
+            self._count("MetricsUnavailable" if isinstance(exc, MetricsUnavailable)
+                        else "ConfigError")
+            log.warning("%s: history fetch failed: %s", self.key, exc)
+            return False
+        self._history_failed = ""
+        with self._lock:
+            snap = self.live.snapshot()
+            need = self.live.min_history()
+        if snap is None or snap.n_observed < need:
+            got = 0 if snap is None else snap.n_observed
+            with self._lock:
+                self.live.last_error = (f"not enough history: {got} of {need} buckets at "
+                                        f"{self.step_s:g} s")
+            return False
+        try:
+            model = fit_model(self.live.model, {}, snap)
+        except (ForecastingError, ValueError, ArithmeticError) as exc:
+            with self._lock:
+                self.live.drop(f"fit failed: {type(exc).__name__}: {exc}")
+            self._count("ModelFailed")
+            if self.metrics is not None:
+                self.metrics.count_refit(self.key, ok=False,
+                                         duration_s=time.perf_counter() - t0)
+            log.warning("%s: refit failed: %s", self.key, exc)
+            return False
+        with self._lock:
+            self.live.install(model, snap)
+        if self.metrics is not None:
+            self.metrics.count_refit(self.key, ok=True, duration_s=time.perf_counter() - t0)
+        log.info("%s: refit %s on %d buckets in %.2f s", self.key, self.live.model,
+                 len(snap), time.perf_counter() - t0)
+        return True
+
+    # ------------------------------------------------------------------ the tick
+    def tick(self, now_s: float) -> TickOutcome:
+        """One controller tick at ``now_s`` (see the module docstring)."""
+        t0 = time.perf_counter()
+        errors: list[str] = []
+        # -- observe
+        try:
+            signals = self.source.signals(now_s)
+        except MetricsUnavailable as exc:
+            signals = Signals(now_s=now_s, errors={"prometheus": str(exc)})
+            errors.append(f"MetricsUnavailable: {exc}")
+            self._count("MetricsUnavailable")
+        try:
+            self._fetch_history(now_s, full=False)
+        except (MetricsUnavailable, ConfigError) as exc:
+            errors.append(f"history: {exc}")
+        if self.pods is not None:
+            try:
+                counts, samples = self.pods.observe()
+            except TargetNotFound as exc:
+                return self._failed(now_s, signals, "TargetNotFound", exc, t0)
+            except ActuationForbidden as exc:
+                return self._failed(now_s, signals, "Forbidden", exc, t0)
+            except ActuationConflict as exc:
+                return self._failed(now_s, signals, "ApiConflict", exc, t0)
+            signals = replace(signals, pods=counts,
+                              ready_durations_s=tuple(float(s.lead_s) for s in samples))
+        fetch_s = time.perf_counter() - t0
+        # -- forecast and guard
+        lead_s = self.state.lead.lead_s if self.state.lead else self.settings.cold_start_prior_s
+        with self._lock:
+            fc = self.live.predict(now_s, lead_s, self.settings.interval_s, self.quantiles)
+            model_error = self.live.last_error
+        self.guard = self.guard.observe(now_s, signals.demand_rps)
+        if fc is not None:
+            self.guard = self.guard.record(now_s, fc, signals.demand_rps, lead_s,
+                                           self.settings.quantile)
+        use = fc if (fc is not None and self.guard.enabled) else None
+        # -- decide
+        scale_events = self.state.hpa.events
+        decision, self.state = self.policy.decide(signals, use, self.state)
+        out = TickOutcome(now_s, signals, fc, decision, prediction_used=use is not None,
+                          errors=errors, fetch_s=fetch_s)
+        # -- act
+        writer = self.spec.mode == "Auto" and self.pods is not None and self.can_write()
+        if writer and self._needs_apply(decision, signals.pods):
+            assert self.pods is not None
+            try:
+                self.pods.apply(decision.active, decision.warm, reason=decision.reason.value,
+                                message=decision.message, reuse_observation=True)
+                out.applied = True
+            except TargetNotFound as exc:
+                return self._failed(now_s, signals, "TargetNotFound", exc, t0)
+            except ActuationForbidden as exc:
+                return self._failed(now_s, signals, "Forbidden", exc, t0)
+            except ActuationConflict as exc:
+                return self._failed(now_s, signals, "ApiConflict", exc, t0)
+        if not out.applied:
+            # the HPA's rate limits count scale events that happened; an Observe-mode or
+            # standby decision did not happen (the HPA records events only when it rescales)
+            self.state = replace(self.state, hpa=replace(self.state.hpa, events=scale_events))
+        # -- report
+        self._conditions(out, model_error, writer)
+        out.duration_s = time.perf_counter() - t0
+        self._report(out)
+        return out
+
+    @staticmethod
+    def _needs_apply(d: Decision, pods: PodCounts) -> bool:
+        return d.total != pods.desired or (d.active != pods.active and pods.ready > 0)
+
+    def _failed(self, now_s: float, signals: Signals, reason: str, exc: Exception,
+                t0: float) -> TickOutcome:
+        self._count(type(exc).__name__)
+        log.warning("%s: %s: %s", self.key, reason, exc)
+        self.conditions.set("Ready", False, reason, str(exc), now_s)
+        out = TickOutcome(now_s, signals, None, None, errors=[f"{reason}: {exc}"],
+                          duration_s=time.perf_counter() - t0)
+        self._report(out)
+        return out
+
+    def _conditions(self, out: TickOutcome, model_error: str, writer: bool) -> None:
+        now, c = out.now_s, self.conditions
+        d = out.decision
+        assert d is not None
+        if out.errors and out.signals.demand_rps is None:
+            c.set("Ready", False, "MetricsUnavailable", "; ".join(out.errors), now)
+        else:
+            c.set("Ready", True, "Decided", f"{d.reason.value}: {d.message}", now)
+        g = self.guard
+        if out.prediction_used:
+            on, reason, msg = True, "Forecasting", f"{self.live.model}; {g.reason}"
+        elif out.forecast is not None:
+            on, reason, msg = False, "WorseThanReactive", g.reason
+        elif self._history_failed:
+            on, reason, msg = False, "MetricsUnavailable", self._history_failed
+        elif model_error.startswith("not enough history"):
+            on, reason, msg = False, "NotEnoughHistory", model_error
+        elif model_error:
+            on, reason, msg = False, "ModelFailed", model_error
+        else:
+            on, reason, msg = False, "Waiting", "waiting for the first fit"
+        c.set("PredictionReady", on, reason, msg, now)
+        fallback = d.reason in (Reason.FALLBACK, Reason.STALE_METRICS_HOLD)
+        c.set("FallbackActive", fallback, d.reason.value if fallback else "SignalsOk",
+              d.message if fallback else "demand observed and fresh", now)
+        # visible transitions: events (leader only; the Event is a write)
+        if writer and self.pods is not None:
+            if self._prediction_on is not None and on != self._prediction_on:
+                if on:
+                    self.pods.event("PredictionRecovered", f"Prediction back on: {msg}")
+                elif reason in ("WorseThanReactive", "ModelFailed"):
+                    self.pods.event("PredictionFallback",
+                                    f"Prediction off, reactive only ({reason}): {msg}",
+                                    type_="Warning")
+            if fallback and not self._fallback_on:
+                self.pods.event("MetricsFallback", f"{d.reason.value}: {d.message}",
+                                type_="Warning")
+        if self._prediction_on is not None and on != self._prediction_on:
+            log.warning("%s: prediction %s (%s: %s)", self.key, "on" if on else "off",
+                        reason, msg)
+        self._prediction_on, self._fallback_on = on, fallback
+
+    def _report(self, out: TickOutcome) -> None:
+        self.last = out
+        self.ticks += 1
+        if self.metrics is not None:
+            d = out.decision
+            if d is not None:
+                self.metrics.observe_tick(
+                    self.key, reason=d.reason.value, desired=d.total, active=d.active,
+                    warm=d.warm, ready=out.signals.pods.ready,
+                    demand_rps=out.signals.demand_rps,
+                    forecast_rps=out.forecast_peaks(self.quantiles, self._lead_s(),
+                                                    self.settings.interval_s),
+                    duration_s=out.duration_s, fetch_s=out.fetch_s)
+            g = self.guard
+            self.metrics.observe_forecast_quality(
+                self.key, mae=g.mae, reactive_mae=g.reactive_mae, coverage=g.coverage,
+                prediction_enabled=out.prediction_used)
+            self.metrics.set_fallback(self.key, self.conditions.status_of("FallbackActive")
+                                      == "True")
+        if self.write_status is not None and self.can_write():
+            err = self.write_status(self.status())
+            if err:
+                self._count("StatusWriteFailed")
+
+    def _lead_s(self) -> float:
+        return self.state.lead.lead_s if self.state.lead else self.settings.cold_start_prior_s
+
+    def _count(self, kind: str) -> None:
+        if self.metrics is not None:
+            self.metrics.count_error(self.key, kind)
+
+    # ------------------------------------------------------------------ status
+    def status(self) -> dict[str, Any]:
+        """The resource's ``status`` (camelCase, JSON-ready)."""
+        out = self.last
+        st: dict[str, Any] = {"conditions": self.conditions.to_wire()}
+        if self.generation is not None:
+            st["observedGeneration"] = self.generation
+        if out is not None and out.decision is not None:
+            d = out.decision
+            peaks = out.forecast_peaks(self.quantiles, self._lead_s(), self.settings.interval_s)
+            st.update(
+                desiredReplicas=d.total, activeReplicas=d.active, warmReplicas=d.warm,
+                lastDecision={
+                    "time": _iso(out.now_s), "reason": d.reason.value, "message": d.message,
+                    "demandRps": _num(out.signals.demand_rps),
+                    "forecastRps": {f"p{round(q * 100)}": _num(v) for q, v in peaks.items()},
+                    "predictionUsed": out.prediction_used,
+                    "leadSeconds": round(self._lead_s(), 1),
+                    "applied": out.applied,
+                },
+            )
+        g = self.guard
+        st["forecastQuality"] = {"scored": g.n, "mae": _num(g.mae),
+                                 "reactiveMae": _num(g.reactive_mae),
+                                 "coverage": _num(g.coverage), "predictionEnabled": g.enabled}
+        return st
+
+
+def _num(x: float | None) -> float | None:
+    return None if x is None or not math.isfinite(x) else round(float(x), 4)
+
+
+def _iso(t: float) -> str:
+    from .status import rfc3339
+
+    return rfc3339(t)

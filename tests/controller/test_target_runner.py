@@ -1,0 +1,199 @@
+"""TargetRunner: the controller's tick and refit against the fake API server (real HTTP,
+official client) and a replayed trace standing in for Prometheus."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import pytest
+from fake_kube import FakeKube
+from replay_source import ReplaySource
+
+from autoscaler.adapters.kubernetes import KubernetesActuator
+from autoscaler.config import validate_spec
+from autoscaler.controller.target import TargetRunner
+from autoscaler.core.prediction_guard import GuardSettings
+from forecasting.series import Series
+
+NS, DEP = "llm", "worker"
+STEP = 60.0
+
+
+def spec(**over: Any) -> Any:
+    base: dict[str, Any] = {
+        "scaleTargetRef": {"name": DEP},
+        "minReplicas": 1, "maxReplicas": 60,
+        "warmPool": {"minReplicas": 0, "maxReplicas": 4},
+        "forecast": {"model": "seasonal_naive", "history": "3d", "step": "1m",
+                     "refitEvery": "1h"},
+        "capacity": {"requestsPerSecondPerReplica": 0.05},
+        "leadTime": {"mode": "Fixed", "coldStart": "120s"},
+        "interval": "15s",
+    }
+    base.update(over)
+    return validate_spec(base)
+
+
+@pytest.fixture(scope="module")
+def nasa(load_trace: Callable[[str], Series]) -> Series:
+    """Four days of NASA req/s on a grid ending at a round epoch."""
+    s = load_trace("nasa_http_1995").slice(0, 4 * 1440).as_rate()
+    end = 1_800_000_000.0 - (1_800_000_000.0 % STEP)
+    return s.replace(start_s=end - len(s) * STEP)
+
+
+def runner_for(kube: FakeKube, source: ReplaySource, sp: Any, **kw: Any) -> TargetRunner:
+    act = KubernetesActuator(kube.api_client(), NS, DEP, sleep=lambda s: None)
+    return TargetRunner(f"{NS}/pa", sp, source, act, **kw)
+
+
+def replicas(kube: FakeKube) -> int:
+    return int(kube.objects[("deployments", NS, DEP)]["spec"]["replicas"])
+
+
+def test_refit_then_tick_scales_the_deployment(kube: FakeKube, nasa: Series) -> None:
+    kube.add_deployment(NS, DEP, replicas=1)
+    src = ReplaySource(nasa)
+    r = runner_for(kube, src, spec())
+    now = nasa.start_s + 3 * 86400 + 12 * 3600 + 5  # midday of day 4, history before it
+    assert r.refit(now)
+    assert r.live.history is not None and r.live.history.end_s == math.floor(now / 60) * 60
+    out = r.tick(now)
+    assert out.decision is not None and out.prediction_used and out.applied
+    assert replicas(kube) == out.decision.total > 1
+    st = r.status()
+    conds = {c["type"]: c for c in st["conditions"]}
+    assert conds["Ready"]["status"] == "True"
+    assert conds["PredictionReady"]["status"] == "True"
+    assert conds["FallbackActive"]["status"] == "False"
+    assert st["desiredReplicas"] == out.decision.total
+    assert st["lastDecision"]["forecastRps"]["p50"] > 0
+    assert any(e["reason"] == "SuccessfulRescale" for e in kube.events(NS))
+    # ticks fetch only the new buckets: one small range query per completed minute
+    before = src.range_queries
+    for k in range(1, 9):
+        r.tick(now + 15 * k)
+    assert src.range_queries - before == 2
+    assert r.live.history.end_s == math.floor((now + 120) / 60) * 60
+
+
+def test_tick_before_any_fit_is_reactive_and_says_why(kube: FakeKube, nasa: Series) -> None:
+    kube.add_deployment(NS, DEP, replicas=3)
+    r = runner_for(kube, ReplaySource(nasa), spec())
+    out = r.tick(nasa.start_s + 86400)
+    assert out.decision is not None and not out.prediction_used
+    conds = {c["type"]: c for c in r.status()["conditions"]}
+    assert conds["PredictionReady"]["status"] == "False"
+    assert conds["PredictionReady"]["reason"] == "Waiting"
+
+
+def test_not_enough_history_is_a_condition(kube: FakeKube, nasa: Series) -> None:
+    kube.add_deployment(NS, DEP, replicas=1)
+    short = nasa.slice(0, 12)  # gbm needs 24 buckets
+    r = runner_for(kube, ReplaySource(short), spec(forecast={"model": "gbm",
+                                                             "history": "1d", "step": "1m"}))
+    now = short.end_s + 1
+    assert not r.refit(now)
+    r.tick(now)
+    conds = {c["type"]: c for c in r.status()["conditions"]}
+    assert conds["PredictionReady"]["reason"] == "NotEnoughHistory"
+
+
+@pytest.mark.parametrize("mode_or_writer", ["observe", "not-leader"])
+def test_observe_mode_and_standby_never_write(kube: FakeKube, nasa: Series,
+                                              mode_or_writer: str) -> None:
+    kube.add_deployment(NS, DEP, replicas=1)
+    writes_before = len(kube.writes())
+    statuses: list[dict[str, Any]] = []
+    if mode_or_writer == "observe":
+        r = runner_for(kube, ReplaySource(nasa), spec(mode="Observe"),
+                       write_status=lambda s: statuses.append(s) or None)
+    else:
+        r = runner_for(kube, ReplaySource(nasa), spec(), can_write=lambda: False,
+                       write_status=lambda s: statuses.append(s) or None)
+    now = nasa.start_s + 3 * 86400 + 12 * 3600
+    r.refit(now)
+    out = r.tick(now)
+    assert out.decision is not None and out.decision.total > 1 and not out.applied
+    assert replicas(kube) == 1
+    assert len(kube.writes()) == writes_before
+    # Observe still reports its decision; a standby reports nothing (only the leader writes)
+    assert len(statuses) == (1 if mode_or_writer == "observe" else 0)
+
+
+def test_prometheus_outage_holds_and_never_scales_down(kube: FakeKube, nasa: Series) -> None:
+    kube.add_deployment(NS, DEP, replicas=1)
+    src = ReplaySource(nasa)
+    r = runner_for(kube, src, spec())
+    now = nasa.start_s + 3 * 86400 + 12 * 3600
+    r.refit(now)
+    r.tick(now)
+    up = replicas(kube)
+    assert up > 1
+    src.down = True
+    # night falls during the outage: demand would say scale down, but nothing is seen
+    for k in range(1, 40):
+        out = r.tick(now + 15 * k)
+        assert out.decision is not None and out.decision.total >= up
+        assert replicas(kube) >= up
+    conds = {c["type"]: c for c in r.status()["conditions"]}
+    assert conds["Ready"]["status"] == "False"
+    assert conds["Ready"]["reason"] == "MetricsUnavailable"
+    assert conds["FallbackActive"]["status"] == "True"
+    assert any(e["reason"] == "MetricsFallback" for e in kube.events(NS))
+
+
+def test_target_gone_forbidden_and_conflicts_are_conditions(kube: FakeKube,
+                                                            nasa: Series) -> None:
+    kube.add_deployment(NS, DEP, replicas=1)
+    r = runner_for(kube, ReplaySource(nasa), spec())
+    now = nasa.start_s + 3 * 86400
+    kube.inject(403, verb="list", resource="pods")
+    out = r.tick(now)
+    assert out.decision is None and "Forbidden" in out.errors[0]
+    conds = {c["type"]: c for c in r.status()["conditions"]}
+    assert conds["Ready"]["reason"] == "Forbidden"
+    assert "list" in conds["Ready"]["message"] and "pods" in conds["Ready"]["message"]
+    kube.inject(500, verb="get", resource="deployments", times=4)  # all retries
+    out = r.tick(now + 15)
+    assert out.decision is None and "ApiConflict" in out.errors[0]
+    kube.inject(404, verb="get", resource="deployments")
+    out = r.tick(now + 30)
+    assert out.decision is None
+    conds = {c["type"]: c for c in r.status()["conditions"]}
+    assert conds["Ready"]["reason"] == "TargetNotFound"
+    out = r.tick(now + 45)  # faults gone: back to normal, no crash on the way
+    assert out.decision is not None
+    assert {c["type"]: c for c in r.status()["conditions"]}["Ready"]["status"] == "True"
+
+
+def test_guard_switches_a_wrong_forecast_off_visibly(kube: FakeKube, nasa: Series) -> None:
+    """History shifted by half a day: seasonal naive forecasts night at noon. Persistence
+    beats it, so the guard turns prediction off and the runner says so in an Event."""
+    kube.add_deployment(NS, DEP, replicas=1)
+    shifted = nasa.replace(start_s=nasa.start_s + 12 * 3600)
+    src = ReplaySource(shifted, live=nasa)
+    r = runner_for(kube, src, spec(), guard=GuardSettings(window=20, min_samples=8))
+    now = nasa.start_s + 3 * 86400 + 9 * 3600
+    r.refit(now)
+    used = []
+    for k in range(60):
+        out = r.tick(now + 15 * k)
+        used.append(out.prediction_used)
+    assert used[0] and not used[-1]
+    assert not r.guard.enabled
+    assert r.guard.mae is not None and r.guard.reactive_mae is not None
+    assert r.guard.mae > r.guard.reactive_mae
+    conds = {c["type"]: c for c in r.status()["conditions"]}
+    assert conds["PredictionReady"]["reason"] == "WorseThanReactive"
+    ev = [e for e in kube.events(NS) if e["reason"] == "PredictionFallback"]
+    assert ev and ev[0]["type"] == "Warning"
+
+
+def test_demand_view_matches_the_trace(nasa: Series) -> None:
+    src = ReplaySource(nasa)
+    h = src.history(nasa.start_s, nasa.start_s + 600, 60.0)
+    np.testing.assert_allclose(h.values, nasa.values[:10])
