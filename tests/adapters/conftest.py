@@ -5,47 +5,19 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pytest
 from prom_fixture import (
+    BACKFILL_DAYS,
+    STEP_S,
     BackfillSeries,
-    PrometheusServer,
+    LiveExporter,
+    PromEnv,
     find_binaries,
     running_prometheus,
 )
-
-#: Days of the NASA trace (1-min buckets) backfilled: 8 days = 11,520 points at 60 s, more
-#: than Prometheus' 11,000-points limit, so one unchunked range query would be refused.
-BACKFILL_DAYS = 8
-STEP_S = 60.0
-
-
-@dataclass
-class LiveExporter:
-    """A prometheus_client exporter on a loopback port, scraped by the fixture's Prometheus."""
-
-    port: int
-    requests: Any  # prometheus_client.Counter
-    waiting: Any  # prometheus_client.Gauge
-    server: Any
-
-
-@dataclass
-class PromEnv:
-    """What the session's Prometheus holds."""
-
-    server: PrometheusServer
-    trace_ts: np.ndarray  # Unix seconds at which the trace's samples were placed
-    trace_values: np.ndarray  # requests per minute (the NASA trace, unchanged)
-    probe_end_s: float  # newest sample of ``surgecast_stale_probe``
-    live: LiveExporter
-
-    @property
-    def url(self) -> str:
-        return self.server.url
 
 
 @pytest.fixture(scope="session")

@@ -6,7 +6,7 @@ import time
 
 import numpy as np
 import pytest
-from conftest import STEP_S, PromEnv
+from prom_fixture import STEP_S, PromEnv
 
 from autoscaler.adapters.prometheus import (
     MAX_POINTS,
