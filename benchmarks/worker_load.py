@@ -5,25 +5,36 @@ Starts a worker process per configuration on a loopback port (or targets ``--url
   2. concurrency sweep (default 1, 4, 16, 64): req/s, output tok/s, p50/p99 latency, TTFT
      (streamed requests, so TTFT is what a client sees);
   3. batching vs sequential at concurrency 16 (max_batch 16 vs max_batch 1);
-  4. /metrics latency while the sweep's top concurrency runs;
+  4. /metrics latency under load at every sweep point, scraped from a separate process (as
+     Prometheus does) on the main port and on the dedicated ``--metrics-port``;
   5. warm -> first served: a worker started as warm is promoted by the admin API and a
      request is sent at once; time from the promote call to that response.
 
+  6. ``--compare-transformers-cb``: instead of the above, in-process and without HTTP, our
+     engine's batched decode vs transformers' continuous batching (``generate_batch``) on the
+     same greedy prompts.
+
   .venv/bin/python benchmarks/worker_load.py --model-path DIR [--requests 32] [--max-tokens 32]
+      [--worker-args="--dtype int8"]   # extra worker flags for every worker started
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import http.client
 import json
+import multiprocessing as mp
 import os
+import shlex
 import socket
 import statistics
 import subprocess
 import sys
 import time
 from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from multiprocessing.synchronize import Event as MpEvent
 
 import httpx
 
@@ -39,6 +50,7 @@ class Worker:
     proc: subprocess.Popen[bytes]
     url: str
     cold_start_s: float
+    metrics_port: int
 
     def stop(self) -> None:
         self.proc.terminate()
@@ -50,7 +62,7 @@ class Worker:
 
 
 def start_worker(model: str, name: str, *flags: str) -> Worker:
-    port = free_port()
+    port, mport = free_port(), free_port()
     t0 = time.perf_counter()
     proc = subprocess.Popen(
         [
@@ -73,6 +85,8 @@ def start_worker(model: str, name: str, *flags: str) -> Worker:
             "0",
             "--admin-token",
             "bench",
+            "--metrics-port",
+            str(mport),
             *flags,
         ],
         stdout=subprocess.DEVNULL,
@@ -84,10 +98,22 @@ def start_worker(model: str, name: str, *flags: str) -> Worker:
             raise RuntimeError(f"worker exited with {proc.returncode}")
         try:
             if httpx.get(url + "/readyz", timeout=2).status_code == 200:
-                return Worker(proc, url, time.perf_counter() - t0)
+                return Worker(proc, url, time.perf_counter() - t0, mport)
         except httpx.TransportError:
             pass
         time.sleep(0.05)
+
+
+def rss_mib(pid: int) -> float:
+    """Resident memory of ``pid`` (Linux /proc; NaN elsewhere)."""
+    try:
+        with open(f"/proc/{pid}/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return float("nan")
 
 
 @dataclass
@@ -122,37 +148,38 @@ async def one(client: httpx.AsyncClient, url: str, name: str, max_tokens: int, i
     return Sample(end, ttft if ttft is not None else end, tokens)
 
 
-async def run_load(
-    url: str, name: str, conc: int, n: int, max_tokens: int, probe_metrics: bool = False
-) -> tuple[dict[str, float], list[float]]:
+def _probe(port: int, mport: int, stop: MpEvent, out: Connection) -> None:
+    """Scrape /metrics on both ports every 50 ms until ``stop``; send back the ms lists."""
+    main_ms: list[float] = []
+    side_ms: list[float] = []
+    conns = {p: http.client.HTTPConnection("127.0.0.1", p, timeout=30) for p in (port, mport)}
+    while not stop.is_set():
+        for p, acc in ((port, main_ms), (mport, side_ms)):
+            t = time.perf_counter()
+            conns[p].request("GET", "/metrics")
+            r = conns[p].getresponse()
+            r.read()
+            if r.status != 200:
+                raise RuntimeError(f"/metrics on port {p} answered {r.status}")
+            acc.append((time.perf_counter() - t) * 1000)
+        time.sleep(0.05)
+    out.send((main_ms, side_ms))
+
+
+async def run_load(url: str, name: str, conc: int, n: int, max_tokens: int) -> dict[str, float]:
     sem = asyncio.Semaphore(conc)
-    metrics_ms: list[float] = []
     async with httpx.AsyncClient(timeout=600, limits=httpx.Limits(max_connections=conc + 4)) as c:
 
         async def task(i: int) -> Sample:
             async with sem:
                 return await one(c, url, name, max_tokens, i)
 
-        async def probe() -> None:
-            while True:
-                t = time.perf_counter()
-                (await c.get(url + "/metrics")).raise_for_status()
-                metrics_ms.append((time.perf_counter() - t) * 1000)
-                await asyncio.sleep(0.2)
-
-        prober = asyncio.create_task(probe()) if probe_metrics else None
         t0 = time.perf_counter()
         samples = await asyncio.gather(*(task(i) for i in range(n)))
         wall = time.perf_counter() - t0
-        if prober:
-            prober.cancel()
     lat = sorted(s.latency_s for s in samples)
     ttft = sorted(s.ttft_s for s in samples)
-
-    def pct(xs: list[float], q: float) -> float:
-        return xs[min(len(xs) - 1, int(q * len(xs)))]
-
-    row = {
+    return {
         "conc": conc,
         "req_s": n / wall,
         "tok_s": sum(s.tokens for s in samples) / wall,
@@ -161,12 +188,37 @@ async def run_load(
         "ttft_p50_s": statistics.median(ttft),
         "ttft_p99_s": pct(ttft, 0.99),
     }
-    return row, metrics_ms
+
+
+def pct(xs: list[float], q: float) -> float:
+    """The ``q`` quantile of sorted ``xs`` (nearest rank)."""
+    return xs[min(len(xs) - 1, int(q * len(xs)))]
+
+
+def measure(w: Worker, name: str, conc: int, n: int, max_tokens: int) -> dict[str, float]:
+    """One sweep point, with /metrics scraped from another process while it runs."""
+    ctx = mp.get_context("spawn")
+    stop = ctx.Event()
+    recv, send = ctx.Pipe(duplex=False)
+    port = int(w.url.rsplit(":", 1)[1])
+    prober = ctx.Process(target=_probe, args=(port, w.metrics_port, stop, send), daemon=True)
+    prober.start()
+    try:
+        row = asyncio.run(run_load(w.url, name, conc, n, max_tokens))
+    finally:
+        stop.set()
+    main_ms, side_ms = (sorted(x) for x in recv.recv())
+    prober.join(timeout=10)
+    for label, xs in (("metrics", main_ms), ("mport", side_ms)):
+        row[f"{label}_p50_ms"] = statistics.median(xs) if xs else float("nan")
+        row[f"{label}_p99_ms"] = pct(xs, 0.99) if xs else float("nan")
+    row["scrapes"] = len(main_ms)
+    return row
 
 
 def table(rows: list[dict[str, float]], title: str) -> None:
     print(f"\n{title}")
-    keys = list(rows[0])
+    keys = [k for k in rows[0] if all(k in r for r in rows)]
     print("| " + " | ".join(keys) + " |")
     print("|" + "---|" * len(keys))
     for r in rows:
@@ -177,6 +229,58 @@ def table(rows: list[dict[str, float]], title: str) -> None:
         )
 
 
+def compare_transformers_cb(path: str, n: int, max_tokens: int, threads: int) -> None:
+    """Engine level: ``TransformersEngine.generate`` vs ``model.generate_batch`` (transformers'
+    continuous batching, persistent manager), twice each, on ``n`` greedy prompts."""
+    from pathlib import Path
+
+    import torch
+    from transformers import GenerationConfig
+
+    from model_worker.engine import EngineRequest, SamplingParams, TransformersEngine
+
+    if threads > 0:
+        torch.set_num_threads(threads)
+    eng = TransformersEngine.load(Path(path), "bench")
+    prompts = [eng.encode_prompt(f"Request {i}: tell me about autoscaling") for i in range(n)]
+    counts: dict[int, int] = {}
+
+    def ours() -> int:
+        reqs = [
+            EngineRequest(
+                p,
+                SamplingParams(max_tokens, 0.0),
+                lambda d, k, f, i=i: counts.__setitem__(i, k),
+            )
+            for i, p in enumerate(prompts)
+        ]
+        eng.generate(reqs)
+        return sum(counts.values())
+
+    # eos disabled so both sides generate exactly max_tokens per prompt
+    gen_cfg = GenerationConfig(
+        max_new_tokens=max_tokens, do_sample=False, eos_token_id=-1, pad_token_id=eng.pad_id
+    )
+
+    def theirs() -> int:
+        res = eng.model.generate_batch(
+            prompts, generation_config=gen_cfg, progress_bar=False, persistent_manager=True
+        )
+        return sum(len(r.generated_tokens) for r in res.values())
+
+    rows = []
+    for run in (1, 2):
+        for name, fn in (("own batched loop", ours), ("transformers generate_batch", theirs)):
+            t0 = time.perf_counter()
+            with torch.inference_mode():
+                toks = fn()
+            wall = time.perf_counter() - t0
+            rows.append(
+                {"engine": name, "run": run, "tokens": toks, "s": wall, "tok_s": toks / wall}
+            )
+    table(rows, f"engine level, {n} greedy prompts x {max_tokens} tokens, torch threads {threads}")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--model-path", required=True)
@@ -185,7 +289,20 @@ def main() -> int:
     ap.add_argument("--requests", type=int, default=32, help="requests per sweep point")
     ap.add_argument("--max-tokens", type=int, default=32)
     ap.add_argument("--max-batch", type=int, default=16)
+    ap.add_argument("--worker-args", default="", help="extra flags for every worker started")
+    ap.add_argument(
+        "--sweep-only", action="store_true", help="skip the sequential and warm-start runs"
+    )
+    ap.add_argument(
+        "--compare-transformers-cb",
+        action="store_true",
+        help="only compare the engine's batching with transformers' generate_batch",
+    )
+    ap.add_argument("--torch-threads", type=int, default=1, help="for --compare-transformers-cb")
     args = ap.parse_args()
+    if args.compare_transformers_cb:
+        compare_transformers_cb(args.model_path, 16, args.max_tokens, args.torch_threads)
+        return 0
     import torch
 
     device = "cuda:" + torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
@@ -194,66 +311,69 @@ def main() -> int:
         f"{args.requests} requests x {args.max_tokens} tokens per point"
     )
 
-    w = start_worker(args.model_path, args.name, "--max-batch", str(args.max_batch))
+    extra = shlex.split(args.worker_args)
+    w = start_worker(args.model_path, args.name, "--max-batch", str(args.max_batch), *extra)
     try:
         print(f"cold start (process start -> ready): {w.cold_start_s:.2f} s")
+        st = httpx.get(w.url + "/status").json()
+        print(
+            f"worker: device {st['device']}, quantization {st['quantization']}, weights "
+            f"{st['weight_bytes'] / 2**20:.1f} MiB, process RSS {rss_mib(w.proc.pid):.0f} MiB"
+        )
         asyncio.run(run_load(w.url, args.name, 4, 4, 4))  # warm the HTTP path
-        rows, probe = [], []
-        concs = [int(c) for c in args.concurrency.split(",")]
-        for conc in concs:
-            row, ms = asyncio.run(
-                run_load(
-                    w.url,
-                    args.name,
-                    conc,
-                    max(args.requests, conc),
-                    args.max_tokens,
-                    probe_metrics=conc == max(concs),
-                )
-            )
-            rows.append(row)
-            probe += ms
-        table(rows, f"concurrency sweep (max_batch {args.max_batch})")
-        if probe:
-            probe.sort()
-            print(
-                f"\n/metrics under load (concurrency {max(concs)}): p50 "
-                f"{statistics.median(probe):.1f} ms, max {probe[-1]:.1f} ms, n={len(probe)}"
-            )
+        rows = [
+            measure(w, args.name, conc, max(args.requests, conc), args.max_tokens)
+            for conc in (int(c) for c in args.concurrency.split(","))
+        ]
+        table(
+            rows,
+            f"concurrency sweep (max_batch {args.max_batch}); metrics_* = GET /metrics on the "
+            "main port, mport_* = on --metrics-port, scraped every 50 ms from another process",
+        )
         batched = next((r for r in rows if r["conc"] == 16), None)
     finally:
         w.stop()
 
+    if args.sweep_only:
+        return 0
     if batched is not None:
-        seq = start_worker(args.model_path, args.name, "--max-batch", "1")
+        seq = start_worker(args.model_path, args.name, "--max-batch", "1", *extra)
         try:
-            srow, _ = asyncio.run(
+            srow = asyncio.run(
                 run_load(seq.url, args.name, 16, max(args.requests, 16), args.max_tokens)
             )
         finally:
             seq.stop()
         table(
             [
-                {"mode": f"batched (max_batch {args.max_batch})", **batched},  # type: ignore[dict-item]
+                {"mode": f"batched (max_batch {args.max_batch})", **srow, **batched},  # type: ignore[dict-item]
                 {"mode": "sequential (max_batch 1)", **srow},
             ],  # type: ignore[dict-item]
             "batching vs sequential at concurrency 16",
         )
         print(f"throughput ratio batched/sequential: {batched['tok_s'] / srow['tok_s']:.2f}x")
 
-    warm = start_worker(args.model_path, args.name, "--start-role", "warm")
-    try:
-        body = {"model": args.name, "prompt": "hello", "max_tokens": 1}
-        t0 = time.perf_counter()
-        r = httpx.post(warm.url + "/admin/promote", headers={"Authorization": "Bearer bench"})
-        r.raise_for_status()
-        httpx.post(warm.url + "/v1/completions", json=body, timeout=60).raise_for_status()
-        print(
-            f"\nwarm -> first served request (promote call + 1-token request): "
-            f"{time.perf_counter() - t0:.3f} s"
-        )
-    finally:
-        warm.stop()
+    for offload in (False, True):
+        flags = ["--start-role", "warm", *extra]
+        if offload:
+            flags += ["--offload-when-warm", "true"]
+        warm = start_worker(args.model_path, args.name, *flags)
+        try:
+            while offload and httpx.get(warm.url + "/status").json()["weights"] != "host":
+                time.sleep(0.02)
+            body = {"model": args.name, "prompt": "hello", "max_tokens": 1}
+            t0 = time.perf_counter()
+            r = httpx.post(warm.url + "/admin/promote", headers={"Authorization": "Bearer bench"})
+            r.raise_for_status()
+            httpx.post(warm.url + "/v1/completions", json=body, timeout=60).raise_for_status()
+            took = time.perf_counter() - t0
+            label = "weights offloaded while warm" if offload else "weights resident"
+            print(
+                f"\nwarm -> first served request (promote call + 1-token request), {label}: "
+                f"{took:.3f} s"
+            )
+        finally:
+            warm.stop()
     return 0
 
 

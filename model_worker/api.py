@@ -22,7 +22,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from model_worker.config import ConfigError, WorkerConfig, load_config
 from model_worker.engine import Engine, TransformersEngine
 from model_worker.lifecycle import Lifecycle
-from model_worker.metrics import WorkerMetrics
+from model_worker.metrics import CONTENT_TYPE, MetricsServer, WorkerMetrics
 from model_worker.protocol import ChatCompletionRequest, CompletionRequest
 from model_worker.serving import OpenAIServing, ServingError
 
@@ -40,6 +40,7 @@ class WorkerRuntime:
     started_at: float = 0.0
     ready_after_s: float | None = None
     load_error: str | None = None
+    metrics_server: MetricsServer | None = None
 
 
 def _error(exc: ServingError) -> JSONResponse:
@@ -52,7 +53,9 @@ def create_app(
     """The worker app; the model loads in the background so ``/healthz`` answers at once."""
 
     def default_factory(c: WorkerConfig) -> Engine:
-        return TransformersEngine.load(c.model_path, c.served_name, c.dtype, c.device)
+        return TransformersEngine.load(
+            c.model_path, c.served_name, c.dtype, c.device, c.quantization
+        )
 
     factory = engine_factory or default_factory
     metrics = WorkerMetrics(cfg.served_name)
@@ -65,6 +68,7 @@ def create_app(
             t0 = time.perf_counter()
             engine = await asyncio.to_thread(factory, cfg)
             metrics.load_seconds.set(time.perf_counter() - t0)
+            metrics.weight_bytes.set(float(getattr(engine, "weight_bytes", 0)))
             rt.serving = OpenAIServing(cfg, engine, metrics, rt.lifecycle)
             tasks.append(asyncio.create_task(rt.serving.scheduler.run()))
             warm_s = await rt.serving.warmup()
@@ -75,6 +79,9 @@ def create_app(
                 warm_s,
                 engine.device,
             )
+            if cfg.offload_when_warm:
+                sched = rt.serving.scheduler
+                rt.lifecycle.on_role(lambda role: sched.want_resident(role == "active"))
             if cfg.role_file is not None:
                 from model_worker.lifecycle import read_role_file
 
@@ -90,10 +97,20 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        # the decode thread runs Python between torch ops; a short switch interval bounds how
+        # long the event loop and the metrics thread wait for the GIL (process-wide setting)
+        sys.setswitchinterval(cfg.switch_interval_ms / 1000.0)
+        if cfg.metrics_port is not None:
+            rt.metrics_server = MetricsServer(metrics, cfg.host, cfg.metrics_port)
+            log.info("metrics also on port %d", rt.metrics_server.port)
         tasks.append(asyncio.create_task(start()))
-        yield
-        for t in tasks:
-            t.cancel()
+        try:
+            yield
+        finally:
+            for t in tasks:
+                t.cancel()
+            if rt.metrics_server is not None:
+                rt.metrics_server.close()
 
     app = FastAPI(title="surgecast model worker", lifespan=lifespan)
     app.state.worker = rt
@@ -169,18 +186,22 @@ def create_app(
                 "role": rt.lifecycle.role.value,
                 "ready": rt.lifecycle.ready,
                 "device": s.engine.device if s else None,
+                "quantization": cfg.quantization,
+                "weights": s.scheduler.weights if s else None,
+                "weight_bytes": getattr(s.engine, "weight_bytes", None) if s else None,
                 "in_flight": rt.lifecycle.in_flight,
                 "waiting": len(s.scheduler.pending) if s else 0,
                 "running": s.scheduler.running if s else 0,
                 "cache_entries": len(s.cache) if s else 0,
                 "ready_after_s": rt.ready_after_s,
+                "metrics_port": rt.metrics_server.port if rt.metrics_server else None,
                 "error": rt.load_error,
             }
         )
 
     @app.get("/metrics")
     async def prom() -> Response:
-        return Response(metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
+        return Response(metrics.render(), media_type=CONTENT_TYPE)
 
     async def admin_role(request: Request, role: str) -> Response:
         try:

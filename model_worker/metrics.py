@@ -8,14 +8,24 @@ present: absent, not zero, without one.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, HTTPServer
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 P = "surgecast_worker_"
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+"""The exposition format :meth:`WorkerMetrics.render` writes (Prometheus text 0.0.4)."""
 STATES = ("loading", "warm", "active", "draining")
 LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
 TOKEN_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
@@ -45,6 +55,9 @@ EQUIVALENTS: dict[str, tuple[str, str]] = {
     P + "cache_hits_total": ("- (vllm:prefix_cache_hits is per token)", "-"),
     P + "cache_misses_total": ("-", "-"),
     P + "model_load_seconds": ("-", "-"),
+    P + "weights_offloaded": ("- (vLLM sleep mode: /is_sleeping)", "-"),
+    P + "weight_restore_seconds": ("- (vLLM: time of POST /wake_up)", "-"),
+    P + "model_weight_bytes": ("- (vLLM logs the weights' memory at start-up)", "-"),
     P + "state": ("- (vLLM sleep mode: /is_sleeping)", "-"),
     P + "gpu_utilization_ratio": ("DCGM_FI_DEV_GPU_UTIL / 100", "-"),
     P + "gpu_memory_used_bytes": ("DCGM_FI_DEV_FB_USED * 2^20", "-"),
@@ -149,6 +162,25 @@ class WorkerMetrics:
         self.load_seconds = Gauge(
             P + "model_load_seconds", "Time to load weights", m, registry=r
         ).labels(model_name)
+        self.weight_bytes = Gauge(
+            P + "model_weight_bytes",
+            "Bytes of the loaded weights (int8 linears counted at 1 byte per weight)",
+            m,
+            registry=r,
+        ).labels(model_name)
+        self.weights_offloaded = Gauge(
+            P + "weights_offloaded",
+            "1 while the weights are in host memory (warm standby offload), else 0",
+            m,
+            registry=r,
+        ).labels(model_name)
+        self.weight_restore = Histogram(
+            P + "weight_restore_seconds",
+            "Moving the weights back to the serving device on wake-up",
+            m,
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        ).labels(model_name)
         self._state = Gauge(
             P + "state",
             "1 for the worker's current state, else 0",
@@ -175,3 +207,41 @@ class WorkerMetrics:
     def render(self) -> bytes:
         """The Prometheus text exposition."""
         return generate_latest(self.registry)
+
+
+class MetricsServer:
+    """``GET /metrics`` on a port of its own, answered by one plain thread (no event loop, no
+    per-request thread): a scrape never queues behind the token streams the event loop writes,
+    only for the GIL, which the switch interval bounds. One connection at a time (HTTP/1.0,
+    closed after each answer) is plenty for a few scrapers."""
+
+    def __init__(self, metrics: WorkerMetrics, host: str, port: int) -> None:
+        render = metrics.render
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                if self.path.split("?", 1)[0] not in ("/metrics", "/"):
+                    self.send_error(404, "only /metrics here")
+                    return
+                body = render()
+                self.send_response(200)
+                self.send_header("Content-Type", CONTENT_TYPE)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self._httpd = HTTPServer((host, port), Handler)
+        self.port = int(self._httpd.server_port)
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever, name="metrics", daemon=True
+        )
+        self._thread.start()
+
+    def close(self) -> None:
+        """Stop serving and release the port."""
+        self._httpd.shutdown()
+        self._httpd.server_close()
+        self._thread.join(timeout=5)

@@ -1,6 +1,7 @@
-"""OpenAI serving logic: validation, admission (bounded queue, drain), the batch scheduler,
-the deterministic-result cache, and response building. No web framework here: functions
-return plain dicts / async iterators of SSE lines, or raise :class:`ServingError`.
+"""OpenAI serving logic: validation, admission (drain, the scheduler's bounded queue), the
+deterministic-result cache, and response building. No web framework here: functions return
+plain dicts / async iterators of SSE lines, or raise :class:`ServingError`. The batch
+scheduler lives in :mod:`model_worker.scheduler`.
 """
 
 from __future__ import annotations
@@ -8,85 +9,35 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import math
-import threading
 import time
 import uuid
-from collections import OrderedDict, deque
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
+from collections import OrderedDict
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
 from model_worker.config import WorkerConfig
-from model_worker.engine import (
-    Engine,
-    EngineInputError,
-    EngineRequest,
-    FinishReason,
-    SamplingParams,
-)
+from model_worker.engine import Engine, EngineInputError, FinishReason, SamplingParams
+from model_worker.errors import ServingError, bad_request
 from model_worker.lifecycle import Lifecycle
 from model_worker.metrics import WorkerMetrics
 from model_worker.protocol import (
     ChatCompletionRequest,
     CompletionRequest,
-    ErrorBody,
-    ErrorDetail,
     ModelCard,
     ModelList,
     Usage,
 )
+from model_worker.scheduler import Event, Job, Prepared, Scheduler
+
+__all__ = ["OpenAIServing", "Prepared", "Result", "ResultCache", "ServingError", "bad_request"]
 
 log = logging.getLogger("model_worker")
 R = TypeVar("R", bound=BaseModel)
 MAX_SEED = 2**63 - 1
-
-
-class ServingError(Exception):
-    """A request that gets an OpenAI-style error body instead of a result."""
-
-    def __init__(
-        self,
-        status: int,
-        message: str,
-        type_: str = "invalid_request_error",
-        param: str | None = None,
-        code: str | None = None,
-        headers: dict[str, str] | None = None,
-    ) -> None:
-        super().__init__(message)
-        self.status = status
-        self.body = ErrorBody(
-            error=ErrorDetail(message=message, type=type_, param=param, code=code)
-        )
-        self.headers = headers or {}
-
-
-def bad_request(message: str, param: str | None = None, code: str | None = None) -> ServingError:
-    """A 400 for a client mistake."""
-    return ServingError(400, message, param=param, code=code)
-
-
-@dataclass(frozen=True)
-class Prepared:
-    """A validated request, tokenized, ready to be scheduled."""
-
-    kind: str  # "completion" | "chat"
-    prompt_ids: list[int]
-    params: SamplingParams
-    stream: bool
-    include_usage: bool
-    request_id: str
-    created: int
-
-    def cache_key(self) -> tuple[Any, ...] | None:
-        """Key for deterministic requests (greedy or seeded); None otherwise."""
-        p = self.params
-        if p.temperature > 0 and p.seed is None:
-            return None
-        return (tuple(self.prompt_ids), p.max_tokens, p.temperature, p.top_p, p.seed, p.stop)
+WARMUP_TIMEOUT_S = 600.0
 
 
 @dataclass(frozen=True)
@@ -121,122 +72,6 @@ class ResultCache:
 
     def __len__(self) -> int:
         return len(self._data)
-
-
-Event = tuple[str, int, "FinishReason | None"]
-
-
-@dataclass
-class Job:
-    """One admitted request in the scheduler."""
-
-    prepared: Prepared
-    out: asyncio.Queue[Event | BaseException]
-    arrival: float
-    request: EngineRequest
-    first_token_at: float | None = None
-    started_at: float | None = None
-    finished_at: float | None = None
-    done: bool = field(default=False)
-
-
-class Scheduler:
-    """Groups queued requests into batches of at most ``max_batch`` and runs the engine in a
-    thread; a batch runs to completion while the next one gathers (batch-level admission)."""
-
-    def __init__(self, engine: Engine, metrics: WorkerMetrics, cfg: WorkerConfig) -> None:
-        self.engine = engine
-        self.metrics = metrics
-        self.max_queue = cfg.max_queue
-        self.max_batch = cfg.max_batch
-        self.batch_wait_s = cfg.batch_wait_ms / 1000.0
-        self.pending: deque[Job] = deque()
-        self.running = 0
-        self._wake = asyncio.Event()
-        self.last_batch_s = 0.5
-        self._lock = threading.Lock()
-        self._buffer: list[tuple[Job, Event]] = []
-        self._flush_scheduled = False
-
-    def submit(self, job: Job) -> None:
-        """Queue ``job`` or raise 429 when the queue is full."""
-        if len(self.pending) >= self.max_queue:
-            retry = max(1, math.ceil(self.last_batch_s * (1 + len(self.pending) / self.max_batch)))
-            raise ServingError(
-                429,
-                f"server busy: {len(self.pending)} requests waiting (max_queue={self.max_queue})",
-                type_="rate_limit_error",
-                code="queue_full",
-                headers={"Retry-After": str(retry)},
-            )
-        self.pending.append(job)
-        self.metrics.waiting.set(len(self.pending))
-        self._wake.set()
-
-    def _emitter(self, job: Job, loop: asyncio.AbstractEventLoop) -> Callable[..., None]:
-        """The engine-thread callback of ``job``. Events of all rows are buffered and handed
-        to the event loop with one wake-up per decode step, not one per row: on a busy CPU
-        each cross-thread hand-off costs a GIL switch."""
-
-        def emit(delta: str, n: int, finish: FinishReason | None) -> None:
-            now = time.perf_counter()
-            if n >= 1 and job.first_token_at is None:
-                job.first_token_at = now
-            if finish is not None:
-                job.finished_at = now
-            with self._lock:
-                self._buffer.append((job, (delta, n, finish)))
-                if self._flush_scheduled:
-                    return
-                self._flush_scheduled = True
-            loop.call_soon_threadsafe(self._flush)
-
-        return emit
-
-    def _flush(self) -> None:
-        with self._lock:
-            items, self._buffer = self._buffer, []
-            self._flush_scheduled = False
-        for job, event in items:
-            job.out.put_nowait(event)
-
-    async def run(self) -> None:
-        """The scheduling loop (a task for the server's lifetime)."""
-        while True:
-            while not self.pending:
-                self._wake.clear()
-                await self._wake.wait()
-            if self.batch_wait_s > 0 and len(self.pending) < self.max_batch:
-                await asyncio.sleep(self.batch_wait_s)
-            batch: list[Job] = []
-            while self.pending and len(batch) < self.max_batch:
-                job = self.pending.popleft()
-                if not job.request.cancelled.is_set():
-                    batch.append(job)
-            self.metrics.waiting.set(len(self.pending))
-            if not batch:
-                continue
-            await self._run_batch(batch)
-
-    async def _run_batch(self, batch: list[Job]) -> None:
-        start = time.perf_counter()
-        for job in batch:
-            job.started_at = start
-            self.metrics.queue_time.observe(start - job.arrival)
-            self.metrics.prompt_tokens.inc(len(job.prepared.prompt_ids))
-        self.metrics.batch_size.observe(len(batch))
-        self.running = len(batch)
-        self.metrics.running.set(self.running)
-        try:
-            await asyncio.to_thread(self.engine.generate, [j.request for j in batch])
-        except Exception as exc:  # engine failure: every request of the batch gets a 500
-            log.exception("engine failed on a batch of %d", len(batch))
-            for job in batch:
-                job.out.put_nowait(exc)
-        finally:
-            self.running = 0
-            self.metrics.running.set(0)
-            self.last_batch_s = time.perf_counter() - start
 
 
 class OpenAIServing:
@@ -375,13 +210,7 @@ class OpenAIServing:
 
     def _admit(self, prep: Prepared) -> Job:
         self._check_accepting()
-        job = Job(
-            prep,
-            asyncio.Queue(),
-            time.perf_counter(),
-            EngineRequest(prep.prompt_ids, prep.params, lambda *_: None),
-        )
-        job.request.emit = self.scheduler._emitter(job, asyncio.get_running_loop())
+        job = self.scheduler.new_job(prep)
         self.scheduler.submit(job)
         self.lifecycle.begin()
         return job
@@ -395,8 +224,9 @@ class OpenAIServing:
             if n > 1:
                 self.metrics.tpot.observe((end - job.first_token_at) / (n - 1))
 
-    async def _events(self, job: Job) -> AsyncIterator[Event]:
-        deadline = job.arrival + self.cfg.request_timeout_s
+    async def _events(self, job: Job, timeout_s: float | None = None) -> AsyncIterator[Event]:
+        timeout = self.cfg.request_timeout_s if timeout_s is None else timeout_s
+        deadline = job.arrival + timeout
         while True:
             remaining = deadline - time.perf_counter()
             try:
@@ -407,7 +237,7 @@ class OpenAIServing:
                 job.request.cancelled.set()
                 raise ServingError(
                     504,
-                    f"request exceeded the {self.cfg.request_timeout_s:g} s timeout",
+                    f"request exceeded the {timeout:g} s timeout",
                     "timeout_error",
                     code="timeout",
                 ) from None
@@ -552,12 +382,12 @@ class OpenAIServing:
         ids = self.engine.encode_prompt("Hello, warm up")
         params = SamplingParams(max_tokens=self.cfg.warmup_tokens, temperature=0.0)
         prep = Prepared("completion", ids, params, False, False, "warmup", int(time.time()))
-        job = Job(
-            prep, asyncio.Queue(), time.perf_counter(), EngineRequest(ids, params, lambda *_: None)
-        )
-        job.request.emit = self.scheduler._emitter(job, asyncio.get_running_loop())
-        self.scheduler.pending.append(job)
-        self.scheduler._wake.set()
-        async for _ in self._events(job):
+        job = self.scheduler.new_job(prep)
+        self.scheduler.submit(job, bounded=False)
+        # not bound by the per-request timeout: the first generation also pays one-off costs
+        # (thread pools, kernels) and a slow warmup must delay readiness, not fail the load
+        async for _ in self._events(
+            job, timeout_s=max(self.cfg.request_timeout_s, WARMUP_TIMEOUT_S)
+        ):
             pass
         return time.perf_counter() - t0

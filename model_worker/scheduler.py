@@ -1,0 +1,271 @@
+"""The batch scheduler: a bounded queue of admitted requests, grouped into batches of at most
+``max_batch`` and decoded by the engine on a dedicated decode thread; a batch runs to
+completion while the next one gathers (batch-level admission).
+
+The decode thread runs at a lower OS priority (``decode_nice``) than the HTTP threads, so the
+event loop that writes the token streams and the ``/metrics`` thread are scheduled first when
+the CPU is contended; the CUDA kernels and torch's CPU ops release the GIL, and the switch
+interval bounds how long the loop waits for the decode thread's Python stretches.
+
+Weight offload (``offload_when_warm``): :meth:`Scheduler.want_resident` says where the weights
+should be. The scheduler moves them only between batches and on the decode thread, so a move
+never overlaps a decode: offload once idle while warm, restore at once on promotion. A
+request that arrives while the weights are away or coming back waits in the queue (bounded as
+always) and is served after the restore; a warm worker still answers, restoring on demand.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import os
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from model_worker.config import WorkerConfig
+from model_worker.engine import (
+    Engine,
+    EngineRequest,
+    FinishReason,
+    Offloadable,
+    SamplingParams,
+)
+from model_worker.errors import ServingError
+from model_worker.metrics import WorkerMetrics
+
+log = logging.getLogger("model_worker")
+
+Event = tuple[str, int, "FinishReason | None"]
+"""``(text_delta, generated_tokens_so_far, finish_reason_or_None)``."""
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A validated request, tokenized, ready to be scheduled."""
+
+    kind: str  # "completion" | "chat"
+    prompt_ids: list[int]
+    params: SamplingParams
+    stream: bool
+    include_usage: bool
+    request_id: str
+    created: int
+
+    def cache_key(self) -> tuple[Any, ...] | None:
+        """Key for deterministic requests (greedy or seeded); None otherwise."""
+        p = self.params
+        if p.temperature > 0 and p.seed is None:
+            return None
+        return (tuple(self.prompt_ids), p.max_tokens, p.temperature, p.top_p, p.seed, p.stop)
+
+
+@dataclass
+class Job:
+    """One admitted request in the scheduler."""
+
+    prepared: Prepared
+    out: asyncio.Queue[Event | BaseException]
+    arrival: float
+    request: EngineRequest
+    first_token_at: float | None = None
+    started_at: float | None = None
+    finished_at: float | None = None
+    done: bool = field(default=False)
+
+
+def _init_decode_thread(nice: int, torch_threads: int) -> None:
+    """Set up the decode thread: torch's intra-op thread count (when given) and a nice value
+    raised by ``nice`` (Linux: per thread, elsewhere a no-op); the OpenMP pool this thread
+    starts later inherits the nice value."""
+    if torch_threads > 0:
+        import torch
+
+        torch.set_num_threads(torch_threads)
+    if nice <= 0 or not hasattr(os, "setpriority"):
+        return
+    try:
+        tid = threading.get_native_id()
+        os.setpriority(os.PRIO_PROCESS, tid, os.getpriority(os.PRIO_PROCESS, tid) + nice)
+    except OSError as exc:  # e.g. a seccomp profile forbids it: run at normal priority
+        log.warning("could not lower the decode thread's priority: %s", exc)
+
+
+class Scheduler:
+    """Groups queued requests into batches and runs the engine on the decode thread."""
+
+    def __init__(self, engine: Engine, metrics: WorkerMetrics, cfg: WorkerConfig) -> None:
+        self.engine = engine
+        self.metrics = metrics
+        self.max_queue = cfg.max_queue
+        self.max_batch = cfg.max_batch
+        self.batch_wait_s = cfg.batch_wait_ms / 1000.0
+        self.pending: deque[Job] = deque()
+        self.running = 0
+        self._wake = asyncio.Event()
+        self.last_batch_s = 0.5
+        self._lock = threading.Lock()
+        self._buffer: list[tuple[Job, Event]] = []
+        self._flush_scheduled = False
+        self._decode = ThreadPoolExecutor(
+            1,
+            "decode",
+            initializer=_init_decode_thread,
+            initargs=(cfg.decode_nice, cfg.torch_threads),
+        )
+        self._movable: Offloadable | None = engine if isinstance(engine, Offloadable) else None
+        self._want_resident = True
+        self.restoring = False
+
+    @property
+    def weights(self) -> str:
+        """Where the weights are: ``device``, ``host`` or ``restoring`` (to the device)."""
+        if self.restoring:
+            return "restoring"
+        eng = self.engine
+        return "host" if isinstance(eng, Offloadable) and eng.offloaded else "device"
+
+    def want_resident(self, resident: bool) -> None:
+        """Ask for the weights on the device (``True``) or in host memory once idle."""
+        if self._movable is None:
+            return
+        self._want_resident = resident
+        self._wake.set()
+
+    async def _move(self, to_device: bool) -> None:
+        """Move the weights on the decode thread; a failed move is logged and turns the
+        offload off (the engine decodes wherever its weights are), never the scheduler."""
+        movable = self._movable
+        assert movable is not None
+        loop = asyncio.get_running_loop()
+        self.restoring = to_device
+        try:
+            took = await loop.run_in_executor(
+                self._decode, movable.restore if to_device else movable.offload
+            )
+        except Exception:
+            log.exception(
+                "moving the weights %s failed; offload disabled", "back" if to_device else "out"
+            )
+            self._movable = None
+            return
+        finally:
+            self.restoring = False
+        if to_device:
+            self.metrics.weight_restore.observe(took)
+        log.info(
+            "weights %s in %.3fs", "restored to the device" if to_device else "offloaded", took
+        )
+        self.metrics.weights_offloaded.set(0.0 if to_device else 1.0)
+
+    async def _settle_weights(self) -> None:
+        """Idle: put the weights where :meth:`want_resident` asked."""
+        m = self._movable
+        if m is not None and m.offloaded == self._want_resident:
+            await self._move(to_device=self._want_resident)
+
+    def new_job(self, prep: Prepared) -> Job:
+        """A job for ``prep`` whose engine callback feeds its queue (call on the event loop)."""
+        job = Job(
+            prep,
+            asyncio.Queue(),
+            time.perf_counter(),
+            EngineRequest(prep.prompt_ids, prep.params, lambda *_: None),
+        )
+        job.request.emit = self._emitter(job, asyncio.get_running_loop())
+        return job
+
+    def submit(self, job: Job, bounded: bool = True) -> None:
+        """Queue ``job``; raise 429 when the queue is full (unless ``bounded`` is False)."""
+        if bounded and len(self.pending) >= self.max_queue:
+            retry = max(1, math.ceil(self.last_batch_s * (1 + len(self.pending) / self.max_batch)))
+            raise ServingError(
+                429,
+                f"server busy: {len(self.pending)} requests waiting (max_queue={self.max_queue})",
+                type_="rate_limit_error",
+                code="queue_full",
+                headers={"Retry-After": str(retry)},
+            )
+        self.pending.append(job)
+        self.metrics.waiting.set(len(self.pending))
+        self._wake.set()
+
+    def _emitter(self, job: Job, loop: asyncio.AbstractEventLoop) -> Callable[..., None]:
+        """The engine-thread callback of ``job``. Events of all rows are buffered and handed
+        to the event loop with one wake-up per decode step, not one per row: on a busy CPU
+        each cross-thread hand-off costs a GIL switch."""
+
+        def emit(delta: str, n: int, finish: FinishReason | None) -> None:
+            now = time.perf_counter()
+            if n >= 1 and job.first_token_at is None:
+                job.first_token_at = now
+            if finish is not None:
+                job.finished_at = now
+            with self._lock:
+                self._buffer.append((job, (delta, n, finish)))
+                if self._flush_scheduled:
+                    return
+                self._flush_scheduled = True
+            loop.call_soon_threadsafe(self._flush)
+
+        return emit
+
+    def _flush(self) -> None:
+        with self._lock:
+            items, self._buffer = self._buffer, []
+            self._flush_scheduled = False
+        for job, event in items:
+            job.out.put_nowait(event)
+
+    async def run(self) -> None:
+        """The scheduling loop (a task for the server's lifetime)."""
+        try:
+            while True:
+                while not self.pending:
+                    self._wake.clear()  # before settling: a change meanwhile re-wakes us
+                    await self._settle_weights()
+                    if not self.pending:
+                        await self._wake.wait()
+                if self.batch_wait_s > 0 and len(self.pending) < self.max_batch:
+                    await asyncio.sleep(self.batch_wait_s)
+                batch: list[Job] = []
+                while self.pending and len(batch) < self.max_batch:
+                    job = self.pending.popleft()
+                    if not job.request.cancelled.is_set():
+                        batch.append(job)
+                self.metrics.waiting.set(len(self.pending))
+                if not batch:
+                    continue
+                if self._movable is not None and self._movable.offloaded:
+                    await self._move(to_device=True)  # queued requests wait for the restore
+                await self._run_batch(batch)
+        finally:
+            self._decode.shutdown(wait=False)
+
+    async def _run_batch(self, batch: list[Job]) -> None:
+        start = time.perf_counter()
+        for job in batch:
+            job.started_at = start
+            self.metrics.queue_time.observe(start - job.arrival)
+            self.metrics.prompt_tokens.inc(len(job.prepared.prompt_ids))
+        self.metrics.batch_size.observe(len(batch))
+        self.running = len(batch)
+        self.metrics.running.set(self.running)
+        loop = asyncio.get_running_loop()
+        try:
+            await loop.run_in_executor(
+                self._decode, self.engine.generate, [j.request for j in batch]
+            )
+        except Exception as exc:  # engine failure: every request of the batch gets a 500
+            log.exception("engine failed on a batch of %d", len(batch))
+            for job in batch:
+                job.out.put_nowait(exc)
+        finally:
+            self.running = 0
+            self.metrics.running.set(0)
+            self.last_batch_s = time.perf_counter() - start

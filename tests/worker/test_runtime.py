@@ -1,0 +1,203 @@
+"""Runtime knobs of the worker over real HTTP: the dedicated /metrics port, the decode
+thread's priority and the GIL switch interval."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+
+def test_metrics_port_serves_the_same_registry_off_the_event_loop(make_server: Any) -> None:
+    srv = make_server(
+        metrics_port=0, host="127.0.0.1", decode_nice=3, switch_interval_ms=2, torch_threads=1
+    )
+    mport = httpx.get(srv.url + "/status").json()["metrics_port"]
+    assert isinstance(mport, int) and mport not in (0, srv.port)
+    body = {"model": "tiny", "prompt": "metrics port", "max_tokens": 3}
+    assert httpx.post(srv.url + "/v1/completions", json=body).status_code == 200
+
+    side = httpx.get(f"http://127.0.0.1:{mport}/metrics")
+    assert side.status_code == 200
+    assert side.headers["content-type"].startswith("text/plain; version=0.0.4")
+    line = (
+        'surgecast_worker_requests_total{endpoint="/v1/completions",model_name="tiny",status="200"}'
+    )
+    main = httpx.get(srv.url + "/metrics").text
+    assert line + " 1.0" in side.text and line + " 1.0" in main
+    assert httpx.get(f"http://127.0.0.1:{mport}/v1/models").status_code == 404
+
+    # the knobs took effect: a process-wide switch interval and a lower-priority decode thread
+    assert sys.getswitchinterval() == pytest.approx(0.002)
+    decode = [t for t in threading.enumerate() if t.name.startswith("decode")]
+    assert decode, "no decode thread"
+    if sys.platform == "linux":
+        base = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+        nices = {os.getpriority(os.PRIO_PROCESS, t.native_id or 0) for t in decode}
+        assert nices == {min(base + 3, 19)}
+
+    import torch
+
+    decode_pool = srv.app.state.worker.serving.scheduler._decode
+    assert decode_pool.submit(torch.get_num_threads).result() == 1
+
+    srv.stop()  # the side port closes with the app
+    with socket.socket() as s:
+        assert s.connect_ex(("127.0.0.1", mport)) != 0
+
+
+def test_metrics_port_in_use_fails_loudly(tiny_model_dir: Path) -> None:
+    from model_worker.api import create_app
+    from model_worker.config import WorkerConfig
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        cfg = WorkerConfig(model_path=tiny_model_dir, host="127.0.0.1", metrics_port=port)
+        app = create_app(cfg)
+
+        async def start() -> None:
+            async with app.router.lifespan_context(app):
+                pass
+
+        with pytest.raises(OSError):
+            asyncio.run(start())
+
+
+def test_int8_worker_loads_and_serves_over_http(make_server: Any, tiny_model_dir: Path) -> None:
+    import torch
+    from torch.ao.nn.quantized.dynamic import Linear as DynamicQuantizedLinear
+
+    from model_worker.engine import TransformersEngine
+
+    srv = make_server(quantization="int8")
+    model = srv.app.state.worker.serving.engine.model
+    kinds = {type(m) for m in model.modules()}
+    assert DynamicQuantizedLinear in kinds and torch.nn.Linear not in kinds
+
+    r = httpx.post(
+        srv.url + "/v1/chat/completions",
+        json={
+            "model": "tiny",
+            "messages": [{"role": "user", "content": "fox"}],
+            "max_tokens": 6,
+            "temperature": 0,
+        },
+    )
+    assert r.status_code == 200, r.text
+    assert r.json()["usage"]["completion_tokens"] >= 1
+
+    status = httpx.get(srv.url + "/status").json()
+    fp32 = TransformersEngine.load(tiny_model_dir, "tiny").weight_bytes
+    assert status["quantization"] == "int8"
+    # the linears hold 1 byte per weight instead of 4; the embedding stays fp32
+    assert 0.3 * fp32 < status["weight_bytes"] < 0.6 * fp32
+    text = httpx.get(srv.url + "/metrics").text
+    assert (
+        f'surgecast_worker_model_weight_bytes{{model_name="tiny"}} {status["weight_bytes"]:.1f}'
+        in (text)
+    )
+
+
+def test_int8_is_refused_where_it_cannot_run(tmp_path: Path) -> None:
+    from model_worker.config import ConfigError, load_config
+    from model_worker.weights import check_quantization
+
+    env = {"SURGECAST_WORKER_MODEL_PATH": str(tmp_path)}
+    with pytest.raises(ConfigError, match="CPU only"):
+        load_config(["--quantization", "int8", "--device", "cuda"], env)
+    with pytest.raises(ConfigError, match="dtype auto or fp32"):
+        load_config(["--quantization", "int8", "--dtype", "bf16"], env)
+    with pytest.raises(ConfigError, match="quantization"):
+        load_config(["--quantization", "int4"], env)
+    assert load_config(["--quantization", "int8"], env).quantization == "int8"
+    # device auto resolved to a GPU at load time: refused with the same clear error
+    with pytest.raises(ConfigError, match="CPU only"):
+        check_quantization("int8", "cuda:0", "auto")
+    check_quantization("int8", "cpu", "auto")
+
+
+def wait_for(check: Any, timeout_s: float = 20.0) -> None:
+    """Poll ``check()`` until true (real server, real threads: no fake clock to advance)."""
+    deadline = time.monotonic() + timeout_s
+    while not check():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.02)
+
+
+def test_offload_when_warm_queues_requests_while_waking(
+    make_server: Any, tiny_model_dir: Path
+) -> None:
+    from model_worker.engine import TransformersEngine
+
+    gate = threading.Event()
+
+    class GatedRestore(TransformersEngine):
+        """The real engine; its wake-up waits for the test, so the waking window is visible."""
+
+        def restore(self) -> float:
+            if self.offloaded:
+                gate.wait(20)
+            return super().restore()
+
+    def factory(cfg: Any) -> TransformersEngine:
+        return GatedRestore.load(cfg.model_path, cfg.served_name)
+
+    srv = make_server(
+        engine_factory=factory, offload_when_warm=True, start_role="warm", admin_token="adm"
+    )
+    url, admin = srv.url, {"Authorization": "Bearer adm"}
+
+    def status() -> dict[str, Any]:
+        return dict(httpx.get(url + "/status").json())
+
+    def metric(name: str) -> float:
+        for line in httpx.get(url + "/metrics").text.splitlines():
+            if line.startswith(name + "{"):
+                return float(line.rsplit(" ", 1)[1])
+        raise AssertionError(f"{name} not exported")
+
+    # warm after warmup: the weights leave the device once idle; still ready (warm pods are)
+    wait_for(lambda: status()["weights"] == "host")
+    assert metric("surgecast_worker_weights_offloaded") == 1.0
+    assert httpx.get(url + "/readyz").status_code == 200
+
+    # promotion starts the restore at once; a request arriving meanwhile is queued, not refused
+    assert httpx.post(url + "/admin/promote", headers=admin).json()["state"] == "active"
+    wait_for(lambda: status()["weights"] == "restoring")
+    answers: list[httpx.Response] = []
+    body = {"model": "tiny", "prompt": "wake up", "max_tokens": 3}
+    t = threading.Thread(
+        target=lambda: answers.append(httpx.post(url + "/v1/completions", json=body, timeout=30))
+    )
+    t.start()
+    wait_for(lambda: status()["waiting"] == 1)
+    assert not answers and status()["weights"] == "restoring"
+    gate.set()
+    t.join(timeout=30)
+    assert answers and answers[0].status_code == 200, answers
+    assert status()["weights"] == "device"
+    assert metric("surgecast_worker_weights_offloaded") == 0.0
+    assert metric("surgecast_worker_weight_restore_seconds_count") == 1.0
+
+    # demoted: offloaded again; a stray request to the warm pod is served (restore on demand)
+    httpx.post(url + "/admin/demote", headers=admin).raise_for_status()
+    wait_for(lambda: status()["weights"] == "host")
+    assert httpx.post(url + "/v1/completions", json=body, timeout=30).status_code == 200
+    assert metric("surgecast_worker_weight_restore_seconds_count") == 2.0
+    wait_for(lambda: status()["weights"] == "host")
+
+
+def test_without_offload_the_weights_stay(make_server: Any) -> None:
+    srv = make_server(start_role="warm")
+    time.sleep(0.3)  # give a (wrong) offload the chance to happen
+    assert httpx.get(srv.url + "/status").json()["weights"] == "device"
