@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -86,10 +87,10 @@ class Forecast:
     def quantile(self, q: float) -> FloatArray:
         """The forecast at level ``q``: exact when computed, else linearly interpolated
         between the neighbouring levels (clamped to the outermost ones)."""
-        qs = np.asarray(self.quantiles)
-        i = int(np.searchsorted(qs, q))
+        qs = self.quantiles
+        i = bisect.bisect_left(qs, q)
         row: FloatArray
-        if i < len(qs) and np.isclose(qs[i], q):
+        if i < len(qs) and abs(qs[i] - q) <= 1e-8 + 1e-5 * abs(q):  # np.isclose's tolerance
             row = self.values[i]
             return row
         if i == 0:

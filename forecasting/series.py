@@ -459,13 +459,20 @@ def fill_for_fit(series: Series, *, season: int | None = None) -> FloatArray:
         raise InsufficientHistory(
             f"series {series.name!r} has no observed value", needed=1, got=0
         )
-    if season and season < len(v):
-        for i in np.flatnonzero(missing):
-            j = i - season
-            while j >= 0 and np.isnan(v[j]):
-                j -= season
-            if j >= 0:
-                v[i] = v[j]
+    n = len(v)
+    if season and season < n:
+        # the newest observed value at the same phase of an earlier season: a forward
+        # fill down each column of a (seasons x season) grid, vectorised (this runs on
+        # every model update in the live controller)
+        rows = -(-n // season)
+        flat = np.full(rows * season, np.nan)
+        flat[:n] = v
+        grid = flat.reshape(rows, season)
+        idx = np.where(np.isnan(grid), -1, np.arange(rows)[:, None])
+        np.maximum.accumulate(idx, axis=0, out=idx)
+        filled = grid[np.maximum(idx, 0), np.arange(season)]
+        filled[idx < 0] = np.nan
+        v = filled.reshape(-1)[:n].copy()
         missing = np.isnan(v)
     if missing.any():
         x = np.arange(len(v))

@@ -167,6 +167,10 @@ class TargetRunner:
         self.ticks = 0
         self._prediction_on: bool | None = None
         self._fallback_on = False
+        #: status is written when its significant part changes, else at most this often
+        self.status_every_s = 60.0
+        self._status_sig: object = None
+        self._status_at_s = -math.inf
 
     # ------------------------------------------------------------------ history + refit
     def _fetch_history(self, now_s: float, *, full: bool) -> None:
@@ -372,9 +376,15 @@ class TargetRunner:
             self.metrics.set_fallback(self.key, self.conditions.status_of("FallbackActive")
                                       == "True")
         if self.write_status is not None and self.can_write():
-            err = self.write_status(self.status())
-            if err:
-                self._count("StatusWriteFailed")
+            st = self.status()
+            sig = _significant(st)
+            due = out.now_s - self._status_at_s >= self.status_every_s
+            if sig != self._status_sig or due:  # like the HPA: write on change (+ heartbeat)
+                err = self.write_status(st)
+                if err:
+                    self._count("StatusWriteFailed")
+                else:
+                    self._status_sig, self._status_at_s = sig, out.now_s
 
     def _lead_s(self) -> float:
         return self.state.lead.lead_s if self.state.lead else self.settings.cold_start_prior_s
@@ -409,6 +419,18 @@ class TargetRunner:
                                  "reactiveMae": _num(g.reactive_mae),
                                  "coverage": _num(g.coverage), "predictionEnabled": g.enabled}
         return st
+
+
+def _significant(st: dict[str, Any]) -> object:
+    """The part of a status worth an API write: replicas, reason, conditions (without
+    their messages' numbers), prediction switch and generation."""
+    ld = st.get("lastDecision") or {}
+    return (
+        st.get("observedGeneration"), st.get("desiredReplicas"), st.get("activeReplicas"),
+        st.get("warmReplicas"), ld.get("reason"), ld.get("predictionUsed"),
+        tuple((c["type"], c["status"], c["reason"]) for c in st.get("conditions", [])),
+        (st.get("forecastQuality") or {}).get("predictionEnabled"),
+    )
 
 
 def _num(x: float | None) -> float | None:

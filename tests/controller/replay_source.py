@@ -49,5 +49,6 @@ class ReplaySource:
         self.range_queries += 1
         t0 = math.ceil(start_s / step_s) * step_s
         n = math.ceil((end_s - t0) / step_s)
-        vals = np.array([self._at(self.series, t0 + k * step_s) or np.nan for k in range(n)])
+        got = [self._at(self.series, t0 + k * step_s) for k in range(n)]
+        vals = np.array([np.nan if v is None else v for v in got])
         return Series(start_s=t0, step_s=step_s, values=vals, kind="rate")

@@ -197,3 +197,19 @@ def test_demand_view_matches_the_trace(nasa: Series) -> None:
     src = ReplaySource(nasa)
     h = src.history(nasa.start_s, nasa.start_s + 600, 60.0)
     np.testing.assert_allclose(h.values, nasa.values[:10])
+
+
+def test_status_is_written_on_change_and_as_a_heartbeat(kube: FakeKube, nasa: Series) -> None:
+    """Like the HPA: no API write per tick when nothing significant changed."""
+    kube.add_deployment(NS, DEP, replicas=1)
+    statuses: list[dict[str, Any]] = []
+    r = runner_for(kube, ReplaySource(nasa), spec(mode="Observe"),
+                   write_status=lambda s: statuses.append(s) or None)
+    now = nasa.start_s + 3 * 86400 + 3 * 3600  # night: flat, stable decisions
+    r.refit(now)
+    for k in range(4):  # 45 s of identical decisions
+        r.tick(now + 15 * k)
+    assert len(statuses) == 1
+    r.tick(now + 75)  # past the 60-s heartbeat
+    assert len(statuses) == 2
+    assert statuses[-1]["lastDecision"]["time"] != statuses[0]["lastDecision"]["time"]
