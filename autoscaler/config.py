@@ -444,8 +444,9 @@ def _queries(signals: Signals) -> QuerySet:
     return preset(signals.preset, gpu, **overrides)
 
 
-#: ``lead_min_samples`` in ``Fixed`` mode: more than the estimator ever keeps, so it always
-#: plans with the configured cold start (the prior) and never with learned samples.
+#: ``lead_min_samples`` in ``Fixed`` mode. ``Fixed`` is the core's ``learn_lead=False`` (the
+#: estimator ignores observations and plans with the configured cold start); this sample
+#: need is kept as well so that the settings read as "never enough samples".
 FIXED_LEAD_MIN_SAMPLES = 2**31 - 1
 
 
@@ -483,6 +484,7 @@ def to_policy_settings(spec: PredictiveAutoscalerSpec) -> PolicySettings:
         lead_min_samples=(
             FIXED_LEAD_MIN_SAMPLES if spec.lead_time.mode == "Fixed" else _CORE.lead_min_samples
         ),
+        learn_lead=spec.lead_time.mode != "Fixed",
     )
 
 

@@ -3,8 +3,10 @@
 The scenario is the benchmark's (``docs/autoscaling.md``): per-replica capacity such that
 the trace's peak needs ``--peak-replicas`` at 70 % utilisation, log-normal cold start around
 ``--cold-start``, warm promotion ``--warm-promotion``, latency SLO ``--slo``. Prints one row
-per policy (rich table), writes ``capacity.png`` (demand vs serving capacity per policy) and
-``summary.json`` into ``--out``.
+per policy (rich table), writes ``capacity.png`` (demand vs serving capacity per policy),
+``forecast_fan.png`` (surgecast's forecast quantiles for the moment one cold-start lead
+ahead, as made at each tick, against the demand that came) and ``summary.json`` into
+``--out``.
 """
 
 from __future__ import annotations
@@ -18,7 +20,10 @@ from typing import TYPE_CHECKING, Any
 from autoscaler.commands.forecast import UsageError, load_series
 
 if TYPE_CHECKING:
+    from autoscaler.core.decision import Decision
+    from autoscaler.core.observation import Autoscaler, DemandView
     from autoscaler.core.scenario import Scenario
+    from autoscaler.core.signals import Signals
     from autoscaler.core.simulator import SimResult
     from forecasting.series import Series
 
@@ -35,6 +40,32 @@ COLUMNS = (
     ("actions", "actions", ".0f"),
     ("under_min", "min under-provisioned", ".2f"),
 )
+
+
+class FanRecorder:
+    """Wraps surgecast and keeps, per tick that used a forecast, the forecast's quantiles
+    at ``now + lead`` (the moment the pods ordered now become ready); decides exactly like
+    the wrapped autoscaler."""
+
+    def __init__(self, inner: Autoscaler) -> None:
+        self.inner = inner
+        self.name = inner.name
+        self.interval_s = inner.interval_s
+        self.quantiles: tuple[float, ...] = ()
+        self.points: list[tuple[float, tuple[float, ...]]] = []
+
+    def decide(self, signals: Signals, view: DemandView) -> Decision:
+        """Decide with the wrapped autoscaler; record the forecast it used."""
+        from autoscaler.core.warm_pool import demand_window
+
+        decision = self.inner.decide(signals, view)
+        fc = getattr(self.inner, "last_forecast", None)
+        if fc is not None and "predictive" in decision.components:
+            at = signals.now_s + decision.components.get("lead_s", 0.0)
+            self.quantiles = tuple(fc.quantiles)
+            vals = tuple(float(demand_window(fc, q, at, at)[0]) for q in fc.quantiles)
+            self.points.append((at, vals))
+        return decision
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -89,7 +120,7 @@ def _duration(flag: str, raw: str) -> float:
 
 def prepare(series: Series, args: argparse.Namespace) -> tuple[Series, Scenario]:
     """Slice the trace to ``--days``, check the flags and build the scenario."""
-    from autoscaler.core.scenario import build_scenario, compatible_step, trim_to_grid
+    from autoscaler.core.scenario import build_scenario, compatible_step
     from forecasting.models import REGISTRY as MODELS
 
     step_s = _duration("--step", args.step)
@@ -111,7 +142,6 @@ def prepare(series: Series, args: argparse.Namespace) -> tuple[Series, Scenario]
             f"--step {args.step} and the trace step {series.step_s:g} s: one must be a whole "
             "multiple of the other"
         )
-    series = trim_to_grid(series, step_s)
     span_s = len(series) * series.step_s
     need_s = max(600.0, 2 * cold_s)
     if len(series) < 2 or span_s < need_s:
@@ -172,6 +202,9 @@ def backtest_and_report(series: Series, names: list[str], args: argparse.Namespa
     except OSError as exc:
         raise UsageError(f"cannot create --out folder {out}: {exc}") from None
     policies = build_policies(scenario, series, names, model=args.model)
+    fan = FanRecorder(policies["surgecast"]) if "surgecast" in policies else None
+    if fan is not None:
+        policies["surgecast"] = fan
 
     console = Console(width=None if sys.stdout.isatty() else 150)
     err = Console(stderr=True)
@@ -193,10 +226,16 @@ def backtest_and_report(series: Series, names: list[str], args: argparse.Namespa
     _print_table(console, series, scenario, [row for row, _ in results])
     png = out / "capacity.png"
     _plot(png, [res for _, res in results])
+    written = [png]
+    if fan is not None:
+        fan_png = out / "forecast_fan.png"
+        _plot_fan(fan_png, fan, next(res for _, res in results if res.name == "surgecast"))
+        written.append(fan_png)
     payload = summary_payload(series, scenario, args, results)
     js = out / "summary.json"
     js.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
-    console.print(f"wrote {png} and {js}", highlight=False)
+    written.append(js)
+    console.print(f"wrote {', '.join(str(p) for p in written)}", highlight=False)
     return 0
 
 
@@ -280,6 +319,45 @@ def _plot(path: Path, results: list[SimResult]) -> None:
         )
         ax.legend(fontsize=7, loc="upper left")
     axes[-1, 0].set_xlabel("hours from the trace start")
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+
+
+def _plot_fan(path: Path, fan: FanRecorder, res: SimResult) -> None:
+    """Forecast fan: per tick, the quantiles for ``now + lead`` plotted at that moment
+    (bands between the median and the outer quantiles), with the demand that came."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    fig, ax = plt.subplots(figsize=(11, 3.6))
+    n = len(res.demand_rps)
+    stride = max(1, n // 4000)
+    x = (np.arange(0, n, stride) * res.step_s) / 3600.0
+    ax.plot(x, res.demand_rps[::stride], color="black", lw=0.8, label="demand req/s")
+    if fan.points:
+        t = (np.array([p[0] for p in fan.points]) - res.start_s) / 3600.0
+        vals = np.array([p[1] for p in fan.points])
+        qs = fan.quantiles
+        i_med = int(np.argmin([abs(q - 0.5) for q in qs]))
+        uppers = [i for i in range(len(qs)) if qs[i] > qs[i_med]]
+        for rank, i in enumerate(sorted(uppers, key=lambda i: -qs[i])):
+            ax.fill_between(
+                t, vals[:, i_med], vals[:, i], step="post", color="tab:orange",
+                alpha=0.2 + 0.2 * rank, lw=0, label=f"forecast p50..p{100 * qs[i]:g}",
+            )
+        ax.plot(t, vals[:, i_med], color="tab:orange", lw=0.8, drawstyle="steps-post",
+                label="forecast p50")
+        title = "surgecast forecast fan at now + cold-start lead"
+    else:
+        title = "surgecast forecast fan: no forecast (history shorter than the model needs)"
+    ax.set_title(title, fontsize=9)
+    ax.set_xlabel("hours from the trace start")
+    ax.set_ylabel("req/s")
+    ax.legend(fontsize=7, loc="upper left")
     fig.tight_layout()
     fig.savefig(path, dpi=80)
     plt.close(fig)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -15,7 +15,8 @@ class LeadTimeEstimate:
 
     The estimate is the ``quantile`` of the last ``keep`` samples after dropping values
     beyond median + 5 MAD (a pod stuck in ImagePullBackOff for an hour must not make the
-    controller plan an hour ahead forever).
+    controller plan an hour ahead forever). With ``learn=False`` observations are ignored and
+    the prior is the lead (a fixed lead time).
     """
 
     prior_s: float
@@ -23,19 +24,22 @@ class LeadTimeEstimate:
     min_samples: int = 5
     keep: int = 50
     samples: tuple[float, ...] = ()
+    learn: bool = True
 
     def observe(self, *durations_s: float) -> LeadTimeEstimate:
         """Add durations (negative or non-finite ones are ignored)."""
+        if not self.learn:
+            return self
         good = tuple(float(d) for d in durations_s if np.isfinite(d) and d >= 0)
         if not good:
             return self
         kept = (self.samples + good)[-self.keep :]
-        return LeadTimeEstimate(self.prior_s, self.quantile, self.min_samples, self.keep, kept)
+        return replace(self, samples=kept)
 
     @property
     def lead_s(self) -> float:
         """The lead to plan with, seconds."""
-        if len(self.samples) < self.min_samples:
+        if not self.learn or len(self.samples) < self.min_samples:
             return self.prior_s
         x = np.asarray(self.samples)
         med = float(np.median(x))

@@ -4,16 +4,20 @@ as a reactive floor, then stabilization, rate limits and (scheduled) bounds.
 Order of one decision (all pure; ``now_s`` comes from the signals):
 
 1. bounds at ``now_s`` (base bounds overridden by active schedule windows);
-2. reactive floor: the HPA rule on demand per active pod (plus optional GPU tiers);
+2. reactive floor: the HPA rule on demand per active pod (plus optional GPU tiers), and,
+   when a queue is observed, the replicas that drain it within ``backlog_drain_s``;
 3. predictive: the replicas that must be *ready* at every moment of
    ``[now, now + lead + interval]`` for the chosen forecast quantile at the target
    utilisation (pods ordered now are ready only after the cold-start lead, so scaling down
    below that peak now could not be undone in time); the active share covers
    ``[now, now + promotion + interval]`` and the warm pool the rest plus the forecast spread;
-4. ``raw = max(predictive, reactive, tiers)``; on missing or stale demand, hold
-   (``max(current, predictive)``: never scale down), and after ``failure_threshold``
-   failed ticks apply the KEDA-style fallback;
-5. HPA stabilization + rate limits + bounds (:func:`autoscaler.core.reactive.normalize`).
+4. stabilization: the HPA ``behavior`` scale-down window (300 s by default) applies to the
+   reactive recommendation; the predictive recommendation, which already looks one lead
+   ahead, is held only for ``predictive_down_window_s``;
+5. ``max`` of both; on missing or stale demand, hold (``max(current, predictive)``: never
+   scale down), and after ``failure_threshold`` failed ticks apply the KEDA-style fallback;
+6. HPA rate limits + bounds. Pods the total keeps beyond the active need and the warm plan
+   stay active (a warm pod costs the same GPU and does not serve).
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ import numpy as np
 from autoscaler.core.capacity import CapacityEstimate, update_capacity
 from autoscaler.core.decision import Decision, Reason
 from autoscaler.core.lead_time import LeadTimeEstimate
-from autoscaler.core.reactive import HpaState, hpa_replicas, normalize
+from autoscaler.core.reactive import HpaState, hpa_replicas, rate_limit, record_scale, stabilize
 from autoscaler.core.schedule import bounds_at
 from autoscaler.core.settings import PolicySettings
 from autoscaler.core.signals import Signals
@@ -44,10 +48,28 @@ class PolicyState:
     failures: int = 0
     capacity: CapacityEstimate | None = None
     lead: LeadTimeEstimate | None = None
+    predictive_recs: tuple[tuple[float, int], ...] = ()
+    last_active: int = -1
 
 
 def _ceil_div(x: float, per: float) -> int:
     return max(0, math.ceil(x / per - 1e-9))
+
+
+def _lead_prior(s: PolicySettings) -> LeadTimeEstimate:
+    return LeadTimeEstimate(
+        s.cold_start_prior_s, s.lead_quantile, s.lead_min_samples, learn=s.learn_lead
+    )
+
+
+def _hold(
+    recs: tuple[tuple[float, int], ...], now_s: float, window_s: float, value: int
+) -> tuple[int, tuple[tuple[float, int], ...]]:
+    """The highest of ``value`` and the recommendations within ``window_s``; new records."""
+    cut = now_s - window_s
+    kept = tuple(r for r in recs if r[0] > cut)
+    held = max([value, *(v for _, v in kept)])
+    return held, (*kept, (now_s, value))
 
 
 class Policy:
@@ -65,7 +87,7 @@ class Policy:
                 min_ratio=s.capacity_min_ratio,
                 max_ratio=s.capacity_max_ratio,
             ),
-            lead=LeadTimeEstimate(s.cold_start_prior_s, s.lead_quantile, s.lead_min_samples),
+            lead=_lead_prior(s),
         )
 
     def decide(
@@ -79,19 +101,21 @@ class Policy:
         current = pods.desired if pods.desired > 0 else pods.total
 
         # -- learn: lead time and capacity
-        lead_est = st.lead or LeadTimeEstimate(
-            s.cold_start_prior_s, s.lead_quantile, s.lead_min_samples
-        )
+        lead_est = st.lead or _lead_prior(s)
         lead_est = lead_est.observe(*signals.ready_durations_s)
         cap_est = st.capacity or CapacityEstimate.initial(s.capacity_rps_per_replica)
-        cap_est = update_capacity(
-            cap_est,
-            throughput_rps=signals.throughput_rps,
-            ready_pods=pods.active,
-            queue_depth=signals.queue_depth,
-        )
+        if pods.active == st.last_active and pods.starting == 0:
+            # only while the serving pods did not change over the last tick: the scraped
+            # throughput lags the pod counts, so a fresh scale-up would read as slow pods
+            cap_est = update_capacity(
+                cap_est,
+                throughput_rps=signals.throughput_rps,
+                ready_pods=pods.active,
+                queue_depth=signals.queue_depth,
+            )
         lead_s = lead_est.lead_s
         per_pod = cap_est.rps * s.target_util_ratio
+        per_pod_fc = cap_est.rps * s.forecast_util
         lo, hi, scheduled = bounds_at(s.schedule, now, s.min_replicas, s.max_replicas)
         comps: dict[str, float] = {
             "current": current,
@@ -114,16 +138,16 @@ class Policy:
             t_cold = now + lead_s + s.interval_s
             t_warm = now + s.warm_promotion_s + s.interval_s
             peak = float(np.max(demand_window(forecast, s.quantile, now, t_cold)))
-            pred_total = _ceil_div(peak, per_pod)
+            pred_total = _ceil_div(peak, per_pod_fc)
             pred_active = _ceil_div(
-                float(np.max(demand_window(forecast, s.quantile, now, t_warm))), per_pod
+                float(np.max(demand_window(forecast, s.quantile, now, t_warm))), per_pod_fc
             )
             if s.warm_max > 0:
                 warm = warm_pool_size(
                     forecast,
                     now,
                     lead_s,
-                    per_pod,
+                    per_pod_fc,
                     high_q=s.warm_quantile,
                     warm_min=s.warm_min,
                     warm_max=s.warm_max,
@@ -138,7 +162,7 @@ class Policy:
             )
 
         # -- reactive floor (HPA on demand per active pod) and tiers
-        reactive = 0
+        reactive = drain = 0
         if not (missing or stale):
             assert signals.demand_rps is not None
             serving = pods.active if pods.active > 0 else pods.ready
@@ -152,6 +176,12 @@ class Policy:
             )
             comps["reactive"] = reactive
             comps["demand_rps"] = signals.demand_rps
+            q = signals.queue_depth
+            if s.backlog_drain_s > 0 and q is not None and q > 0:
+                # a queue means the pods are saturated: arrivals are at least the throughput
+                arriving = max(signals.demand_rps, signals.throughput_rps or 0.0)
+                drain = _ceil_div(arriving + q / s.backlog_drain_s, cap_est.rps)
+                comps["drain"] = drain
         tier = 0
         if signals.gpu_util_ratio is not None:
             for t in s.tiers:
@@ -160,29 +190,45 @@ class Policy:
             if s.tiers:
                 comps["tier"] = tier
 
-        active_need = max(pred_active, reactive, tier)
-        raw = max(pred_total, active_need + warm)
+        # the drain term rides with the forecast (short hold): its pods are not needed once
+        # the queue is gone
+        active_need = max(pred_active, reactive, tier, drain)
+        reactive_raw = max(reactive, tier)
+        predictive_raw = max(pred_total, active_need + warm)
         fallback_used = False
         if missing or stale:
-            raw = max(current, pred_total)
+            reactive_raw = predictive_raw = max(current, pred_total)
             fb = s.fallback
             if fb is not None and failures >= fb.failure_threshold:
                 fallback_used = True
-                raw = {
+                reactive_raw = predictive_raw = {
                     "static": fb.replicas,
                     "currentReplicas": current,
                     "currentReplicasIfHigher": max(current, fb.replicas),
                     "currentReplicasIfLower": min(current, fb.replicas),
                 }[fb.behavior]
+        raw = max(reactive_raw, predictive_raw)
         comps["raw"] = raw
 
-        final, why, hpa_state = normalize(st.hpa, now, current, raw, s.behavior, lo, hi)
+        # -- stabilization: the HPA window on the reactive side, a short one on the forecast
+        stab_r, hpa_state = stabilize(st.hpa, now, current, reactive_raw, s.behavior)
+        held_p, pred_recs = _hold(
+            st.predictive_recs, now, s.predictive_down_window_s, predictive_raw
+        )
+        stab = max(stab_r, held_p)
+        why = "ScaleDownStabilized" if stab > raw else ""
+        limited, why_rate = rate_limit(hpa_state, now, current, stab, s.behavior)
+        why = why_rate or why
+        final = min(max(limited, lo), hi)
+        if final != limited:
+            why = "Bounds"
         if (missing or stale) and not fallback_used and final < current:
             final = min(current, hi)  # a hold never scales down (bounds still win)
+        hpa_state = record_scale(hpa_state, now, current, final)
         if s.warm_max > 0 and not (missing or stale):
-            active = min(final, max(active_need, 0))
-            if active == 0 and final > 0:
-                active = min(final, max(1, pred_active))
+            # the warm plan is what stays warm; any pods beyond it and the active need serve
+            need = max(active_need, 1 if final > 0 else 0)
+            active = max(min(final, need), final - warm)
         else:
             active = (
                 final if not (missing or stale) else min(final, max(pods.active, final - pods.warm))
@@ -214,9 +260,17 @@ class Policy:
         msg = (
             f"{current}->{final} replicas ({active} active, {warm_now} warm): {reason.value}; "
             f"reactive {reactive}, predictive {pred_total} (q{s.quantile:g} peak {peak:.1f} req/s "
-            f"within {lead_s:.0f}s at {per_pod:.2f} req/s per replica), bounds [{lo}, {hi}]"
+            f"within {lead_s:.0f}s at {per_pod_fc:.2f} req/s per replica), bounds [{lo}, {hi}]"
             + (f"; {why_missing}, failures {failures}" if why_missing else "")
         )
         decision = Decision(active, warm_now, reason, msg, comps)
-        new_state = replace(st, hpa=hpa_state, failures=failures, capacity=cap_est, lead=lead_est)
+        new_state = replace(
+            st,
+            hpa=hpa_state,
+            failures=failures,
+            capacity=cap_est,
+            lead=lead_est,
+            predictive_recs=pred_recs,
+            last_active=pods.active,
+        )
         return decision, new_state

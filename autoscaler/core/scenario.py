@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -111,7 +112,8 @@ def compatible_step(trace_step_s: float, step_s: float) -> bool:
 
 def trim_to_grid(trace: Series, step_s: float) -> Series:
     """``trace`` without its trailing points that would leave the last simulation bucket
-    partly covered (resampling to a coarser ``step_s`` turns such a bucket into a gap)."""
+    partly covered. No longer needed before :func:`build_scenario` (the simulator averages a
+    partly covered bucket over its covered part); kept for callers that want whole buckets."""
     if step_s <= trace.step_s:
         return trace
     end = trace.start_s + len(trace) * trace.step_s
@@ -141,7 +143,7 @@ def build_scenario(
     if np.isnan(rates).any():
         raise ValueError(
             f"the trace leaves {int(np.isnan(rates).sum())} simulation bucket(s) of "
-            f"{step_s:g} s without data; trim it with trim_to_grid()"
+            f"{step_s:g} s without data"
         )
     peak = float(rates.max())
     if not peak > 0:
@@ -163,18 +165,27 @@ def build_scenario(
 
 
 def make_surgecast(
-    scenario: Scenario, trace_step_s: float, model: str = "seasonal_naive"
+    scenario: Scenario,
+    trace_step_s: float,
+    model: str = "seasonal_naive",
+    *,
+    warm_max: int = 0,
+    overrides: Mapping[str, Any] | None = None,
 ) -> SurgecastAutoscaler:
-    """surgecast with the scenario's capacity, cold start and warm promotion."""
+    """surgecast with the scenario's capacity, cold start and warm promotion; the other
+    settings are :class:`PolicySettings`' defaults. ``warm_max = 0`` (no warm pool) because
+    the simulator charges a warm pod like an active one: see docs/autoscaling.md.
+    ``overrides`` replaces further :class:`PolicySettings` fields (ablations)."""
     cfg = scenario.config
+    kwargs: dict[str, Any] = {
+        "max_replicas": MAX_REPLICAS,
+        "warm_max": warm_max,
+        "cold_start_prior_s": cfg.cold_start_s,
+        "warm_promotion_s": cfg.warm_promotion_s,
+    }
+    kwargs.update(overrides or {})
     return SurgecastAutoscaler(
-        PolicySettings(
-            scenario.capacity,
-            max_replicas=MAX_REPLICAS,
-            warm_max=8,
-            cold_start_prior_s=cfg.cold_start_s,
-            warm_promotion_s=cfg.warm_promotion_s,
-        ),
+        PolicySettings(scenario.capacity, **kwargs),
         model=model,
         forecast_step_s=max(60.0, trace_step_s),
         refit_every_s=6 * 3600.0,

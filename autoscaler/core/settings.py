@@ -185,7 +185,12 @@ class PolicySettings:
 
     Attributes:
         capacity_rps_per_replica: configured requests/s one replica serves at saturation.
-        target_util_ratio: planned utilisation of the active replicas (0, 1].
+        target_util_ratio: planned utilisation of the active replicas (0, 1] by the reactive
+            (HPA) rule.
+        forecast_util_ratio: planned utilisation of the replicas sized from the forecast
+            quantile (``None``: ``target_util_ratio``). The quantile already holds the
+            forecast's uncertainty, so it is higher than the reactive target by default
+            (planning the 0.9 quantile at 70 % stacks two margins: 1.43x the GPUs at once).
         quantile: forecast quantile sized for (the SLO-versus-cost knob).
         min_replicas, max_replicas: base bounds of the total replica count.
         interval_s: the controller's tick.
@@ -202,6 +207,13 @@ class PolicySettings:
         capacity_min_ratio, capacity_max_ratio: bounds of the online capacity refinement,
             as ratios of the configured capacity.
         lead_quantile, lead_min_samples: the lead-time estimator's quantile and sample need.
+        learn_lead: learn the cold-start lead from observed raise -> Ready durations
+            (``False``: always plan with ``cold_start_prior_s``, the CRD's ``Fixed`` mode).
+        predictive_down_window_s: scale-down stabilization of the *predictive* part (its
+            forecast already covers the cold-start lead; the ``behavior`` scale-down window
+            keeps applying to the reactive part).
+        backlog_drain_s: the active replicas also drain the observed queue within this many
+            seconds (``0`` disables the term).
     """
 
     capacity_rps_per_replica: float
@@ -225,6 +237,10 @@ class PolicySettings:
     capacity_max_ratio: float = 2.0
     lead_quantile: float = 0.9
     lead_min_samples: int = 5
+    learn_lead: bool = True
+    predictive_down_window_s: float = 60.0
+    backlog_drain_s: float = 60.0
+    forecast_util_ratio: float | None = 0.85
 
     def __post_init__(self) -> None:
         def need(ok: bool, msg: str) -> None:
@@ -271,8 +287,27 @@ class PolicySettings:
             self.lead_min_samples >= 1,
             f"lead_min_samples must be >= 1, got {self.lead_min_samples}",
         )
+        need(
+            0 <= self.predictive_down_window_s <= 3600,
+            f"predictive_down_window_s must be in [0, 3600], got {self.predictive_down_window_s}",
+        )
+        fu = self.forecast_util_ratio
+        need(
+            fu is None or 0 < fu <= 1,
+            f"forecast_util_ratio must be in (0, 1] or None, got {fu}",
+        )
+        need(
+            math.isfinite(self.backlog_drain_s) and self.backlog_drain_s >= 0,
+            f"backlog_drain_s must be >= 0 (0 disables), got {self.backlog_drain_s}",
+        )
 
     @property
     def target_rps_per_replica(self) -> float:
         """Planned load per active replica: capacity times target utilisation."""
         return self.capacity_rps_per_replica * self.target_util_ratio
+
+    @property
+    def forecast_util(self) -> float:
+        """Planned utilisation of the forecast-sized replicas."""
+        fu = self.forecast_util_ratio
+        return self.target_util_ratio if fu is None else fu

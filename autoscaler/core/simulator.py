@@ -165,7 +165,17 @@ def weighted_quantile(values: FloatArray, weights: FloatArray, q: float) -> floa
 
 def demand_rates(series: Series, step_s: float) -> Series:
     """The trace as req/s on the simulation grid: coarser traces are held piecewise
-    constant, finer ones averaged; missing buckets are interpolated linearly."""
+    constant, finer ones averaged; missing buckets are interpolated linearly.
+
+    The simulation grid is aligned to multiples of ``step_s`` (as
+    :meth:`~forecasting.series.Series.resample` aligns it), so the first and last simulation
+    buckets may be only partly covered by the trace: their rate is the mean rate over the
+    covered part (never a gap).
+
+    Raises:
+        ValueError: no observed value, or a coarser trace step that is not a whole multiple
+            of ``step_s``.
+    """
     rate = series.as_rate()
     vals = np.asarray(rate.values, dtype=np.float64)
     if np.isnan(vals).all():
@@ -184,7 +194,10 @@ def demand_rates(series: Series, step_s: float) -> Series:
                 f"trace step {rate.step_s:g} s is not a multiple of the sim step {step_s:g} s"
             )
         return rate.replace(step_s=step_s, values=np.repeat(vals, round(k)))
-    return rate.resample(step_s)
+    k_fine = step_s / rate.step_s
+    # every edge bucket holds at least one observed fine bucket (the interior is complete
+    # after the interpolation above), so a partly covered bucket averages what it has
+    return rate.resample(step_s, min_coverage=min(1.0, 1.0 / math.floor(k_fine + 1e-9)))
 
 
 def simulate(

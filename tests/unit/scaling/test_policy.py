@@ -147,6 +147,9 @@ def test_tiers_raise_the_floor() -> None:
         ({"target_util_ratio": 0}, "target_util_ratio"),
         ({"quantile": 1.0}, "quantile"),
         ({"min_replicas": 5, "max_replicas": 2}, "min_replicas"),
+        ({"forecast_util_ratio": 1.5}, "forecast_util_ratio"),
+        ({"predictive_down_window_s": -1}, "predictive_down_window_s"),
+        ({"backlog_drain_s": float("nan")}, "backlog_drain_s"),
     ],
 )
 def test_bad_settings_name_the_field(kwargs: dict[str, float], field: str) -> None:
@@ -157,3 +160,90 @@ def test_bad_settings_name_the_field(kwargs: dict[str, float], field: str) -> No
 def test_bad_timezone() -> None:
     with pytest.raises(ConfigError, match="time zone"):
         ScheduleWindow("01:00", "02:00", timezone="Mars/Olympus")
+
+
+def flat(level: float) -> Forecast:
+    return Forecast(
+        start_s=NOW - 30,
+        step_s=60.0,
+        quantiles=(0.5, 0.9, 0.95),
+        values=np.full((3, 12), level),
+        model="t",
+    )
+
+
+def at(t: float, current: int, demand: float, **kw: float) -> Signals:
+    return Signals(
+        now_s=NOW + t,
+        demand_rps=demand,
+        observed_at_s=NOW + t - 15,
+        pods=PodCounts(active=current, desired=current),
+        **kw,  # type: ignore[arg-type]
+    )
+
+
+def test_forecast_is_held_only_for_the_predictive_window() -> None:
+    # a forecast peak that passes: the predictive recommendation is not held for the HPA's
+    # 300 s (the forecast already covered the cold-start lead), only for 60 s
+    s = PolicySettings(CAP, max_replicas=1000, forecast_util_ratio=1.0)
+    p = Policy(s)
+    dec, st = p.decide(at(0, 10, 50.0), flat(300.0))
+    assert dec.total == 20  # 30 wanted, scale-up limit max(2x, +4)
+    totals = []
+    for t in (15, 30, 45, 60, 75, 90):
+        dec, st = p.decide(at(t, dec.total, 50.0), flat(50.0), st)
+        totals.append(dec.total)
+    assert totals[:3] == [30, 30, 30]  # held within 60 s of the last high recommendation
+    assert totals[-1] == 8  # then down to the HPA rule on demand (50 / 7 per pod)
+    # the HPA's own 300 s window still holds the reactive side
+    p2 = Policy(s)
+    dec, st = p2.decide(at(0, 10, 200.0), None)
+    dec, st = p2.decide(at(75, dec.total, 50.0), None, st)
+    assert dec.total == 20 and dec.reason is Reason.SCALE_DOWN_STABILIZED  # not 8
+
+
+def test_pods_beyond_the_warm_plan_serve() -> None:
+    p = Policy(PolicySettings(CAP, max_replicas=1000, warm_max=3, forecast_util_ratio=1.0))
+    dec, st = p.decide(at(0, 20, 130.0), flat(100.0))  # reactive: 130/7 -> 19 (tolerance)
+    dec, st = p.decide(at(15, 20, 20.0), flat(20.0), st)  # demand falls; stabilized at 20
+    assert dec.total == 20 and dec.reason is Reason.SCALE_DOWN_STABILIZED
+    assert dec.warm <= 3 and dec.active >= 17  # the held pods serve, not idle as "warm"
+
+
+def test_queue_is_drained_within_backlog_drain_s() -> None:
+    s = PolicySettings(CAP, max_replicas=1000)
+    calm, _ = Policy(s).decide(at(0, 10, 60.0, queue_depth=0.0, throughput_rps=60.0), flat(60))
+    busy, _ = Policy(s).decide(at(0, 10, 60.0, queue_depth=3000.0, throughput_rps=100.0), flat(60))
+    # arrivals >= throughput 100 req/s, plus 3000 / 60 s: 150 req/s at 10 per pod
+    assert busy.components["drain"] == 15 and busy.total >= 15 > calm.total
+    off, _ = Policy(PolicySettings(CAP, max_replicas=1000, backlog_drain_s=0)).decide(
+        at(0, 10, 60.0, queue_depth=3000.0, throughput_rps=100.0), flat(60)
+    )
+    assert "drain" not in off.components and off.total < busy.total
+
+
+def test_capacity_is_not_refined_while_pods_change() -> None:
+    p = Policy(PolicySettings(CAP, max_replicas=1000))
+    st = p.initial_state()
+    # saturated (queue), but the scraped throughput is from before 10 new pods were active
+    for t, active in ((0, 10), (15, 20), (30, 30)):
+        _, st = p.decide(at(t, active, 100.0, queue_depth=500.0, throughput_rps=100.0), None, st)
+    assert st.capacity is not None and st.capacity.samples == 0
+    for t in (45, 60):  # pods steady: now throughput per pod measures capacity
+        _, st = p.decide(at(t, 30, 100.0, queue_depth=500.0, throughput_rps=240.0), None, st)
+    assert st.capacity is not None and st.capacity.samples == 2
+
+
+def test_fixed_lead_ignores_observed_start_durations() -> None:
+    for learn, expected in ((True, 300.0), (False, 120.0)):
+        p = Policy(PolicySettings(CAP, learn_lead=learn, cold_start_prior_s=120.0))
+        st = p.initial_state()
+        sig_ = Signals(
+            now_s=NOW,
+            demand_rps=10.0,
+            observed_at_s=NOW,
+            pods=PodCounts(active=2, desired=2),
+            ready_durations_s=(300.0,) * 6,
+        )
+        dec, st = p.decide(sig_, flat(10.0), st)
+        assert dec.components["lead_s"] == pytest.approx(expected)

@@ -74,3 +74,23 @@ def test_pods_by_state_and_costs() -> None:
     assert res.starting.max() > 0
     pods = res.starting + res.warm + res.active + res.terminating
     assert math.isclose(res.gpu_hours, pods.sum() * CFG.step_s / 3600)
+
+
+@pytest.mark.parametrize(("start_s", "n"), [(0.0, 92), (10.0, 100), (1_700_000_003.0, 92)])
+def test_demand_rates_partly_covered_edge_buckets_average_what_they_have(
+    start_s: float, n: int
+) -> None:
+    # one-second buckets on a 15 s grid: an edge bucket is covered less than half
+    vals = np.arange(n, dtype=np.float64)
+    s = Series(start_s=start_s, step_s=1.0, values=vals, kind="count", absolute=start_s > 1e9)
+    r = demand_rates(s, 15.0)
+    out = np.asarray(r.values)
+    assert not np.isnan(out).any()
+    assert r.start_s <= start_s and r.start_s + len(out) * 15.0 >= start_s + n
+    # an edge bucket's rate is the mean of the seconds it covers
+    last_start = r.start_s + (len(out) - 1) * 15.0
+    assert out[-1] == pytest.approx(vals[round(last_start - start_s) :].mean())
+    first_end = r.start_s + 15.0
+    assert out[0] == pytest.approx(vals[: round(first_end - start_s)].mean())
+    res = simulate(s, REGISTRY["static"](5), SimConfig(capacity_rps_per_replica=50.0, step_s=15.0))
+    assert not np.isnan(res.latency_s).any()
