@@ -111,6 +111,25 @@ Duration = Annotated[
 ]
 
 
+def _zero_re(text: str) -> bool:
+    return bool(re.fullmatch(r"0+(\.0+)?(ms|s|m|h|d|w)?", text.strip()))
+
+
+def _duration_or_zero_check(value: str) -> str:
+    if not _zero_re(value):
+        parse_duration(value)
+    return value
+
+
+#: a duration that may also be zero (``0s``: off)
+DurationOrZero = Annotated[
+    str,
+    StringConstraints(pattern=_DURATION_RE),
+    AfterValidator(_duration_or_zero_check),
+    BeforeValidator(_duration_in),
+]
+
+
 class _Wire(BaseModel):
     model_config = ConfigDict(
         alias_generator=to_camel,
@@ -206,6 +225,9 @@ class ForecastSpec(_Wire):
     """History fetched for fitting, a duration."""
     refit_every: Duration = "1h"
     """Refit cadence, a duration."""
+    scale_down_hold: DurationOrZero = _secs(_CORE.predictive_down_window_s)
+    """How long the forecast's replica count is held before it may fall (the reactive side
+    keeps behavior.scaleDown's window)."""
     step: Duration = "1m"
     """Forecast grid step, a duration."""
 
@@ -229,7 +251,11 @@ class Capacity(_Wire):
     requests_per_second_per_replica: float = Field(gt=0)
     """Requests/s one replica serves at saturation."""
     target_utilization: float = Field(default=_CORE.target_util_ratio, gt=0, le=1)
-    """Planned utilisation of the active replicas, in (0, 1]."""
+    """Planned utilisation of the active replicas by the reactive (HPA) rule, in (0, 1]."""
+    forecast_utilization: float = Field(default=_CORE.forecast_util_ratio or 0.85, gt=0, le=1)
+    """Planned utilisation of the replicas sized from the forecast quantile, in (0, 1]."""
+    backlog_drain: DurationOrZero = _secs(_CORE.backlog_drain_s)
+    """Active replicas also drain the observed queue within this duration (0s: off)."""
 
 
 class LeadTime(_Wire):
@@ -450,6 +476,11 @@ def _queries(signals: Signals) -> QuerySet:
 FIXED_LEAD_MIN_SAMPLES = 2**31 - 1
 
 
+def _seconds_or_zero(text: str) -> float:
+    """A :data:`DurationOrZero` in seconds."""
+    return 0.0 if _zero_re(text) else parse_duration(text)
+
+
 def to_policy_settings(spec: PredictiveAutoscalerSpec) -> PolicySettings:
     """The core's :class:`PolicySettings` for a validated spec.
 
@@ -461,6 +492,9 @@ def to_policy_settings(spec: PredictiveAutoscalerSpec) -> PolicySettings:
     return PolicySettings(
         capacity_rps_per_replica=spec.capacity.requests_per_second_per_replica,
         target_util_ratio=spec.capacity.target_utilization,
+        forecast_util_ratio=spec.capacity.forecast_utilization,
+        backlog_drain_s=_seconds_or_zero(spec.capacity.backlog_drain),
+        predictive_down_window_s=_seconds_or_zero(spec.forecast.scale_down_hold),
         quantile=spec.forecast.quantile,
         min_replicas=spec.min_replicas,
         max_replicas=spec.max_replicas,

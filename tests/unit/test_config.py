@@ -302,3 +302,26 @@ def test_signal_enums_match_the_adapters_presets() -> None:
     ]
     assert set(props["preset"]["enum"]) == set(PRESETS)
     assert set(props["gpu"]["enum"]) == set(GPU_PRESETS) | {"none"}
+
+
+def test_forecast_sizing_knobs_reach_the_core_and_zero_means_off() -> None:
+    from autoscaler.config import to_policy_settings, validate_spec
+    from autoscaler.core.settings import PolicySettings
+
+    core = PolicySettings(capacity_rps_per_replica=1.0)
+    base = {"scaleTargetRef": {"name": "w"}, "capacity": {"requestsPerSecondPerReplica": 2}}
+    d = to_policy_settings(validate_spec(base))
+    assert d.forecast_util_ratio == core.forecast_util_ratio
+    assert d.backlog_drain_s == core.backlog_drain_s
+    assert d.predictive_down_window_s == core.predictive_down_window_s
+    s = to_policy_settings(validate_spec({
+        **base,
+        "capacity": {"requestsPerSecondPerReplica": 2, "forecastUtilization": 0.9,
+                     "backlogDrain": "0s"},
+        "forecast": {"scaleDownHold": "2m"},
+    }))
+    assert (s.forecast_util_ratio, s.backlog_drain_s, s.predictive_down_window_s) == (
+        0.9, 0.0, 120.0)
+    for bad in ({"backlogDrain": "-1s"}, {"forecastUtilization": 0}):
+        with pytest.raises(ConfigError):
+            validate_spec({**base, "capacity": {"requestsPerSecondPerReplica": 2, **bad}})
