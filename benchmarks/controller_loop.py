@@ -33,7 +33,6 @@ ticks of one model.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import cProfile
 import gc
 import io
@@ -45,7 +44,7 @@ import sys
 import tempfile
 import time
 import tracemalloc
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -391,117 +390,6 @@ def table_included(results: Sequence[LoopResult], history: str) -> None:
               f"| {per_core(wall)} | {per_core(cpu)} |")
 
 
-# ----------------------------------------------------------------------------- patches
-def fill_for_fit_vectorized(series: Series, *, season: int | None = None) -> Any:
-    """Proposed drop-in for :func:`forecasting.series.fill_for_fit`: the same result, but
-    the seasonal fill is a forward fill along each phase of the season (one
-    ``maximum.accumulate`` over a ``(seasons, season)`` grid) instead of a Python loop over
-    every missing bucket."""
-    from forecasting.errors import InsufficientHistory
-
-    v = np.array(series.values, dtype=np.float64)
-    missing = np.isnan(v)
-    if not missing.any():
-        return v
-    if missing.all():
-        raise InsufficientHistory(
-            f"series {series.name!r} has no observed value", needed=1, got=0
-        )
-    n = len(v)
-    if season and season < n:
-        rows = -(-n // season)
-        grid = np.full(rows * season, np.nan)
-        grid[:n] = v
-        grid = grid.reshape(rows, season)
-        idx = np.where(np.isnan(grid), -1, np.arange(rows)[:, None])
-        np.maximum.accumulate(idx, axis=0, out=idx)
-        filled = grid[np.maximum(idx, 0), np.arange(season)]
-        filled[idx < 0] = np.nan
-        v = filled.reshape(-1)[:n].copy()
-        missing = np.isnan(v)
-    if missing.any():
-        x = np.arange(n)
-        v[missing] = np.interp(x[missing], x[~missing], v[~missing])
-    return v
-
-
-def _quantile_fast(self: Any, q: float) -> Any:
-    """Proposed :meth:`Forecast.quantile`: the same result without ``np.isclose`` and
-    ``np.asarray`` on every call (each costs tens of microseconds on scalars)."""
-    qs = self.quantiles
-    import bisect
-
-    i = bisect.bisect_left(qs, q)
-    if i < len(qs) and abs(qs[i] - q) <= 1e-8 + 1e-5 * abs(q):
-        return self.values[i]
-    if i == 0:
-        return self.values[0]
-    if i >= len(qs):
-        return self.values[-1]
-    w = (q - qs[i - 1]) / (qs[i] - qs[i - 1])
-    return (1 - w) * self.values[i - 1] + w * self.values[i]
-
-
-def predict_cached(self: Any, now_s: float, lead_s: float, interval_s: float,
-                   quantiles: tuple[float, ...]) -> Any:
-    """Proposed :meth:`LiveForecaster.predict`: the forecast is a function of the installed
-    model's state (which changes only on ``install``/``_feed``/``drop``) and the horizon, so
-    the previous one is reused while neither changed (3 of 4 ticks at 15 s / 1 min share
-    their state; the horizon changes once a minute)."""
-    from autoscaler.core.live_forecast import horizon_steps
-
-    if self.fitted is None or self.history is None:
-        return None
-    h = horizon_steps(now_s, self.history.end_s, lead_s, interval_s, self.step_s)
-    key = (self._fed_until_s, h, tuple(quantiles))
-    cached = getattr(self, "_fc_cache", None)  # (model, key, forecast); holds the model so
-    if cached is not None and cached[0] is self.fitted and cached[1] == key:  # no id reuse
-        return cached[2]
-    fc = _ORIG_PREDICT[0](self, now_s, lead_s, interval_s, quantiles)
-    self._fc_cache = (self.fitted, key, fc) if fc is not None else None
-    return fc
-
-
-_ORIG_PREDICT: list[Any] = []
-
-
-@contextlib.contextmanager
-def proposed_patches(trace: Series) -> Iterator[None]:
-    """Swap the proposed patches in (this process only, restored on exit), after checking
-    on the trace that the new functions give exactly what the originals give."""
-    import forecasting.models._coarse as coarse
-    import forecasting.models.seasonal_naive as sn
-    import forecasting.series as fs
-    from autoscaler.core.live_forecast import LiveForecaster
-    from forecasting.forecast import Forecast
-
-    orig_fill = fs.fill_for_fit
-    for season in (None, 1, 7, 1440):
-        for a in (0, 20_000, 60_000):
-            s = trace.slice(a, a + 10_080)
-            np.testing.assert_array_equal(fill_for_fit_vectorized(s, season=season),
-                                          orig_fill(s, season=season))
-    fc = Forecast(start_s=0.0, step_s=60.0, quantiles=(0.1, 0.5, 0.9),
-                  values=np.array([[1.0, 2.0], [2.0, 3.0], [4.0, 5.0]]), model="check")
-    orig_q = Forecast.quantile
-    for q in (0.05, 0.1, 0.3, 0.5, 0.5 + 1e-9, 0.7, 0.9, 0.95):
-        np.testing.assert_allclose(_quantile_fast(fc, q), orig_q(fc, q))
-    orig_predict = LiveForecaster.predict
-    mods = [m for m in (fs, sn, coarse) if hasattr(m, "fill_for_fit")]
-    for m in mods:
-        m.fill_for_fit = fill_for_fit_vectorized  # type: ignore[attr-defined]
-    Forecast.quantile = _quantile_fast  # type: ignore[method-assign]
-    _ORIG_PREDICT[:] = [orig_predict]
-    LiveForecaster.predict = predict_cached  # type: ignore[method-assign]
-    try:
-        yield
-    finally:
-        for m in mods:
-            m.fill_for_fit = orig_fill  # type: ignore[attr-defined]
-        Forecast.quantile = orig_q  # type: ignore[method-assign]
-        LiveForecaster.predict = orig_predict  # type: ignore[method-assign]
-
-
 # ----------------------------------------------------------------------------- part 1
 def bench_excluded(trace: Series, targets: int, rounds: int, models: Sequence[str],
                    history: str) -> list[LoopResult]:
@@ -703,13 +591,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--mem-targets", type=int, default=None, help="runners in part 3")
     ap.add_argument("--skip", default="", help="comma-separated parts to skip: 1,2,3")
     ap.add_argument("--profile", metavar="MODEL", help="only print a cProfile of part 1")
-    ap.add_argument("--try-patches", action="store_true",
-                    help="run with the proposed hot-spot patches (this process only)")
     args = ap.parse_args(argv)
     logging.getLogger("autoscaler").setLevel(logging.ERROR)  # guard switches: not news here
     trace = load_trace()
-    with proposed_patches(trace) if args.try_patches else contextlib.nullcontext():
-        return _run(args, trace)
+    return _run(args, trace)
 
 
 def _run(args: argparse.Namespace, trace: Series) -> int:
@@ -724,8 +609,7 @@ def _run(args: argparse.Namespace, trace: Series) -> int:
         print(profile_ticks(trace, targets, rounds, args.profile, args.history))
         return 0
     print(f"controller loop benchmark: trace {TRACE} (1 min), models {', '.join(models)}, "
-          f"interval {INTERVAL_S:g} s, {'quick' if quick else 'full'} run"
-          + (", WITH the proposed patches" if args.try_patches else ""))
+          f"interval {INTERVAL_S:g} s, {'quick' if quick else 'full'} run")
     if "1" not in skip:
         res = bench_excluded(trace, targets, rounds, models, args.history)
         table_excluded(res, args.history)

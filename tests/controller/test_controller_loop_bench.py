@@ -65,32 +65,3 @@ def test_target_slices_differ_and_cover_now(bench: ModuleType, trace: Series) ->
     for s in sl:
         assert s.start_s <= bench.NOW0 - hist and s.end_s >= bench.NOW0 + 300.0
     assert not np.array_equal(sl[0].values, sl[1].values, equal_nan=True)
-
-
-def test_proposed_fill_is_the_same_as_fill_for_fit(bench: ModuleType, trace: Series) -> None:
-    from forecasting.series import fill_for_fit
-
-    gappy = trace.slice(0, 5000)
-    vals = gappy.values.copy()
-    vals[[0, 1, 700, 701, 702, 3000, 4999]] = np.nan
-    gappy = gappy.replace(values=vals)
-    for season in (None, 1, 7, 1440, 4999):
-        np.testing.assert_array_equal(bench.fill_for_fit_vectorized(gappy, season=season),
-                                      fill_for_fit(gappy, season=season))
-
-
-def test_proposed_patches_change_no_decision_and_are_undone(bench: ModuleType,
-                                                            trace: Series) -> None:
-    """The hot-spot patches the benchmark measures (--try-patches) are pure speed-ups: the
-    same ticks make the same decisions, and leaving the context restores the originals."""
-    from autoscaler.core.live_forecast import LiveForecaster
-    from forecasting.forecast import Forecast
-
-    before = (LiveForecaster.predict, Forecast.quantile)
-    (plain,) = bench.bench_excluded(trace, 3, 8, ["seasonal_naive"], "2d")
-    with bench.proposed_patches(trace):
-        assert LiveForecaster.predict is bench.predict_cached
-        (patched,) = bench.bench_excluded(trace, 3, 8, ["seasonal_naive"], "2d")
-    assert (LiveForecaster.predict, Forecast.quantile) == before
-    assert len(plain.decided) == 24
-    assert patched.decided == plain.decided

@@ -251,3 +251,34 @@ def test_slice_then_append_is_identity(values: list[float], cut: int) -> None:
     if len(a) == 0:
         return
     np.testing.assert_array_equal(a.append(b).values, s.values)
+
+
+def _fill_reference(values: np.ndarray, season: int | None) -> np.ndarray:
+    """The obvious loop: each gap takes the newest observed value at the same phase of an
+    earlier season, else linear interpolation (edges: nearest)."""
+    v = values.astype(float).copy()
+    if season and season < len(v):
+        for i in np.flatnonzero(np.isnan(v)):
+            j = i - season
+            while j >= 0 and np.isnan(v[j]):
+                j -= season
+            if j >= 0:
+                v[i] = v[j]
+    m = np.isnan(v)
+    if m.any():
+        x = np.arange(len(v))
+        v[m] = np.interp(x[m], x[~m], v[~m])
+    return v
+
+
+@given(
+    st.lists(st.one_of(st.none(), st.floats(0, 1e6)), min_size=2, max_size=200),
+    st.one_of(st.none(), st.integers(1, 50)),
+)
+def test_fill_for_fit_equals_the_reference_loop(raw: list[float | None],
+                                                season: int | None) -> None:
+    vals = np.array([np.nan if x is None else x for x in raw])
+    if np.isnan(vals).all():
+        vals[0] = 1.0
+    s = Series(start_s=0, step_s=60, values=vals)
+    np.testing.assert_array_equal(fill_for_fit(s, season=season), _fill_reference(vals, season))
