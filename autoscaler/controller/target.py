@@ -57,6 +57,16 @@ __all__ = ["PodReader", "TargetRunner", "TickOutcome"]
 log = logging.getLogger(__name__)
 
 
+#: what the cluster can answer with, as the Ready condition's reason
+_API_FAILURES = (TargetNotFound, ActuationForbidden, ActuationConflict)
+
+
+def _condition_reason(exc: Exception) -> str:
+    if isinstance(exc, TargetNotFound):
+        return "TargetNotFound"
+    return "Forbidden" if isinstance(exc, ActuationForbidden) else "ApiConflict"
+
+
 class PodReader(Protocol):
     """What the runner needs from the cluster (``KubernetesActuator`` implements it)."""
 
@@ -252,17 +262,13 @@ class TargetRunner:
         if self.pods is not None:
             try:
                 counts, samples = self.pods.observe()
-            except TargetNotFound as exc:
-                return self._failed(now_s, signals, "TargetNotFound", exc, t0)
-            except ActuationForbidden as exc:
-                return self._failed(now_s, signals, "Forbidden", exc, t0)
-            except ActuationConflict as exc:
-                return self._failed(now_s, signals, "ApiConflict", exc, t0)
+            except _API_FAILURES as exc:
+                return self._failed(now_s, signals, _condition_reason(exc), exc, t0)
             signals = replace(signals, pods=counts,
                               ready_durations_s=tuple(float(s.lead_s) for s in samples))
         fetch_s = time.perf_counter() - t0
         # -- forecast and guard
-        lead_s = self.state.lead.lead_s if self.state.lead else self.settings.cold_start_prior_s
+        lead_s = self._lead_s()
         with self._lock:
             fc = self.live.predict(now_s, lead_s, self.settings.interval_s, self.quantiles)
             model_error = self.live.last_error
@@ -284,12 +290,8 @@ class TargetRunner:
                 self.pods.apply(decision.active, decision.warm, reason=decision.reason.value,
                                 message=decision.message, reuse_observation=True)
                 out.applied = True
-            except TargetNotFound as exc:
-                return self._failed(now_s, signals, "TargetNotFound", exc, t0)
-            except ActuationForbidden as exc:
-                return self._failed(now_s, signals, "Forbidden", exc, t0)
-            except ActuationConflict as exc:
-                return self._failed(now_s, signals, "ApiConflict", exc, t0)
+            except _API_FAILURES as exc:
+                return self._failed(now_s, signals, _condition_reason(exc), exc, t0)
         if not out.applied:
             # the HPA's rate limits count scale events that happened; an Observe-mode or
             # standby decision did not happen (the HPA records events only when it rescales)
