@@ -100,7 +100,8 @@ class Controller:
         self.watch_timeout_s = watch_timeout_s
         self.status_writer = StatusWriter(api_client) if api_client is not None else None
         self.runners: dict[TargetKey, TargetRunner] = {}
-        self.invalid: dict[TargetKey, str] = {}
+        #: rejected resources: key -> (generation, why); not re-validated until it changes
+        self.invalid: dict[TargetKey, tuple[Any, str]] = {}
         self._lock = threading.RLock()
         self._stop = threading.Event()
         self._synced = threading.Event()
@@ -175,8 +176,12 @@ class Controller:
         generation = meta.get("generation")
         with self._lock:
             cur = self.runners.get(key)
-        if cur is not None and generation is not None and cur.generation == generation:
-            return  # a status-only change (ours, usually)
+            bad = self.invalid.get(key)
+        if generation is not None and (
+            (cur is not None and cur.generation == generation)
+            or (bad is not None and bad[0] == generation)
+        ):
+            return  # a status-only change (ours, usually): nothing to re-validate
         try:  # status is the controller's own output, never an input
             res = validate_resource({k: v for k, v in obj.items() if k != "status"})
         except ConfigError as exc:
@@ -191,7 +196,7 @@ class Controller:
         log.error("PredictiveAutoscaler %s is invalid: %s", key, message)
         self.remove(key)
         with self._lock:
-            self.invalid[key] = message
+            self.invalid[key] = (generation, message)
         if self.metrics is not None:
             self.metrics.count_error(str(key), "InvalidSpec")
         if self.status_writer is not None and self.can_write():

@@ -146,6 +146,10 @@ def test_invalid_spec_gets_a_condition_not_a_crash(cluster: tuple[FakeKube, Any]
         assert "minReplicas" in conds[0]["message"]
         assert TargetKey(NS, "bad") in ctl.invalid and TargetKey(NS, "bad") not in ctl.runners
         assert ctl.healthy()[0]
+        # its own status write comes back as a MODIFIED event: no write loop
+        time.sleep(2.0)
+        writes = [w for w in kube.writes() if w[1] == f"{PLURAL}/status" and w[2] == "bad"]
+        assert len(writes) == 1, writes
     finally:
         ctl.stop()
     assert replicas(kube) == 1
