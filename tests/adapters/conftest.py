@@ -17,6 +17,7 @@ from prom_fixture import (
     PromEnv,
     find_binaries,
     running_prometheus,
+    serve_static,
 )
 
 
@@ -51,28 +52,8 @@ DCGM_FI_DEV_GPU_UTIL{gpu="0",pod="w-1"} 63
 @pytest.fixture(scope="session")
 def engine_exporter() -> Iterator[int]:
     """A static text-format exporter on a loopback port; yields the port."""
-    import http.server
-    import threading
-
-    class H(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            body = ENGINE_EXPOSITION.encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "text/plain; version=0.0.4")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *a: object) -> None:
-            pass
-
-    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
-    th = threading.Thread(target=srv.serve_forever, daemon=True)
-    th.start()
-    yield srv.server_port
-    srv.shutdown()
-    srv.server_close()
-    th.join(timeout=5)
+    with serve_static(ENGINE_EXPOSITION.encode(), "text/plain; version=0.0.4") as port:
+        yield port
 
 
 @pytest.fixture(scope="session")

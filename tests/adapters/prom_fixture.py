@@ -23,7 +23,7 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,6 +42,7 @@ __all__ = [
     "find_binaries",
     "free_port",
     "running_prometheus",
+    "serve_static",
     "write_openmetrics",
 ]
 
@@ -331,3 +332,44 @@ class PromEnv:
     @property
     def url(self) -> str:
         return self.server.url
+
+
+@contextlib.contextmanager
+def serve_static(
+    body: bytes,
+    content_type: str,
+    *,
+    on_get: Callable[[Any], None] | None = None,
+    ssl_context: Any = None,
+) -> Iterator[int]:
+    """A loopback HTTP(S) server answering every GET with ``body``; yields its port.
+
+    ``on_get(handler)`` sees each request first (e.g. to record its headers).
+    """
+    import http.server
+    import threading
+
+    class H(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            if on_get is not None:
+                on_get(self)
+            self.send_response(200)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *a: object) -> None:
+            pass
+
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
+    if ssl_context is not None:
+        srv.socket = ssl_context.wrap_socket(srv.socket, server_side=True)
+    th = threading.Thread(target=srv.serve_forever, daemon=True)
+    th.start()
+    try:
+        yield int(srv.server_port)
+    finally:
+        srv.shutdown()
+        srv.server_close()
+        th.join(timeout=5)

@@ -6,7 +6,7 @@ import time
 
 import numpy as np
 import pytest
-from prom_fixture import STEP_S, PromEnv
+from prom_fixture import STEP_S, PromEnv, serve_static
 
 from autoscaler.adapters.prometheus import (
     MAX_POINTS,
@@ -192,31 +192,14 @@ def test_timeout_is_unavailable() -> None:
 
 def test_bearer_token_file_and_basic_auth_are_sent(tmp_path) -> None:  # type: ignore[no-untyped-def]
     """Auth headers reach the server (a local HTTP server records them)."""
-    import http.server
     import json
-    import threading
 
     seen: list[str | None] = []
-
-    class H(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            seen.append(self.headers.get("Authorization"))
-            body = json.dumps({"status": "success", "data": {"resultType": "vector", "result": [
-                {"metric": {}, "value": [1.0, "3"]}]}}).encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *a: object) -> None:
-            pass
-
-    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
-    th = threading.Thread(target=srv.serve_forever, daemon=True)
-    th.start()
-    try:
-        url = f"http://127.0.0.1:{srv.server_port}"
+    body = json.dumps({"status": "success", "data": {"resultType": "vector", "result": [
+        {"metric": {}, "value": [1.0, "3"]}]}}).encode()
+    with serve_static(body, "application/json",
+                      on_get=lambda h: seen.append(h.headers.get("Authorization"))) as port:
+        url = f"http://127.0.0.1:{port}"
         tok = tmp_path / "token"
         tok.write_text("abc\n")
         q = QuerySet(demand_rps="up")
@@ -225,9 +208,6 @@ def test_bearer_token_file_and_basic_auth_are_sent(tmp_path) -> None:  # type: i
         PrometheusSource(url, queries=q, bearer_token_file=tok).signals(1.0)
         PrometheusSource(url, queries=q, basic_auth=("u", "p")).signals(1.0)
         assert seen == ["Bearer abc", "Bearer rotated", "Basic dTpw"]
-    finally:
-        srv.shutdown()
-        srv.server_close()
 
 
 def test_presets_render_and_validate() -> None:
@@ -250,12 +230,10 @@ def test_presets_render_and_validate() -> None:
 
 def test_custom_ca_and_insecure_tls(tmp_path) -> None:  # type: ignore[no-untyped-def]
     """HTTPS with a self-signed certificate: trusted via ca_file, refused without it."""
-    import http.server
     import json
     import shutil
     import ssl
     import subprocess
-    import threading
 
     if shutil.which("openssl") is None:
         pytest.skip("openssl CLI not found: cannot make a test certificate")
@@ -267,33 +245,15 @@ def test_custom_ca_and_insecure_tls(tmp_path) -> None:  # type: ignore[no-untype
         check=True, capture_output=True, timeout=60,
     )
 
-    class H(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            body = json.dumps({"status": "success", "data": {"resultType": "vector", "result": [
-                {"metric": {}, "value": [1.0, "4"]}]}}).encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *a: object) -> None:
-            pass
-
-    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
+    body = json.dumps({"status": "success", "data": {"resultType": "vector", "result": [
+        {"metric": {}, "value": [1.0, "4"]}]}}).encode()
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.load_cert_chain(str(cert), str(key))
-    srv.socket = ctx.wrap_socket(srv.socket, server_side=True)
-    th = threading.Thread(target=srv.serve_forever, daemon=True)
-    th.start()
-    try:
-        url = f"https://127.0.0.1:{srv.server_port}"
+    with serve_static(body, "application/json", ssl_context=ctx) as port:
+        url = f"https://127.0.0.1:{port}"
         q = QuerySet(demand_rps="up")
         assert PrometheusSource(url, queries=q, ca_file=cert).signals(1.0).demand_rps == 4.0
         with pytest.raises(MetricsUnavailable, match=r"SSL|certificate"):
             PrometheusSource(url, queries=q, retries=0).signals(1.0)
         insecure = PrometheusSource(url, queries=q, insecure_skip_verify=True)
         assert insecure.signals(1.0).demand_rps == 4.0
-    finally:
-        srv.shutdown()
-        srv.server_close()
