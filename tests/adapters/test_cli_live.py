@@ -49,6 +49,19 @@ def kubeconfig(tmp_path: Path, kube: FakeKube) -> Path:
     return p
 
 
+def cluster_with_pa(kube: FakeKube, *, replicas: int, min_replicas: int) -> Any:
+    """The CRD, the worker Deployment and a PredictiveAutoscaler ``pa`` on the fake; its
+    API client."""
+    api = kube.api_client()
+    k8s.ApiextensionsV1Api(api).create_custom_resource_definition(crd())
+    kube.add_deployment(NS, DEP, replicas=replicas)
+    body = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "PredictiveAutoscaler",
+            "metadata": {"name": "pa", "namespace": NS},
+            "spec": {**SPEC, "minReplicas": min_replicas}}
+    k8s.CustomObjectsApi(api).create_namespaced_custom_object(GROUP, VERSION, NS, PLURAL, body)
+    return api
+
+
 def spec_file(tmp_path: Path, **over: Any) -> Path:
     p = tmp_path / "pa.yaml"
     p.write_text(yaml.safe_dump({**SPEC, **over}))
@@ -86,14 +99,7 @@ def test_dry_run_live_with_prometheus_down_holds_and_says_why(
 def test_dry_run_reads_the_cluster_and_never_writes(
         prom: PromEnv, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     with FakeKube() as kube:
-        api = kube.api_client()
-        k8s.ApiextensionsV1Api(api).create_custom_resource_definition(crd())
-        kube.add_deployment(NS, DEP, replicas=3)
-        body = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "PredictiveAutoscaler",
-                "metadata": {"name": "pa", "namespace": NS},
-                "spec": {**SPEC, "minReplicas": 6}}
-        k8s.CustomObjectsApi(api).create_namespaced_custom_object(GROUP, VERSION, NS, PLURAL,
-                                                                  body)
+        cluster_with_pa(kube, replicas=3, min_replicas=6)
         writes = len(kube.writes())
         rc = main(["dry-run", "--prometheus", prom.url, "--target", f"{NS}/pa",
                    "--kubeconfig", str(kubeconfig(tmp_path, kube)), "--ticks", "2"])
@@ -144,14 +150,7 @@ def test_run_scales_serves_health_and_stops_cleanly_on_sigterm(
     from prom_fixture import free_port
 
     with FakeKube() as kube:
-        api = kube.api_client()
-        k8s.ApiextensionsV1Api(api).create_custom_resource_definition(crd())
-        kube.add_deployment(NS, DEP, replicas=1)
-        body = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "PredictiveAutoscaler",
-                "metadata": {"name": "pa", "namespace": NS},
-                "spec": {**SPEC, "minReplicas": 3}}
-        k8s.CustomObjectsApi(api).create_namespaced_custom_object(GROUP, VERSION, NS, PLURAL,
-                                                                  body)
+        api = cluster_with_pa(kube, replicas=1, min_replicas=3)
         port = free_port()
         env = {**os.environ, "POD_NAMESPACE": "surgecast-system", "POD_NAME": "ctl-0"}
         proc = subprocess.Popen(
