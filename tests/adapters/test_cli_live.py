@@ -159,9 +159,13 @@ def test_run_scales_serves_health_and_stops_cleanly_on_sigterm(
              "--metrics-host", "127.0.0.1"],
             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         try:
+            # The tick writes the scale subresource first and the PA's status after it:
+            # wait for both, or the status read races the second write.
             deadline = time.time() + 30
             while time.time() < deadline:
-                if kube.objects[("deployments", NS, DEP)]["spec"]["replicas"] >= 3:
+                pa = kube.objects[(f"{PLURAL}.{GROUP}", NS, "pa")]
+                if (kube.objects[("deployments", NS, DEP)]["spec"]["replicas"] >= 3
+                        and "desiredReplicas" in pa.get("status", {})):
                     break
                 assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
                 time.sleep(0.2)
