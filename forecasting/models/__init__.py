@@ -15,6 +15,7 @@ from forecasting.models.auto import AutoForecaster
 from forecasting.models.ets import ETS
 from forecasting.models.gbm import QuantileGBM
 from forecasting.models.mstl import MSTLForecaster
+from forecasting.models.nowcast import Nowcast
 from forecasting.models.seasonal_naive import SeasonalNaive
 from forecasting.protocol import Forecaster
 
@@ -26,6 +27,7 @@ REGISTRY: dict[str, Callable[..., Forecaster]] = {
     "mstl": MSTLForecaster,
     "gbm": QuantileGBM,
     "auto": AutoForecaster,
+    "nowcast": Nowcast,
 }
 
 # the neural extra: listed only when torch and transformers are installed (imported lazily)

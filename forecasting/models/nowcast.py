@@ -1,0 +1,195 @@
+"""``nowcast``: a short-horizon forecaster for autoscaling, chosen per horizon by a
+rolling backtest of a few cheap rules.
+
+An autoscaler needs demand one cold start ahead (minutes), not tomorrow. At that horizon
+the best rule differs by trace: on smooth daily traffic the value one season ago wins; on
+traffic whose level drifts from day to day the *current* level wins (seasonal naive then
+carries yesterday's level and its errors are 2-6x larger on the ServeGen traces); on noisy
+low-rate traffic a short mean of the last few steps wins. So every forecast backtests
+these candidates on the recent origins, separately for each horizon step ``j``:
+
+- ``mean{k}``: the mean of the last ``k`` observations (``k`` in ``ks``; ``k = 1`` is
+  persistence, what the reactive rule assumes);
+- ``seasonal``: the value one season before the target (seasonal naive), when a season
+  is known and enough of it is observed;
+- ``seasonal_diff{k}``: ``mean{k}`` plus the change the previous season made from the
+  same phase to the target's phase (today's level, yesterday's shape).
+
+For each ``j`` the candidate with the lowest mean absolute error over the last ``window``
+origins is used, and its quantiles are its point forecast plus the empirical quantiles of
+its own errors at that horizon over the most recent ``quantile_window_s`` of those origins
+(volatility clusters in time: on ServeGen a 6-hour error window cut the 0.9-quantile
+pinball loss by a quarter against pooling five days), scaled by the current level when
+``relative`` (errors of traffic grow with its level). Everything is vectorised numpy: a
+forecast costs well under a millisecond per horizon step, cheap enough for every tick.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from forecasting.models._base import BaseForecaster
+from forecasting.seasonality import primary_season
+from forecasting.series import FloatArray, fill_for_fit
+
+__all__ = ["Nowcast"]
+
+
+class Nowcast(BaseForecaster):
+    """Per-horizon choice among persistence, short means and seasonal rules.
+
+    Args:
+        season: season length in steps; ``None`` detects it (as seasonal naive does);
+            ``1`` disables the seasonal candidates.
+        ks: window lengths (steps) of the ``mean`` and ``seasonal_diff`` candidates.
+        window: backtest origins scored per horizon (the most recent ones).
+        min_window: fewest scored origins needed before the first forecast.
+        relative: scale errors by the level at their origin (the mean of the last
+            ``max(ks)`` observations) and back by the current level, so the interval
+            follows the daily swing of the traffic; ``False`` pools absolute errors.
+        quantile_window_s: the errors the quantiles come from: the origins of this recent
+            span (seconds of history), at least ``min_quantile_window`` of them.
+        min_quantile_window: fewest errors behind the quantiles.
+    """
+
+    name = "nowcast"
+
+    def __init__(
+        self,
+        season: int | None = None,
+        *,
+        ks: Sequence[int] = (1, 3, 10),
+        window: int = 720,
+        min_window: int = 10,
+        relative: bool = True,
+        quantile_window_s: float = 6 * 3600.0,
+        min_quantile_window: int = 24,
+    ) -> None:
+        super().__init__()
+        if season is not None and season < 1:
+            raise ValueError(f"season must be >= 1 step, got {season}")
+        if not ks or min(ks) < 1:
+            raise ValueError(f"ks must be window lengths >= 1 step, got {list(ks)}")
+        if min_window < 2 or window < min_window:
+            raise ValueError(
+                f"need 2 <= min_window <= window, got min_window={min_window}, window={window}"
+            )
+        self.season_arg = season
+        self.ks = tuple(sorted(set(int(k) for k in ks)))
+        self.window = window
+        self.min_window = min_window
+        self.relative = relative
+        if not quantile_window_s > 0 or min_quantile_window < 2:
+            raise ValueError(
+                "need quantile_window_s > 0 and min_quantile_window >= 2, got "
+                f"{quantile_window_s} and {min_quantile_window}"
+            )
+        self.quantile_window_s = quantile_window_s
+        self.min_quantile_window = min_quantile_window
+        self.season = season or 1
+        self._filled: FloatArray = np.zeros(0)
+        self.chosen: list[str] = []
+
+    def min_history(self, step_s: float) -> int:
+        """The longest mean window plus ``min_window`` scored one-step origins."""
+        return max(self.ks) + self.min_window + 1
+
+    def _fit(self) -> None:
+        hist = self.history
+        if self.season_arg is None:
+            self.season = primary_season(hist)
+            if self.season >= len(hist):
+                self.season = 1
+        self._filled = fill_for_fit(hist, season=self.season)
+
+    def _on_update(self, n_new: int) -> None:
+        self._filled = fill_for_fit(self.history, season=self.season)
+
+    def _candidates(
+        self, origins: np.ndarray, j: int, csum: FloatArray, seasonal: bool
+    ) -> dict[str, FloatArray]:
+        """Point forecasts of every usable candidate for ``origins + j``."""
+        y = self._filled
+        out: dict[str, FloatArray] = {}
+        means: dict[int, FloatArray] = {}
+        for k in self.ks:
+            means[k] = (csum[origins + 1] - csum[origins + 1 - k]) / k
+            out[f"mean{k}"] = means[k]
+        m = self.season
+        if seasonal:
+            lag = m * -(-j // m)
+            back = origins - lag  # the origin one (or more) seasons earlier
+            past_target = y[origins + j - lag]
+            out["seasonal"] = past_target
+            for k in self.ks:
+                past_mean = (csum[back + 1] - csum[back + 1 - k]) / k
+                out[f"seasonal_diff{k}"] = means[k] + past_target - past_mean
+        return out
+
+    def _predict(self, h: int, quantiles: tuple[float, ...]) -> FloatArray:
+        y = self._filled
+        n = len(y)
+        observed = ~np.isnan(self.history.values)
+        step_s = self.history.step_s
+        csum = np.concatenate(([0.0], np.cumsum(y)))
+        kmax = max(self.ks)
+        qs = np.asarray(quantiles, dtype=np.float64)
+        out = np.empty((len(qs), h))
+        now = np.array([n - 1])
+        level_now = float((csum[n] - csum[n - kmax]) / kmax)
+        chosen: list[str] = []
+        for j in range(1, h + 1):
+            # origins whose target (o + j) is observed history; newest `window` of them
+            hi = n - 1 - j
+            lo = max(kmax - 1, hi - self.window + 1)
+            seasonal = self.season > 1
+            if seasonal:
+                # the seasonal rules need one season (and a mean window) behind the origin;
+                # score every candidate on the same origins, so drop the older ones, or
+                # leave the seasonal rules out until enough origins have a season behind
+                lo_s = self.season * -(-j // self.season) + kmax - 1
+                seasonal = hi - lo_s + 1 >= max(2, self.min_window // 2)
+                lo = max(lo, lo_s) if seasonal else lo
+            if hi - lo + 1 < 2:
+                # horizon longer than the history allows scoring: reuse the last horizon
+                if j == 1:
+                    out[:, 0] = y[-1]
+                    chosen.append("mean1")
+                else:
+                    out[:, j - 1] = out[:, j - 2]
+                    chosen.append(chosen[-1])
+                continue
+            origins = np.arange(lo, hi + 1)
+            target = y[origins + j]
+            keep = observed[origins + j]
+            cands = self._candidates(origins, j, csum, seasonal)
+            best, best_err = "mean1" if 1 in self.ks else f"mean{self.ks[0]}", np.inf
+            if keep.any():
+                for name, pred in cands.items():
+                    score = float(np.mean(np.abs((target - pred)[keep])))
+                    if score < best_err - 1e-12:
+                        best, best_err = name, score
+            point = float(self._candidates(now, j, csum, seasonal)[best][0])
+            nq = max(self.min_quantile_window, round(self.quantile_window_s / step_s))
+            recent = keep & (origins > hi - nq)
+            e = (target - cands[best])[recent]
+            if e.size == 0:
+                out[:, j - 1] = point
+                chosen.append(best)
+                continue
+            if self.relative:
+                lvl = ((csum[origins + 1] - csum[origins + 1 - kmax]) / kmax)[recent]
+                floor = max(1e-9, 0.05 * float(np.mean(np.abs(y[max(0, n - self.window) :]))))
+                offs = np.quantile(e / np.maximum(lvl, floor), qs) * max(level_now, floor)
+            else:
+                offs = np.quantile(e, qs)
+            out[:, j - 1] = point + offs
+            chosen.append(best)
+        self.chosen = chosen
+        return out
+
+    def _detail(self) -> str:
+        picks = sorted(set(self.chosen), key=self.chosen.index)
+        return f"season={self.season}, chosen={','.join(picks) or '-'}"
