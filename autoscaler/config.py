@@ -254,6 +254,12 @@ class Capacity(_Wire):
     """Planned utilisation of the active replicas by the reactive (HPA) rule, in (0, 1]."""
     forecast_utilization: float = Field(default=_CORE.forecast_util_ratio or 0.85, gt=0, le=1)
     """Planned utilisation of the replicas sized from the forecast quantile, in (0, 1]."""
+    target_utilization_while_predicting: float = Field(
+        default=_CORE.predicting_target_util_ratio or _CORE.target_util_ratio, gt=0, le=1
+    )
+    """Planned utilisation of the reactive (HPA) floor while a forecast is in use, in (0, 1],
+    never below targetUtilization, which applies without one (no history yet, a failed
+    model, or prediction switched off for being worse than the reactive rule)."""
     backlog_drain: DurationOrZero = _secs(_CORE.backlog_drain_s)
     """Active replicas also drain the observed queue within this duration (0s: off)."""
 
@@ -493,6 +499,7 @@ def to_policy_settings(spec: PredictiveAutoscalerSpec) -> PolicySettings:
         capacity_rps_per_replica=spec.capacity.requests_per_second_per_replica,
         target_util_ratio=spec.capacity.target_utilization,
         forecast_util_ratio=spec.capacity.forecast_utilization,
+        predicting_target_util_ratio=spec.capacity.target_utilization_while_predicting,
         backlog_drain_s=_seconds_or_zero(spec.capacity.backlog_drain),
         predictive_down_window_s=_seconds_or_zero(spec.forecast.scale_down_hold),
         quantile=spec.forecast.quantile,
@@ -589,8 +596,10 @@ def _message(err: Mapping[str, Any]) -> str:
     for p in ("Value error, ", "Assertion failed, "):
         if msg.startswith(p):
             return msg[len(p) :]
-    return msg[:1].lower() + msg[1:] + (
-        f", got {err.get('input')!r}" if kind.endswith("_type") or "parsing" in kind else ""
+    return (
+        msg[:1].lower()
+        + msg[1:]
+        + (f", got {err.get('input')!r}" if kind.endswith("_type") or "parsing" in kind else "")
     )
 
 

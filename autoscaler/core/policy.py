@@ -5,7 +5,9 @@ Order of one decision (all pure; ``now_s`` comes from the signals):
 
 1. bounds at ``now_s`` (base bounds overridden by active schedule windows);
 2. reactive floor: the HPA rule on demand per active pod (plus optional GPU tiers), and,
-   when a queue is observed, the replicas that drain it within ``backlog_drain_s``;
+   when a queue is observed, the replicas that drain it within ``backlog_drain_s``; while
+   a forecast is in use the floor plans ``predicting_target_util_ratio`` (it only has to
+   catch what the forecast misses), else ``target_util_ratio``;
 3. predictive: the replicas that must be *ready* at every moment of
    ``[now, now + lead + interval]`` for the chosen forecast quantile at the target
    utilisation (pods ordered now are ready only after the cold-start lead, so scaling down
@@ -114,7 +116,7 @@ class Policy:
                 queue_depth=signals.queue_depth,
             )
         lead_s = lead_est.lead_s
-        per_pod = cap_est.rps * s.target_util_ratio
+        per_pod = cap_est.rps * s.reactive_util(forecast is not None)
         per_pod_fc = cap_est.rps * s.forecast_util
         lo, hi, scheduled = bounds_at(s.schedule, now, s.min_replicas, s.max_replicas)
         comps: dict[str, float] = {

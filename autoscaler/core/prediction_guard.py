@@ -44,8 +44,8 @@ class GuardSettings:
 
     window: int = 40
     min_samples: int = 12
-    disable_ratio: float = 1.0
-    enable_ratio: float = 0.9
+    disable_ratio: float = 1.1
+    enable_ratio: float = 1.0
     max_pending: int = 512
     floor_rps: float = 0.05
 
@@ -129,8 +129,11 @@ class PredictionGuard:
             return self
         left = tuple(p for p in self.pending if p.due_s > now_s)
         new = tuple(
-            _Score(abs(p.median - demand_now), abs(p.persisted - demand_now),
-                   demand_now <= p.upper + 1e-9)
+            _Score(
+                abs(p.median - demand_now),
+                abs(p.persisted - demand_now),
+                demand_now <= p.upper + 1e-9,
+            )
             for p in due
         )
         scores = (self.scores + new)[-self.settings.window :]

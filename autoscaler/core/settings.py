@@ -191,6 +191,13 @@ class PolicySettings:
             quantile (``None``: ``target_util_ratio``). The quantile already holds the
             forecast's uncertainty, so it is higher than the reactive target by default
             (planning the 0.9 quantile at 70 % stacks two margins: 1.43x the GPUs at once).
+        predicting_target_util_ratio: planned utilisation of the reactive (HPA) floor while
+            a forecast is in use, never below ``target_util_ratio`` (``None``:
+            ``target_util_ratio`` always). The forecast
+            already orders capacity one cold start ahead of the demand; the floor then only
+            has to catch what the forecast misses, so it can run hotter. Without a forecast
+            (no history yet, a failed model, or the prediction guard switched prediction off
+            for being worse than the reactive rule) the floor plans ``target_util_ratio``.
         quantile: forecast quantile sized for (the SLO-versus-cost knob).
         min_replicas, max_replicas: base bounds of the total replica count.
         interval_s: the controller's tick.
@@ -241,6 +248,7 @@ class PolicySettings:
     predictive_down_window_s: float = 60.0
     backlog_drain_s: float = 60.0
     forecast_util_ratio: float | None = 0.85
+    predicting_target_util_ratio: float | None = 0.9
 
     def __post_init__(self) -> None:
         def need(ok: bool, msg: str) -> None:
@@ -296,6 +304,11 @@ class PolicySettings:
             fu is None or 0 < fu <= 1,
             f"forecast_util_ratio must be in (0, 1] or None, got {fu}",
         )
+        pu = self.predicting_target_util_ratio
+        need(
+            pu is None or 0 < pu <= 1,
+            f"predicting_target_util_ratio must be in (0, 1] or None, got {pu}",
+        )
         need(
             math.isfinite(self.backlog_drain_s) and self.backlog_drain_s >= 0,
             f"backlog_drain_s must be >= 0 (0 disables), got {self.backlog_drain_s}",
@@ -305,6 +318,13 @@ class PolicySettings:
     def target_rps_per_replica(self) -> float:
         """Planned load per active replica: capacity times target utilisation."""
         return self.capacity_rps_per_replica * self.target_util_ratio
+
+    def reactive_util(self, predicting: bool) -> float:
+        """Planned utilisation of the reactive floor, with or without a forecast in use."""
+        pu = self.predicting_target_util_ratio
+        if predicting and pu is not None:
+            return max(pu, self.target_util_ratio)
+        return self.target_util_ratio
 
     @property
     def forecast_util(self) -> float:

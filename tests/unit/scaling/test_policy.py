@@ -68,13 +68,34 @@ def test_monotone_in_forecast(c: int, d: float, level: float, factor: float, ram
 
 
 @settings(max_examples=60, deadline=None)
-@given(cur, dem, lvl)
-def test_never_below_reactive_rule(c: int, d: float, level: float) -> None:
+@given(cur, dem, lvl, st.booleans())
+def test_never_below_reactive_rule(c: int, d: float, level: float, predicting: bool) -> None:
+    """Never below the HPA rule at the target in effect: ``target_util_ratio`` without a
+    forecast, ``predicting_target_util_ratio`` while one is in use."""
     s = PolicySettings(CAP, min_replicas=0, max_replicas=1000)
-    dec, _ = Policy(s).decide(sig(c, d), fc(level))
-    reactive = hpa_replicas(c, d, s.target_rps_per_replica, ready=c)
+    dec, _ = Policy(s).decide(sig(c, d), fc(level) if predicting else None)
+    util = s.predicting_target_util_ratio if predicting else s.target_util_ratio
+    assert util is not None
+    reactive = hpa_replicas(c, d, CAP * util, ready=c)
     up_cap = max(2 * c, c + 4)
     assert dec.total >= min(reactive, up_cap)
+
+
+def test_reactive_floor_runs_hotter_only_while_a_forecast_is_in_use() -> None:
+    """900 req/s on 10 pods of 10 req/s: the HPA at 70 % asks for 129 pods, at 90 % for
+    100; a forecast that sees no more demand than now lets the floor plan 90 %."""
+    s = PolicySettings(CAP, min_replicas=0, max_replicas=1000, predicting_target_util_ratio=0.9)
+    p = Policy(s)
+    low = fc(100.0, factor=0.5)
+    with_fc, _ = p.decide(sig(100, 900.0), low)
+    without, _ = p.decide(sig(100, 900.0), None)
+    assert with_fc.components["reactive"] == 100 and with_fc.total == 100
+    assert without.components["reactive"] == 129 and without.total == 129
+    # never below target_util_ratio, and None keeps the HPA's target always
+    hot = PolicySettings(CAP, target_util_ratio=0.95, predicting_target_util_ratio=0.9)
+    assert hot.reactive_util(True) == 0.95
+    off = PolicySettings(CAP, predicting_target_util_ratio=None)
+    assert off.reactive_util(True) == off.reactive_util(False) == 0.7
 
 
 @settings(max_examples=60, deadline=None)
@@ -148,6 +169,7 @@ def test_tiers_raise_the_floor() -> None:
         ({"quantile": 1.0}, "quantile"),
         ({"min_replicas": 5, "max_replicas": 2}, "min_replicas"),
         ({"forecast_util_ratio": 1.5}, "forecast_util_ratio"),
+        ({"predicting_target_util_ratio": 0.0}, "predicting_target_util_ratio"),
         ({"predictive_down_window_s": -1}, "predictive_down_window_s"),
         ({"backlog_drain_s": float("nan")}, "backlog_drain_s"),
     ],
@@ -185,7 +207,9 @@ def at(t: float, current: int, demand: float, **kw: float) -> Signals:
 def test_forecast_is_held_only_for_the_predictive_window() -> None:
     # a forecast peak that passes: the predictive recommendation is not held for the HPA's
     # 300 s (the forecast already covered the cold-start lead), only for 60 s
-    s = PolicySettings(CAP, max_replicas=1000, forecast_util_ratio=1.0)
+    s = PolicySettings(
+        CAP, max_replicas=1000, forecast_util_ratio=1.0, predicting_target_util_ratio=None
+    )
     p = Policy(s)
     dec, st = p.decide(at(0, 10, 50.0), flat(300.0))
     assert dec.total == 20  # 30 wanted, scale-up limit max(2x, +4)
@@ -203,7 +227,8 @@ def test_forecast_is_held_only_for_the_predictive_window() -> None:
 
 
 def test_pods_beyond_the_warm_plan_serve() -> None:
-    p = Policy(PolicySettings(CAP, max_replicas=1000, warm_max=3, forecast_util_ratio=1.0))
+    p = Policy(PolicySettings(CAP, max_replicas=1000, warm_max=3, forecast_util_ratio=1.0,
+                              predicting_target_util_ratio=None))
     dec, st = p.decide(at(0, 20, 130.0), flat(100.0))  # reactive: 130/7 -> 19 (tolerance)
     dec, st = p.decide(at(15, 20, 20.0), flat(20.0), st)  # demand falls; stabilized at 20
     assert dec.total == 20 and dec.reason is Reason.SCALE_DOWN_STABILIZED
