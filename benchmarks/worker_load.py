@@ -10,7 +10,14 @@ Starts a worker process per configuration on a loopback port (or targets ``--url
   5. warm -> first served: a worker started as warm is promoted by the admin API and a
      request is sent at once; time from the promote call to that response.
 
-  6. ``--compare-transformers-cb``: instead of the above, in-process and without HTTP, our
+  6. ``--admission-ab``: instead of the above, token-level vs batch-level admission
+     (``--admission token|batch``), interleaved ``--reps`` times, at ``--concurrency`` with
+     mixed ``--mixed-max-tokens`` (default half 8, half 64 tokens): TTFT p50/p99, latency of
+     the short and the long requests, throughput. With ``--inproc`` the real scheduler and
+     engine run in this process without HTTP (the load generator and the event loop's SSE
+     writing no longer share the CPU with the decode thread), eos disabled.
+
+  7. ``--compare-transformers-cb``: instead of the above, in-process and without HTTP, our
      engine's batched decode vs transformers' continuous batching (``generate_batch``) on the
      same greedy prompts.
 
@@ -121,6 +128,7 @@ class Sample:
     latency_s: float
     ttft_s: float
     tokens: int
+    max_tokens: int
 
 
 async def one(client: httpx.AsyncClient, url: str, name: str, max_tokens: int, i: int) -> Sample:
@@ -145,7 +153,7 @@ async def one(client: httpx.AsyncClient, url: str, name: str, max_tokens: int, i
             elif ttft is None:
                 ttft = time.perf_counter() - t0
     end = time.perf_counter() - t0
-    return Sample(end, ttft if ttft is not None else end, tokens)
+    return Sample(end, ttft if ttft is not None else end, tokens, max_tokens)
 
 
 def _probe(port: int, mport: int, stop: MpEvent, out: Connection) -> None:
@@ -166,19 +174,29 @@ def _probe(port: int, mport: int, stop: MpEvent, out: Connection) -> None:
     out.send((main_ms, side_ms))
 
 
-async def run_load(url: str, name: str, conc: int, n: int, max_tokens: int) -> dict[str, float]:
+async def run_load(
+    url: str, name: str, conc: int, n: int, max_tokens: int | list[int]
+) -> dict[str, float]:
+    """``n`` streamed requests, ``conc`` at a time; request ``i`` asks for
+    ``max_tokens[i % len(max_tokens)]`` tokens when a list is given."""
+    mts = max_tokens if isinstance(max_tokens, list) else [max_tokens]
     sem = asyncio.Semaphore(conc)
     async with httpx.AsyncClient(timeout=600, limits=httpx.Limits(max_connections=conc + 4)) as c:
 
         async def task(i: int) -> Sample:
             async with sem:
-                return await one(c, url, name, max_tokens, i)
+                return await one(c, url, name, mts[i % len(mts)], i)
 
         t0 = time.perf_counter()
         samples = await asyncio.gather(*(task(i) for i in range(n)))
         wall = time.perf_counter() - t0
     lat = sorted(s.latency_s for s in samples)
     ttft = sorted(s.ttft_s for s in samples)
+    extra: dict[str, float] = {}
+    if len(mts) > 1:
+        for label, mt in (("short", min(mts)), ("long", max(mts))):
+            xs = sorted(s.latency_s for s in samples if s.max_tokens == mt)
+            extra[f"{label}_p50_s"] = statistics.median(xs)
     return {
         "conc": conc,
         "req_s": n / wall,
@@ -187,6 +205,7 @@ async def run_load(url: str, name: str, conc: int, n: int, max_tokens: int) -> d
         "p99_s": pct(lat, 0.99),
         "ttft_p50_s": statistics.median(ttft),
         "ttft_p99_s": pct(ttft, 0.99),
+        **extra,
     }
 
 
@@ -281,6 +300,114 @@ def compare_transformers_cb(path: str, n: int, max_tokens: int, threads: int) ->
     table(rows, f"engine level, {n} greedy prompts x {max_tokens} tokens, torch threads {threads}")
 
 
+def inproc_load(
+    path: str, admission: str, conc: int, n: int, mts: list[int], max_batch: int
+) -> dict[str, float]:
+    """The real :class:`Scheduler` and engine on an event loop, no HTTP: ``n`` requests,
+    ``conc`` at a time, eos disabled so both admission modes decode the same tokens."""
+    from pathlib import Path
+
+    from model_worker.config import WorkerConfig
+    from model_worker.engine import SamplingParams, TransformersEngine
+    from model_worker.metrics import WorkerMetrics
+    from model_worker.scheduler import Prepared, Scheduler
+
+    eng = TransformersEngine.load(Path(path), "bench")
+    eng.eos_ids = frozenset()
+    cfg = WorkerConfig(
+        model_path=Path(path),
+        admission=admission,  # type: ignore[arg-type]
+        max_batch=max_batch,
+        torch_threads=1,
+    )
+
+    async def go() -> dict[str, float]:
+        sched = Scheduler(eng, WorkerMetrics("bench"), cfg)
+        runner = asyncio.create_task(sched.run())
+        sem = asyncio.Semaphore(conc)
+        ttft: list[float] = []
+        lat: dict[int, list[float]] = {mt: [] for mt in mts}
+
+        async def one(i: int) -> int:
+            async with sem:
+                mt = mts[i % len(mts)]
+                ids = eng.encode_prompt(f"Request {i}: tell me about autoscaling")
+                prep = Prepared("completion", ids, SamplingParams(mt, 0.0), True, False, "b", 0)
+                job = sched.new_job(prep)
+                sched.submit(job, bounded=False)
+                while True:
+                    item = await job.out.get()
+                    if isinstance(item, BaseException):
+                        raise item
+                    if item[2] is not None:
+                        break
+                assert job.first_token_at is not None and job.finished_at is not None
+                ttft.append(job.first_token_at - job.arrival)
+                lat[mt].append(job.finished_at - job.arrival)
+                return item[1]
+
+        t0 = time.perf_counter()
+        tokens = sum(await asyncio.gather(*(one(i) for i in range(n))))
+        wall = time.perf_counter() - t0
+        runner.cancel()
+        ttft.sort()
+        row = {
+            "conc": conc,
+            "req_s": n / wall,
+            "tok_s": tokens / wall,
+            "ttft_p50_s": statistics.median(ttft),
+            "ttft_p99_s": pct(ttft, 0.99),
+        }
+        if len(mts) > 1:
+            row["short_p50_s"] = statistics.median(lat[min(mts)])
+            row["long_p50_s"] = statistics.median(lat[max(mts)])
+        return row
+
+    return asyncio.run(go())
+
+
+def admission_ab(args: argparse.Namespace) -> None:
+    """Token- vs batch-level admission, interleaved: for each rep, each mode gets a fresh
+    worker and the whole concurrency sweep with mixed ``max_tokens``."""
+    mts = [int(x) for x in args.mixed_max_tokens.split(",")]
+    concs = [int(c) for c in args.concurrency.split(",")]
+    extra = shlex.split(args.worker_args)
+    rows: list[dict[str, float]] = []
+    for rep in range(1, args.reps + 1):
+        for mode in ("batch", "token"):
+            if args.inproc:
+                for conc in concs:
+                    n = max(args.requests, 2 * conc)
+                    row = inproc_load(args.model_path, mode, conc, n, mts, args.max_batch)
+                    rows.append({"admission": mode, "rep": rep, **row})  # type: ignore[dict-item]
+                continue
+            w = start_worker(
+                args.model_path,
+                args.name,
+                "--max-batch",
+                str(args.max_batch),
+                "--admission",
+                mode,
+                *extra,
+            )
+            try:
+                asyncio.run(run_load(w.url, args.name, 4, 4, 4))  # warm the HTTP path
+                for conc in concs:
+                    n = max(args.requests, 2 * conc)
+                    row = asyncio.run(run_load(w.url, args.name, conc, n, mts))
+                    rows.append({"admission": mode, "rep": rep, **row})  # type: ignore[dict-item]
+                    print(f"  {mode} rep {rep} conc {conc}: done", flush=True)
+            finally:
+                w.stop()
+    rows.sort(key=lambda r: (r["conc"], str(r["admission"]), r["rep"]))
+    where = "in-process scheduler + engine, no HTTP, eos off" if args.inproc else "over HTTP"
+    table(
+        rows,
+        f"admission A/B, {where} (max_batch {args.max_batch}; max_tokens alternating {mts}; "
+        f"at least {args.requests} requests and 2x concurrency per point)",
+    )
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--model-path", required=True)
@@ -299,7 +426,22 @@ def main() -> int:
         help="only compare the engine's batching with transformers' generate_batch",
     )
     ap.add_argument("--torch-threads", type=int, default=1, help="for --compare-transformers-cb")
+    ap.add_argument(
+        "--admission-ab",
+        action="store_true",
+        help="only compare --admission token and batch (interleaved, mixed max_tokens)",
+    )
+    ap.add_argument("--mixed-max-tokens", default="8,64", help="for --admission-ab")
+    ap.add_argument("--reps", type=int, default=2, help="for --admission-ab")
+    ap.add_argument(
+        "--inproc",
+        action="store_true",
+        help="for --admission-ab: drive the scheduler in-process (no HTTP, no worker process)",
+    )
     args = ap.parse_args()
+    if args.admission_ab:
+        admission_ab(args)
+        return 0
     if args.compare_transformers_cb:
         compare_transformers_cb(args.model_path, 16, args.max_tokens, args.torch_threads)
         return 0

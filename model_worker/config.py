@@ -18,6 +18,7 @@ ENV_PREFIX = "SURGECAST_WORKER_"
 Dtype = Literal["auto", "fp32", "fp16", "bf16"]
 Role = Literal["warm", "active"]
 Quantization = Literal["none", "int8"]
+Admission = Literal["token", "batch"]
 
 
 class ConfigError(ValueError):
@@ -54,6 +55,11 @@ class WorkerConfig(BaseModel):
     )
     max_queue: int = Field(64, ge=1, description="waiting requests before 429")
     max_batch: int = Field(16, ge=1, description="most sequences decoded together")
+    admission: Admission = Field(
+        "token",
+        description="token = queued requests join the running batch between decode steps; "
+        "batch = a batch decodes to completion before the next one starts",
+    )
     batch_wait_ms: float = Field(5.0, ge=0, description="wait to fill a batch once one is queued")
     max_tokens_cap: int = Field(512, ge=1, description="largest max_tokens a request may ask")
     default_max_tokens: int = Field(16, ge=1, description="max_tokens when a request omits it")

@@ -2,10 +2,13 @@
 
 :class:`Engine` is what serving needs: encode a prompt or a chat, and decode a *batch* of
 requests together, reporting text deltas through each request's ``emit`` callback.
-:class:`TransformersEngine` loads a local directory (safetensors, memory-mapped, sharded or
-not) or a ``.gguf`` file, and runs its own batched decode loop: left-padded prefill, then one
-forward per step over the batch with the KV cache, sampling each row with its own
-temperature, top-p and seeded generator. (transformers' continuous-batching manager shares
+:class:`Stepwise` engines also decode step by step, so the scheduler can admit requests into
+a running batch between steps. :class:`TransformersEngine` loads a local directory
+(safetensors, memory-mapped, sharded or not) or a ``.gguf`` file, and runs its own batched
+decode loop (:mod:`model_worker.decode`): left-padded prefill, then one forward per step over
+the batch with the KV cache, sampling each row with its own temperature, top-p and seeded
+generator; new rows merge into the running cache, finished rows leave it.
+(transformers' continuous-batching manager shares
 one sampling config and one RNG across requests, so it cannot honour a per-request ``seed``
 or mix greedy and sampled rows; see docs/model-worker.md.)
 """
@@ -19,6 +22,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol, runtime_checkable
+
+from model_worker.decode import DecodeBatch, mergeable_cache
 
 FinishReason = Literal["stop", "length"]
 Emit = Callable[[str, int, "FinishReason | None"], None]
@@ -71,6 +76,34 @@ class Engine(Protocol):
         ...
 
 
+class DecodeSession(Protocol):
+    """A running batch decoded step by step (token-level admission)."""
+
+    def __len__(self) -> int:
+        """Live rows."""
+        ...
+
+    @property
+    def can_admit(self) -> bool:
+        """Whether :meth:`admit` may be called now."""
+        ...
+
+    def admit(self, reqs: list[EngineRequest]) -> list[EngineRequest]:
+        """Prefill ``reqs`` and join them to the batch; returns those that already left."""
+        ...
+
+    def step(self) -> list[EngineRequest]:
+        """Decode one token per live row; returns the requests that left the batch."""
+        ...
+
+
+@runtime_checkable
+class Stepwise(Protocol):
+    """An engine that can decode a batch step by step, admitting requests between steps."""
+
+    def new_batch(self) -> DecodeSession: ...
+
+
 @runtime_checkable
 class Offloadable(Protocol):
     """An engine whose weights can leave the accelerator while the worker is warm (vLLM's
@@ -109,46 +142,6 @@ def pick_dtype(dtype: str, device: str) -> Any:
     return torch.float32
 
 
-class _Detok:
-    """Incremental detokenizer with stop strings: emits only text that can no longer change."""
-
-    def __init__(self, tokenizer: Any, req: EngineRequest) -> None:
-        self.tok = tokenizer
-        self.req = req
-        self.ids: list[int] = []
-        self.sent = 0
-        self.hold = max((len(s) for s in req.params.stop), default=1) - 1
-        self.done = False
-
-    def push(self, token_id: int, is_eos: bool) -> None:
-        if self.done:
-            return
-        if self.req.cancelled.is_set():
-            self.done = True
-            return
-        if not is_eos:
-            self.ids.append(token_id)
-        text = self.tok.decode(self.ids, skip_special_tokens=True)
-        finish: FinishReason | None = None
-        cut = min((i for i in (text.find(s) for s in self.req.params.stop) if i >= 0), default=-1)
-        if cut >= 0:
-            text, finish = text[:cut], "stop"
-        elif is_eos:
-            finish = "stop"
-        elif len(self.ids) >= self.req.params.max_tokens:
-            finish = "length"
-        if finish is None:
-            safe = len(text) - self.hold
-            while safe > self.sent and text[safe - 1] == "\ufffd":
-                safe -= 1  # an incomplete UTF-8 sequence: wait for the next token
-            if safe > self.sent:
-                self.req.emit(text[self.sent : safe], len(self.ids), None)
-                self.sent = safe
-            return
-        self.done = True
-        self.req.emit(text[self.sent :] if len(text) > self.sent else "", len(self.ids), finish)
-
-
 class TransformersEngine:
     """A causal LM from a local folder (or ``.gguf`` file), decoded in batches."""
 
@@ -178,7 +171,10 @@ class TransformersEngine:
         self.pad_id = int(pad if pad is not None else (min(eos) if eos else 0))
         # transformers 5.x renamed ``past_key_values`` to ``cache``; accept both generations
         params = inspect.signature(model.forward).parameters
-        self._cache_kw = "cache" if "cache" in params else "past_key_values"
+        self.cache_kw = "cache" if "cache" in params else "past_key_values"
+        self._logits_to_keep = "logits_to_keep" in params
+        # whether requests can join a running batch (a plain full-attention KV cache)
+        self.mergeable = mergeable_cache(model)
 
     @classmethod
     def load(
@@ -265,66 +261,28 @@ class TransformersEngine:
         ids: list[int] = self.tokenizer(text, add_special_tokens=False)["input_ids"]
         return ids
 
-    def generate(self, batch: Sequence[EngineRequest]) -> None:
-        import torch
+    def new_batch(self) -> DecodeBatch:
+        """An empty step-wise decode batch on this engine (see :mod:`model_worker.decode`)."""
+        return DecodeBatch(self)
 
+    def generate(self, batch: Sequence[EngineRequest]) -> None:
+        """Decode ``batch`` to completion: one left-padded prefill, then steps; finished rows
+        leave the running cache as they finish."""
         if not batch:
             return
-        with torch.inference_mode():
-            self._generate(list(batch))
+        run = self.new_batch()
+        run.admit(list(batch))
+        while len(run):
+            run.step()
 
-    def _sample(self, logits: Any, reqs: list[EngineRequest], gens: list[Any]) -> list[int]:
-        import torch
-
-        rows = logits.float()
-        out: list[int] = rows.argmax(dim=-1).tolist()  # greedy rows: one vectorized call
-        for i, req in enumerate(reqs):
-            p = req.params
-            row = rows[i]
-            if p.temperature <= 0:
-                continue
-            probs = torch.softmax(row / p.temperature, dim=-1)
-            if p.top_p < 1.0:
-                sorted_p, idx = torch.sort(probs, descending=True)
-                keep = torch.cumsum(sorted_p, dim=-1) - sorted_p < p.top_p
-                keep[0] = True
-                probs = torch.zeros_like(probs).scatter(0, idx[keep], sorted_p[keep])
-            out[i] = int(torch.multinomial(probs, 1, generator=gens[i]))
-        return out
-
-    def _generate(self, reqs: list[EngineRequest]) -> None:
-        import torch
-
-        dev = self.model.device
-        gens = []
-        for r in reqs:
-            g = torch.Generator(device="cpu")
-            g.manual_seed(r.params.seed if r.params.seed is not None else int(torch.seed()))
-            gens.append(g)
-        detoks = [_Detok(self.tokenizer, r) for r in reqs]
-        width = max(len(r.prompt_ids) for r in reqs)
-        ids = torch.full((len(reqs), width), self.pad_id, dtype=torch.long)
-        mask = torch.zeros((len(reqs), width), dtype=torch.long)
-        for i, r in enumerate(reqs):
-            ids[i, width - len(r.prompt_ids) :] = torch.tensor(r.prompt_ids, dtype=torch.long)
-            mask[i, width - len(r.prompt_ids) :] = 1
-        ids, mask = ids.to(dev), mask.to(dev)
-        pos = (mask.cumsum(-1) - 1).clamp(min=0)
-        out = self.model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True)
-        steps = max(r.params.max_tokens for r in reqs)
-        for _ in range(steps):
-            nxt = self._sample(out.logits[:, -1, :].cpu(), reqs, gens)
-            for d, tok in zip(detoks, nxt, strict=True):
-                d.push(tok, tok in self.eos_ids)
-            if all(d.done for d in detoks):
-                break
-            col = torch.tensor(nxt, dtype=torch.long, device=dev).unsqueeze(-1)
-            mask = torch.cat([mask, torch.ones_like(col)], dim=-1)
-            pos = pos[:, -1:] + 1
-            out = self.model(
-                input_ids=col,
-                attention_mask=mask,
-                position_ids=pos,
-                use_cache=True,
-                **{self._cache_kw: getattr(out, self._cache_kw)},
-            )
+    def forward(self, ids: Any, mask: Any, pos: Any, cache: Any) -> Any:
+        """One model forward with a 2-D attention mask and explicit position ids, keeping
+        only the last position's logits; ``cache`` None starts a new ``DynamicCache``."""
+        kwargs: dict[str, Any] = {}
+        if cache is not None:
+            kwargs[self.cache_kw] = cache
+        if self._logits_to_keep:
+            kwargs["logits_to_keep"] = 1
+        return self.model(
+            input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True, **kwargs
+        )

@@ -151,7 +151,11 @@ class WorkerMetrics:
             P + "num_requests_waiting", "Requests queued for a batch", m, registry=r
         ).labels(model_name)
         self.batch_size = Histogram(
-            P + "batch_size", "Sequences per decoded batch", m, buckets=BATCH_BUCKETS, registry=r
+            P + "batch_size",
+            "Sequences per decode step (per batch with --admission batch)",
+            m,
+            buckets=BATCH_BUCKETS,
+            registry=r,
         ).labels(model_name)
         self.cache_hits = Counter(
             P + "cache_hits", "Deterministic requests answered from cache", m, registry=r

@@ -1,6 +1,17 @@
-"""The batch scheduler: a bounded queue of admitted requests, grouped into batches of at most
-``max_batch`` and decoded by the engine on a dedicated decode thread; a batch runs to
-completion while the next one gathers (batch-level admission).
+"""The batch scheduler: a bounded queue of admitted requests, decoded by the engine in batches
+of at most ``max_batch`` on a dedicated decode thread.
+
+Two admission modes (``admission``):
+
+* ``token`` (default, for :class:`~model_worker.engine.Stepwise` engines): the decode thread
+  loops over decode steps of one running batch; between two steps it takes queued requests
+  up to ``max_batch`` and joins them to the batch (their prefill runs, their cache rows merge
+  into the running KV cache); finished and cancelled rows leave after each step. A request
+  arriving while a long one decodes gets its first token after at most one step and one
+  prefill, instead of after the whole batch. Under a backlog (more waiting than free slots)
+  it admits once ``min_admit`` (``max_batch // 4``) slots are free, so the backlog's
+  prefills share forwards instead of costing one extra forward per freed slot.
+* ``batch``: a batch runs to completion while the next one gathers (the previous behaviour).
 
 The decode thread runs at a lower OS priority (``decode_nice``) than the HTTP threads, so the
 event loop that writes the token streams and the ``/metrics`` thread are scheduled first when
@@ -8,8 +19,9 @@ the CPU is contended; the CUDA kernels and torch's CPU ops release the GIL, and 
 interval bounds how long the loop waits for the decode thread's Python stretches.
 
 Weight offload (``offload_when_warm``): :meth:`Scheduler.want_resident` says where the weights
-should be. The scheduler moves them only between batches and on the decode thread, so a move
-never overlaps a decode: offload once idle while warm, restore at once on promotion. A
+should be. The scheduler moves them only while no batch runs (in token mode: once the running
+batch has emptied and nothing waits) and on the decode thread, so a move never overlaps a
+decode: offload once idle while warm, restore at once on promotion. A
 request that arrives while the weights are away or coming back waits in the queue (bounded as
 always) and is served after the restore; a warm worker still answers, restoring on demand.
 """
@@ -30,11 +42,13 @@ from typing import Any
 
 from model_worker.config import WorkerConfig
 from model_worker.engine import (
+    DecodeSession,
     Engine,
     EngineRequest,
     FinishReason,
     Offloadable,
     SamplingParams,
+    Stepwise,
 )
 from model_worker.errors import ServingError
 from model_worker.metrics import WorkerMetrics
@@ -106,11 +120,20 @@ class Scheduler:
         self.max_batch = cfg.max_batch
         self.batch_wait_s = cfg.batch_wait_ms / 1000.0
         self.pending: deque[Job] = deque()
+        self._qlock = threading.Lock()  # pending is popped by the decode thread (token mode)
         self.running = 0
+        self._stepwise: Stepwise | None = (
+            engine if cfg.admission == "token" and isinstance(engine, Stepwise) else None
+        )
+        self._stopping = False
+        # token mode with more requests waiting than free slots: admit once this many slots
+        # are free, so the prefills of a backlog share a forward instead of one per step
+        self.min_admit = max(1, self.max_batch // 4)
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._wake = asyncio.Event()
         self.last_batch_s = 0.5
         self._lock = threading.Lock()
-        self._buffer: list[tuple[Job, Event]] = []
+        self._buffer: list[tuple[Job, Event | BaseException]] = []
         self._flush_scheduled = False
         self._decode = ThreadPoolExecutor(
             1,
@@ -177,23 +200,50 @@ class Scheduler:
             time.perf_counter(),
             EngineRequest(prep.prompt_ids, prep.params, lambda *_: None),
         )
-        job.request.emit = self._emitter(job, asyncio.get_running_loop())
+        self._loop = asyncio.get_running_loop()
+        job.request.emit = self._emitter(job, self._loop)
         return job
+
+    @property
+    def admission(self) -> str:
+        """``token`` when requests join running batches, else ``batch``."""
+        return "token" if self._stepwise is not None else "batch"
 
     def submit(self, job: Job, bounded: bool = True) -> None:
         """Queue ``job``; raise 429 when the queue is full (unless ``bounded`` is False)."""
-        if bounded and len(self.pending) >= self.max_queue:
-            retry = max(1, math.ceil(self.last_batch_s * (1 + len(self.pending) / self.max_batch)))
-            raise ServingError(
-                429,
-                f"server busy: {len(self.pending)} requests waiting (max_queue={self.max_queue})",
-                type_="rate_limit_error",
-                code="queue_full",
-                headers={"Retry-After": str(retry)},
-            )
-        self.pending.append(job)
-        self.metrics.waiting.set(len(self.pending))
-        self._wake.set()
+        with self._qlock:
+            waiting = len(self.pending)
+            if not bounded or waiting < self.max_queue:
+                self.pending.append(job)
+                self.metrics.waiting.set(waiting + 1)
+                self._wake.set()
+                return
+        retry = max(1, math.ceil(self.last_batch_s * (1 + waiting / self.max_batch)))
+        raise ServingError(
+            429,
+            f"server busy: {waiting} requests waiting (max_queue={self.max_queue})",
+            type_="rate_limit_error",
+            code="queue_full",
+            headers={"Retry-After": str(retry)},
+        )
+
+    def _take(self, n: int) -> list[Job]:
+        """Pop up to ``n`` queued jobs that are not cancelled (any thread)."""
+        jobs: list[Job] = []
+        with self._qlock:
+            while self.pending and len(jobs) < n:
+                job = self.pending.popleft()
+                if not job.request.cancelled.is_set():
+                    jobs.append(job)
+            self.metrics.waiting.set(len(self.pending))
+        return jobs
+
+    def _started(self, jobs: list[Job]) -> None:
+        now = time.perf_counter()
+        for job in jobs:
+            job.started_at = now
+            self.metrics.queue_time.observe(now - job.arrival)
+            self.metrics.prompt_tokens.inc(len(job.prepared.prompt_ids))
 
     def _emitter(self, job: Job, loop: asyncio.AbstractEventLoop) -> Callable[..., None]:
         """The engine-thread callback of ``job``. Events of all rows are buffered and handed
@@ -215,6 +265,19 @@ class Scheduler:
 
         return emit
 
+    def _fail(self, jobs: list[Job], exc: BaseException) -> None:
+        """Hand ``exc`` to each job's consumer (a 500); callable from the decode thread."""
+        if not jobs:
+            return
+        loop = self._loop
+        assert loop is not None, "jobs exist only once new_job ran on the event loop"
+        with self._lock:
+            self._buffer.extend((job, exc) for job in jobs)
+            if self._flush_scheduled:
+                return
+            self._flush_scheduled = True
+        loop.call_soon_threadsafe(self._flush)
+
     def _flush(self) -> None:
         with self._lock:
             items, self._buffer = self._buffer, []
@@ -224,6 +287,7 @@ class Scheduler:
 
     async def run(self) -> None:
         """The scheduling loop (a task for the server's lifetime)."""
+        loop = asyncio.get_running_loop()
         try:
             while True:
                 while not self.pending:
@@ -233,29 +297,83 @@ class Scheduler:
                         await self._wake.wait()
                 if self.batch_wait_s > 0 and len(self.pending) < self.max_batch:
                     await asyncio.sleep(self.batch_wait_s)
-                batch: list[Job] = []
-                while self.pending and len(batch) < self.max_batch:
-                    job = self.pending.popleft()
-                    if not job.request.cancelled.is_set():
-                        batch.append(job)
-                self.metrics.waiting.set(len(self.pending))
+                if self._stepwise is not None:
+                    if self._movable is not None and self._movable.offloaded:
+                        await self._move(to_device=True)  # queued requests wait for the restore
+                    # runs until the batch is empty and nothing waits
+                    await loop.run_in_executor(self._decode, self._decode_loop, self._stepwise)
+                    continue
+                batch = self._take(self.max_batch)
                 if not batch:
                     continue
                 if self._movable is not None and self._movable.offloaded:
                     await self._move(to_device=True)  # queued requests wait for the restore
                 await self._run_batch(batch)
         finally:
+            self._stopping = True
             self._decode.shutdown(wait=False)
 
+    def _set_running(self, n: int) -> None:
+        self.running = n
+        self.metrics.running.set(n)
+
+    def _decode_loop(self, engine: Stepwise) -> None:
+        """Token-level admission, on the decode thread: admit queued jobs between steps up to
+        ``max_batch``, step, drop the rows that left; return once the batch is empty and
+        nothing waits. An engine failure fails the jobs it concerns (500), never the loop."""
+        batch: DecodeSession = engine.new_batch()
+        live: dict[int, Job] = {}  # id(EngineRequest) -> job
+        try:
+            while not self._stopping:
+                room = self.max_batch - len(batch) if batch.can_admit else 0
+                if 0 < room < self.min_admit and len(batch) and len(self.pending) > room:
+                    room = 0  # a backlog: let a few slots free up and prefill them together
+                jobs = self._take(room) if room > 0 else []
+                if jobs:
+                    self._started(jobs)
+                    try:
+                        left = batch.admit([j.request for j in jobs])
+                    except Exception as exc:
+                        log.exception("engine failed admitting %d requests", len(jobs))
+                        self._fail(jobs, exc)
+                    else:
+                        live.update((id(j.request), j) for j in jobs)
+                        self._leave(live, left)
+                    self._set_running(len(batch))
+                if not len(batch):
+                    if jobs:
+                        continue  # all finished at their first token; more may wait
+                    return
+                self.metrics.batch_size.observe(len(batch))
+                try:
+                    left = batch.step()
+                except Exception as exc:
+                    log.exception("engine failed on a batch of %d", len(batch))
+                    self._fail(list(live.values()), exc)
+                    live.clear()
+                    batch = engine.new_batch()
+                else:
+                    self._leave(live, left)
+                self._set_running(len(batch))
+        except Exception as exc:  # a bug outside the engine calls: fail the rows, keep serving
+            log.exception("decode loop failed")
+            self._fail(list(live.values()), exc)
+        finally:
+            self._set_running(0)
+
+    def _leave(self, live: dict[int, Job], left: list[EngineRequest]) -> None:
+        now = time.perf_counter()
+        for req in left:
+            job = live.pop(id(req), None)
+            if job is not None and job.started_at is not None:
+                self.last_batch_s = now - job.started_at  # the Retry-After estimate
+
     async def _run_batch(self, batch: list[Job]) -> None:
+        """Batch-level admission: decode ``batch`` to completion."""
         start = time.perf_counter()
-        for job in batch:
-            job.started_at = start
-            self.metrics.queue_time.observe(start - job.arrival)
-            self.metrics.prompt_tokens.inc(len(job.prepared.prompt_ids))
+        self._started(batch)
         self.metrics.batch_size.observe(len(batch))
-        self.running = len(batch)
-        self.metrics.running.set(self.running)
+        self._set_running(len(batch))
         loop = asyncio.get_running_loop()
         try:
             await loop.run_in_executor(
@@ -266,6 +384,5 @@ class Scheduler:
             for job in batch:
                 job.out.put_nowait(exc)
         finally:
-            self.running = 0
-            self.metrics.running.set(0)
+            self._set_running(0)
             self.last_batch_s = time.perf_counter() - start
