@@ -44,6 +44,7 @@ from pydantic.alias_generators import to_camel
 
 from autoscaler.adapters.prometheus import QuerySet, preset
 from autoscaler.core.settings import (
+    DEFAULT_FORECAST_MODEL,
     Behavior,
     Fallback,
     PolicySettings,
@@ -216,7 +217,8 @@ class ForecastSpec(_Wire):
     """The forecaster: model, quantile sized for, history length, refit cadence, step."""
 
     model: str = Field(
-        default="seasonal_naive", json_schema_extra={"enum": list[JsonValue](sorted(REGISTRY))}
+        default=DEFAULT_FORECAST_MODEL,
+        json_schema_extra={"enum": list[JsonValue](sorted(REGISTRY))},
     )
     """Forecaster name (forecasting.models.REGISTRY)."""
     quantile: float = Field(default=_CORE.quantile, gt=0, lt=1)

@@ -6,13 +6,17 @@ controller every 15 s (KPA 2 s, PHPA 15 s), per-replica capacity so that the tra
 needs 40 replicas at 70 % utilisation, latency = 0.2 s + queueing wait, SLO 0.5 s.
 
     .venv/bin/python benchmarks/autoscaling.py [--traces a,b] [--days 3] [--step 5]
-        [--model seasonal_naive] [--no-phpa] [--ablations] [--policies phpa,hpa_rps]
+        [--model nowcast] [--no-phpa] [--ablations] [--policies phpa,hpa_rps]
+        [--frontier --jobs 2]
 
 Prints one table per trace; ``x_oracle`` is GPU-hours over the oracle's cheapest no-queue
 schedule (a lower bound); ``slo_after_10m_pct`` leaves out the first 10 minutes (every
 policy starts with the first minute's demand at 70 % and no history). ``--ablations`` adds
-surgecast rows with one setting changed (the warm pool, the cost-leaning reactive target,
-the previous defaults).
+surgecast rows with one setting changed (a warm pool; the reactive floor at 70 % while
+predicting; the previous forecaster, seasonal naive). ``--frontier`` sweeps each policy's
+cost knob (surgecast's forecast quantile; the HPA's and KEDA's target utilisation) and
+prints, for every baseline setting, surgecast's missed requests at the same GPU-hours
+(linear between its swept settings).
 """
 
 from __future__ import annotations
@@ -20,21 +24,26 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from autoscaler.core.baselines import REGISTRY as BASELINES
 from autoscaler.core.observation import Autoscaler
 from autoscaler.core.scenario import (
     DEFAULT_POLICIES,
+    MAX_REPLICAS,
+    POLICY_LABELS,
     build_policies,
     build_scenario,
     compare,
     compatible_step,
     make_surgecast,
 )
+from autoscaler.core.settings import DEFAULT_FORECAST_MODEL
 from autoscaler.core.simulator import SimResult, weighted_quantile
 from forecasting.series import Series
 
@@ -59,13 +68,16 @@ def surge_trace() -> Series:
     return Series(start_s=0.0, step_s=1.0, values=v, kind="count", absolute=False, name="surge")
 
 
-#: surgecast variants of ``--ablations``: label -> (warm_max, PolicySettings overrides)
-ABLATIONS: dict[str, tuple[int, dict[str, float | None]]] = {
-    "surgecast +warm pool 8": (8, {}),
-    "surgecast reactive 85%": (0, {"target_util_ratio": 0.85}),
-    "surgecast old defaults": (
-        8,
-        {"forecast_util_ratio": None, "predictive_down_window_s": 300.0, "backlog_drain_s": 0.0},
+#: surgecast variants of ``--ablations``: label -> (warm_max, PolicySettings overrides,
+#: forecaster or None for ``--model``)
+ABLATIONS: dict[str, tuple[int, dict[str, float | None], str | None]] = {
+    "surgecast +warm pool 8": (8, {}, None),
+    "surgecast floor 70% while predicting": (0, {"predicting_target_util_ratio": None}, None),
+    "surgecast seasonal_naive": (0, {}, "seasonal_naive"),
+    "surgecast seasonal_naive, floor 70%": (
+        0,
+        {"predicting_target_util_ratio": None},
+        "seasonal_naive",
     ),
 }
 
@@ -95,9 +107,9 @@ def run_trace(
     pols = build_policies(scenario, trace, names, model=model)
     if ablations and "surgecast" in pols:
         extra: dict[str, Autoscaler] = {}
-        for label, (warm_max, ov) in ABLATIONS.items():
+        for label, (warm_max, ov, alt) in ABLATIONS.items():
             extra[label] = make_surgecast(
-                scenario, trace.step_s, model, warm_max=warm_max, overrides=ov
+                scenario, trace.step_s, alt or model, warm_max=warm_max, overrides=ov
             )
         pols = {"surgecast": pols.pop("surgecast"), **extra, **pols}
     rows = []
@@ -109,6 +121,82 @@ def run_trace(
             cap = float((res.capacity_rps[k:] * res.step_s).sum())
             row["util_from_pct"] = 100.0 * float(res.served[k:].sum()) / max(cap, 1e-9)
         rows.append(row)
+    return rows
+
+
+#: ``--frontier``: each policy's cost knob, swept (surgecast: the forecast quantile it sizes
+#: for; the reactive baselines: their target utilisation)
+FRONTIER_QUANTILES = (0.8, 0.9, 0.95, 0.98)
+FRONTIER_TARGETS = (0.6, 0.7, 0.8, 0.9)
+FRONTIER_BASELINES = ("hpa", "hpa_rps", "keda")
+
+
+def _frontier_job(
+    args: tuple[Series, float, str, str, float],
+) -> tuple[str, str, float, float, float]:
+    """One simulation of the sweep (a module-level function, so it runs in a pool)."""
+    trace, step, model, kind, knob = args
+    scenario = build_scenario(trace, step)
+    pol: Autoscaler
+    if kind == "surgecast":
+        pol = make_surgecast(scenario, trace.step_s, model, overrides={"quantile": knob})
+    else:
+        pol = BASELINES[kind](scenario.capacity, max_replicas=MAX_REPLICAS, target_util_ratio=knob)
+    ((row, _),) = compare(trace, scenario, {kind: pol})
+    return kind, POLICY_LABELS[kind], knob, float(row["slo_pct"]), float(row["x_oracle"])
+
+
+def misses_at(points: list[tuple[float, float]], x: float) -> float | None:
+    """Missed-request share (percent) on a cost/miss frontier at cost ``x``: linear
+    between the swept settings, ``None`` outside their range. ``points`` are
+    ``(x_oracle, slo_pct)``; the frontier keeps, per cost, the fewest misses seen at that
+    cost or less."""
+    pts = sorted(points)
+    best: list[tuple[float, float]] = []
+    for cx, slo in pts:
+        miss = 100.0 - slo
+        if best and miss > best[-1][1]:
+            miss = best[-1][1]  # a costlier setting that misses more is dominated
+        best.append((cx, miss))
+    if not best or x < best[0][0] - 1e-12:
+        return None
+    if x >= best[-1][0]:
+        return best[-1][1]
+    xs = [b[0] for b in best]
+    ys = [b[1] for b in best]
+    return float(np.interp(x, xs, ys))
+
+
+def run_frontier(
+    name: str, trace: Series, step_s: float, model: str, jobs: int
+) -> list[dict[str, float | str]]:
+    """Sweep every policy's knob on one trace; print the points and, for each baseline
+    setting, surgecast's misses at the same GPU-hours."""
+    todo = [(trace, step_s, model, "surgecast", q) for q in FRONTIER_QUANTILES] + [
+        (trace, step_s, model, b, t) for b in FRONTIER_BASELINES for t in FRONTIER_TARGETS
+    ]
+    if jobs > 1:
+        with ProcessPoolExecutor(jobs) as pool:
+            out = list(pool.map(_frontier_job, todo))
+    else:
+        out = [_frontier_job(t) for t in todo]
+    ours = [(x, slo) for kind, _, _, slo, x in out if kind == "surgecast"]
+    print(f"\n### {name}: cost knob swept\n")
+    print("| policy | knob | % in SLO | x oracle GPU-h | surgecast misses at these GPU-h |")
+    print("|---|---|---|---|---|")
+    rows: list[dict[str, float | str]] = []
+    for kind, label, knob, slo, x in out:
+        knob_s = f"q{knob:g}" if kind == "surgecast" else f"target {knob:.0%}"
+        cmp = ""
+        if kind != "surgecast":
+            m = misses_at(ours, x)
+            if m is None:
+                cmp = "cheaper than any swept surgecast setting"
+            else:
+                verdict = "fewer" if m < 100.0 - slo - 1e-9 else "not fewer"
+                cmp = f"{m:.2f} % vs {100.0 - slo:.2f} % ({verdict})"
+        print(f"| {label} | {knob_s} | {slo:.2f} | {x:.3f} | {cmp} |", flush=True)
+        rows.append({"policy": label, "knob": knob, "slo_pct": slo, "x_oracle": x})
     return rows
 
 
@@ -150,15 +238,30 @@ def main() -> int:
     ap.add_argument("--traces", default=",".join(TRACES))
     ap.add_argument("--days", type=float, default=3.0, help="slice of each trace, days")
     ap.add_argument("--step", type=float, default=5.0, help="simulation step, seconds")
-    ap.add_argument("--model", default="seasonal_naive")
+    ap.add_argument("--model", default=DEFAULT_FORECAST_MODEL)
     ap.add_argument("--no-phpa", action="store_true", help="skip PHPA (slow Holt-Winters fits)")
     ap.add_argument("--no-surge", action="store_true")
     ap.add_argument("--ablations", action="store_true", help="add surgecast variant rows")
     ap.add_argument(
         "--policies", default="", help="only these policies (comma-separated names, e.g. phpa)"
     )
+    ap.add_argument(
+        "--frontier",
+        action="store_true",
+        help="sweep each policy's cost knob and compare misses at equal GPU-hours",
+    )
+    ap.add_argument("--jobs", type=int, default=1, help="--frontier: simulations in parallel")
     a = ap.parse_args()
     only = [p for p in a.policies.split(",") if p] or None
+    if a.frontier:
+        sets = [] if a.no_surge else [("surge 300 -> 2000 req/s", surge_trace())]
+        for name in [t for t in a.traces.split(",") if t]:
+            s = Series.from_csv(traces_dir() / f"{name}.csv")
+            sets.append((name, s.slice(0, max(2, int(a.days * 86400 / s.step_s)))))
+        for name, s in sets:
+            step = a.step if compatible_step(s.step_s, a.step) else s.step_s
+            run_frontier(name, s, step, a.model, a.jobs)
+        return 0
     if not a.no_surge:
         print_table(
             "surge 300 -> 2000 req/s (1 h; *_from: from the surge on, t >= 30 min)",

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from autoscaler.commands.forecast import UsageError, load_series
+from autoscaler.core.settings import DEFAULT_FORECAST_MODEL
 
 if TYPE_CHECKING:
     from autoscaler.core.decision import Decision
@@ -100,9 +101,9 @@ def add_scenario_arguments(parser: argparse.ArgumentParser, *, days: float | Non
         + (f" (default {days:g})" if days else " (default: all)"),
     )
     parser.add_argument(
-        "--model", default="seasonal_naive",
-        help="surgecast's forecaster (seasonal_naive, ets, mstl, gbm, auto, ...; "
-        "default seasonal_naive)",
+        "--model", default=DEFAULT_FORECAST_MODEL,
+        help="surgecast's forecaster (nowcast, seasonal_naive, ets, mstl, gbm, auto, ...; "
+        f"default {DEFAULT_FORECAST_MODEL})",
     )
 
 

@@ -22,7 +22,7 @@ import numpy as np
 from autoscaler.core.baselines import REGISTRY, oracle_gpu_hours
 from autoscaler.core.decision import Decision
 from autoscaler.core.observation import Autoscaler, DemandView
-from autoscaler.core.settings import PolicySettings
+from autoscaler.core.settings import DEFAULT_FORECAST_MODEL, PolicySettings
 from autoscaler.core.signals import Signals
 from autoscaler.core.simulator import SimConfig, SimResult, demand_rates, simulate
 from autoscaler.core.surgecast import SurgecastAutoscaler
@@ -167,7 +167,7 @@ def build_scenario(
 def make_surgecast(
     scenario: Scenario,
     trace_step_s: float,
-    model: str = "seasonal_naive",
+    model: str = DEFAULT_FORECAST_MODEL,
     *,
     warm_max: int = 0,
     overrides: Mapping[str, Any] | None = None,
@@ -197,7 +197,7 @@ def build_policies(
     trace: Series,
     names: Sequence[str] = DEFAULT_POLICIES,
     *,
-    model: str = "seasonal_naive",
+    model: str = DEFAULT_FORECAST_MODEL,
 ) -> dict[str, Autoscaler]:
     """The autoscalers called ``names`` (keys of :data:`POLICY_LABELS`), by table label.
 

@@ -14,6 +14,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from autoscaler.errors import ConfigError
 
 __all__ = [
+    "DEFAULT_FORECAST_MODEL",
     "Behavior",
     "Fallback",
     "FallbackBehavior",
@@ -24,6 +25,10 @@ __all__ = [
     "Tier",
     "default_behavior",
 ]
+
+#: surgecast's forecaster unless configured otherwise: the short-horizon model, chosen per
+#: horizon step among persistence, short means and seasonal rules (docs/autoscaling.md)
+DEFAULT_FORECAST_MODEL = "nowcast"
 
 SelectPolicy = Literal["Max", "Min", "Disabled"]
 FallbackBehavior = Literal[

@@ -24,7 +24,7 @@ from autoscaler.core.decision import Decision
 from autoscaler.core.observation import DemandView
 from autoscaler.core.policy import Policy, PolicyState
 from autoscaler.core.prediction_guard import GuardSettings, PredictionGuard
-from autoscaler.core.settings import PolicySettings
+from autoscaler.core.settings import DEFAULT_FORECAST_MODEL, PolicySettings
 from autoscaler.core.signals import Signals
 from forecasting.errors import ForecastingError
 from forecasting.forecast import Forecast
@@ -44,7 +44,7 @@ class SurgecastAutoscaler:
         self,
         settings: PolicySettings,
         *,
-        model: str = "seasonal_naive",
+        model: str = DEFAULT_FORECAST_MODEL,
         model_kwargs: dict[str, Any] | None = None,
         forecast_step_s: float = 60.0,
         refit_every_s: float = 3600.0,

@@ -93,8 +93,9 @@ class Nowcast(BaseForecaster):
         self.chosen: list[str] = []
 
     def min_history(self, step_s: float) -> int:
-        """The longest mean window plus ``min_window`` scored one-step origins."""
-        return max(self.ks) + self.min_window + 1
+        """The shortest mean window plus ``min_window`` scored one-step origins (longer
+        windows join as the history grows)."""
+        return min(self.ks) + self.min_window + 1
 
     def _fit(self) -> None:
         hist = self.history
@@ -108,13 +109,13 @@ class Nowcast(BaseForecaster):
         self._filled = fill_for_fit(self.history, season=self.season)
 
     def _candidates(
-        self, origins: np.ndarray, j: int, csum: FloatArray, seasonal: bool
+        self, origins: np.ndarray, j: int, csum: FloatArray, seasonal: bool, ks: tuple[int, ...]
     ) -> dict[str, FloatArray]:
         """Point forecasts of every usable candidate for ``origins + j``."""
         y = self._filled
         out: dict[str, FloatArray] = {}
         means: dict[int, FloatArray] = {}
-        for k in self.ks:
+        for k in ks:
             means[k] = (csum[origins + 1] - csum[origins + 1 - k]) / k
             out[f"mean{k}"] = means[k]
         m = self.season
@@ -123,7 +124,7 @@ class Nowcast(BaseForecaster):
             back = origins - lag  # the origin one (or more) seasons earlier
             past_target = y[origins + j - lag]
             out["seasonal"] = past_target
-            for k in self.ks:
+            for k in ks:
                 past_mean = (csum[back + 1] - csum[back + 1 - k]) / k
                 out[f"seasonal_diff{k}"] = means[k] + past_target - past_mean
         return out
@@ -134,7 +135,9 @@ class Nowcast(BaseForecaster):
         observed = ~np.isnan(self.history.values)
         step_s = self.history.step_s
         csum = np.concatenate(([0.0], np.cumsum(y)))
-        kmax = max(self.ks)
+        # mean windows that leave min_window scored origins (all of them, soon)
+        ks = tuple(k for k in self.ks if k + self.min_window < n) or self.ks[:1]
+        kmax = max(ks)
         qs = np.asarray(quantiles, dtype=np.float64)
         out = np.empty((len(qs), h))
         now = np.array([n - 1])
@@ -164,14 +167,14 @@ class Nowcast(BaseForecaster):
             origins = np.arange(lo, hi + 1)
             target = y[origins + j]
             keep = observed[origins + j]
-            cands = self._candidates(origins, j, csum, seasonal)
-            best, best_err = "mean1" if 1 in self.ks else f"mean{self.ks[0]}", np.inf
+            cands = self._candidates(origins, j, csum, seasonal, ks)
+            best, best_err = f"mean{ks[0]}", np.inf
             if keep.any():
                 for name, pred in cands.items():
                     score = float(np.mean(np.abs((target - pred)[keep])))
                     if score < best_err - 1e-12:
                         best, best_err = name, score
-            point = float(self._candidates(now, j, csum, seasonal)[best][0])
+            point = float(self._candidates(now, j, csum, seasonal, ks)[best][0])
             nq = max(self.min_quantile_window, round(self.quantile_window_s / step_s))
             recent = keep & (origins > hi - nq)
             e = (target - cands[best])[recent]
@@ -182,7 +185,13 @@ class Nowcast(BaseForecaster):
             if self.relative:
                 lvl = ((csum[origins + 1] - csum[origins + 1 - kmax]) / kmax)[recent]
                 floor = max(1e-9, 0.05 * float(np.mean(np.abs(y[max(0, n - self.window) :]))))
-                offs = np.quantile(e / np.maximum(lvl, floor), qs) * max(level_now, floor)
+                # scaled by the larger of the origin's level and the outcome: an error
+                # made across a level shift (300 -> 2000 req/s) counts as a share of the
+                # new level (0.85), not as a multiple of the old one (5.7), which would
+                # blow the interval up to ~6x the demand once the shift is over
+                tgt = np.abs(target[recent])
+                offs = np.quantile(e / np.maximum(np.maximum(lvl, tgt), floor), qs)
+                offs = offs * max(level_now, floor)
             else:
                 offs = np.quantile(e, qs)
             out[:, j - 1] = point + offs

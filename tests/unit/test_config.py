@@ -114,7 +114,7 @@ def test_sample_converts_to_policy_settings_field_by_field() -> None:
         ScheduleWindow("08:00", "20:00", 2, None, frozenset({0, 1, 2, 3, 4}), "Europe/Berlin"),
     )
     assert forecaster_kwargs(spec) == {
-        "model": "seasonal_naive", "forecast_step_s": 60.0, "refit_every_s": 3600.0,
+        "model": "nowcast", "forecast_step_s": 60.0, "refit_every_s": 3600.0,
     }
 
 

@@ -100,7 +100,11 @@ def test_gaps_and_update() -> None:
 
 def test_too_short_and_bad_arguments() -> None:
     with pytest.raises(InsufficientHistory):
-        Nowcast().fit(Series(start_s=0, step_s=60, values=np.ones(20)))
+        Nowcast().fit(Series(start_s=0, step_s=60, values=np.ones(11)))
+    # a short history uses the mean windows it can score (not mean10 with 15 points)
+    short = Nowcast(season=1).fit(Series(start_s=0, step_s=60, values=_walk(15)))
+    short.predict(2)
+    assert set(short.chosen) <= {"mean1", "mean3"}
     for kw in ({"ks": ()}, {"ks": (0, 3)}, {"min_window": 1}, {"window": 5, "min_window": 10},
                {"season": 0}):
         with pytest.raises(ValueError):
