@@ -20,7 +20,8 @@ origins is used, and its quantiles are its point forecast plus the empirical qua
 its own errors at that horizon over the most recent ``quantile_window_s`` of those origins
 (volatility clusters in time: on ServeGen a 6-hour error window cut the 0.9-quantile
 pinball loss by a quarter against pooling five days), scaled by the current level when
-``relative`` (errors of traffic grow with its level). Everything is vectorised numpy: a
+``relative`` (errors of traffic grow with its level; an error across a lasting level
+shift is scaled by the new level). Everything is vectorised numpy: a
 forecast costs well under a millisecond per horizon step, cheap enough for every tick.
 """
 
@@ -185,12 +186,16 @@ class Nowcast(BaseForecaster):
             if self.relative:
                 lvl = ((csum[origins + 1] - csum[origins + 1 - kmax]) / kmax)[recent]
                 floor = max(1e-9, 0.05 * float(np.mean(np.abs(y[max(0, n - self.window) :]))))
-                # scaled by the larger of the origin's level and the outcome: an error
-                # made across a level shift (300 -> 2000 req/s) counts as a share of the
-                # new level (0.85), not as a multiple of the old one (5.7), which would
-                # blow the interval up to ~6x the demand once the shift is over
-                tgt = np.abs(target[recent])
-                offs = np.quantile(e / np.maximum(np.maximum(lvl, tgt), floor), qs)
+                # scaled by the larger of the level at the origin and the level from the
+                # outcome on (the mean of up to max(ks) buckets from the target): an error
+                # made across a lasting level shift (300 -> 2000 req/s) counts as a share
+                # of the new level (0.85), not as a multiple of the old one (5.7), which
+                # would blow the interval up to ~6x the demand once the shift is over; a
+                # one-bucket burst keeps its full size (the level after it is the old one)
+                t_idx = origins[recent] + j
+                t_end = np.minimum(t_idx + kmax, n)
+                after = (csum[t_end] - csum[t_idx]) / (t_end - t_idx)
+                offs = np.quantile(e / np.maximum(np.maximum(lvl, after), floor), qs)
                 offs = offs * max(level_now, floor)
             else:
                 offs = np.quantile(e, qs)

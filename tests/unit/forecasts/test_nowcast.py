@@ -154,3 +154,21 @@ def test_all_targets_missing_falls_back_to_persistence() -> None:
     m = Nowcast(season=1, window=2, min_window=2).fit(Series(start_s=0, step_s=60, values=y))
     f = m.predict(1, quantiles=[0.5])
     assert np.isfinite(f.median[0])
+
+
+def test_a_lasting_level_shift_does_not_blow_up_the_interval() -> None:
+    """300 req/s, then a lasting surge to 2000: errors made across the shift count as a
+    share of the new level, so the 0.9 quantile stays below twice the new level (scaled
+    by the old level they would put it near 6x)."""
+    y = np.concatenate([np.full(40, 300.0), np.full(15, 2000.0)])
+    f = Nowcast(season=1).fit(Series(start_s=0, step_s=60, values=y)).predict(4, [0.5, 0.9])
+    assert np.all(f.quantile(0.5) == 2000.0)
+    assert np.all(f.quantile(0.9) < 2 * 2000.0)
+
+
+def test_one_bucket_bursts_keep_their_full_size() -> None:
+    """A burst to 4x the level every fifth bucket: the level after each burst is the old
+    one, so the burst's error keeps its size and the 0.9 quantile covers it."""
+    y = np.tile([100.0, 100.0, 100.0, 100.0, 400.0], 30)[:-1]  # ends just before a burst
+    f = Nowcast(season=1).fit(Series(start_s=0, step_s=60, values=y)).predict(1, [0.5, 0.9])
+    assert f.quantile(0.9)[0] >= 350.0
