@@ -254,7 +254,7 @@ class Capacity(_Wire):
     """Requests/s one replica serves at saturation."""
     target_utilization: float = Field(default=_CORE.target_util_ratio, gt=0, le=1)
     """Planned utilisation of the active replicas by the reactive (HPA) rule, in (0, 1]."""
-    forecast_utilization: float = Field(default=_CORE.forecast_util_ratio or 0.85, gt=0, le=1)
+    forecast_utilization: float = Field(default=_CORE.forecast_util_ratio or 0.9, gt=0, le=1)
     """Planned utilisation of the replicas sized from the forecast quantile, in (0, 1]."""
     target_utilization_while_predicting: float = Field(
         default=_CORE.predicting_target_util_ratio or _CORE.target_util_ratio, gt=0, le=1

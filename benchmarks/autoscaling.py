@@ -126,7 +126,7 @@ def run_trace(
 
 #: ``--frontier``: each policy's cost knob, swept (surgecast: the forecast quantile it sizes
 #: for; the reactive baselines: their target utilisation)
-FRONTIER_QUANTILES = (0.8, 0.9, 0.95, 0.98)
+FRONTIER_QUANTILES = (0.5, 0.7, 0.8, 0.9, 0.95, 0.98)
 FRONTIER_TARGETS = (0.6, 0.7, 0.8, 0.9)
 FRONTIER_BASELINES = ("hpa", "hpa_rps", "keda")
 
@@ -148,23 +148,36 @@ def _frontier_job(
 
 def misses_at(points: list[tuple[float, float]], x: float) -> float | None:
     """Missed-request share (percent) on a cost/miss frontier at cost ``x``: linear
-    between the swept settings, ``None`` outside their range. ``points`` are
+    between the swept settings, ``None`` outside their cost range. ``points`` are
     ``(x_oracle, slo_pct)``; the frontier keeps, per cost, the fewest misses seen at that
     cost or less."""
-    pts = sorted(points)
     best: list[tuple[float, float]] = []
-    for cx, slo in pts:
+    for cx, slo in sorted(points):
         miss = 100.0 - slo
         if best and miss > best[-1][1]:
             miss = best[-1][1]  # a costlier setting that misses more is dominated
         best.append((cx, miss))
-    if not best or x < best[0][0] - 1e-12:
+    if not best or not best[0][0] - 1e-12 <= x <= best[-1][0] + 1e-12:
         return None
-    if x >= best[-1][0]:
-        return best[-1][1]
-    xs = [b[0] for b in best]
-    ys = [b[1] for b in best]
-    return float(np.interp(x, xs, ys))
+    return float(np.interp(x, [b[0] for b in best], [b[1] for b in best]))
+
+
+def compare_at_cost(ours: list[tuple[float, float]], x: float, slo: float) -> str:
+    """The comparison cell of ``--frontier`` for a baseline at cost ``x`` with ``slo``."""
+    theirs = 100.0 - slo
+    m = misses_at(ours, x)
+    if m is not None:
+        verdict = "equal" if abs(m - theirs) < 5e-3 else ("fewer" if m < theirs else "more")
+        return f"{m:.2f} % vs {theirs:.2f} % ({verdict})"
+    lo_x, lo_slo = min(ours)
+    if x < lo_x:
+        return f"below surgecast's range (its cheapest: {100 - lo_slo:.2f} % at {lo_x:.3f}x)"
+    # costlier than every swept setting: the best surgecast setting that is cheaper
+    best_x, best_slo = max(ours, key=lambda p: (p[1], -p[0]))
+    mine = 100.0 - best_slo
+    if mine <= theirs + 5e-3:
+        return f"surgecast does as well or better for less: {mine:.2f} % at {best_x:.3f}x"
+    return f"above surgecast's range (its best: {mine:.2f} % at {best_x:.3f}x)"
 
 
 def run_frontier(
@@ -182,19 +195,12 @@ def run_frontier(
         out = [_frontier_job(t) for t in todo]
     ours = [(x, slo) for kind, _, _, slo, x in out if kind == "surgecast"]
     print(f"\n### {name}: cost knob swept\n")
-    print("| policy | knob | % in SLO | x oracle GPU-h | surgecast misses at these GPU-h |")
+    print("| policy | knob | % in SLO | x oracle GPU-h | misses: surgecast vs this, same GPU-h |")
     print("|---|---|---|---|---|")
     rows: list[dict[str, float | str]] = []
     for kind, label, knob, slo, x in out:
         knob_s = f"q{knob:g}" if kind == "surgecast" else f"target {knob:.0%}"
-        cmp = ""
-        if kind != "surgecast":
-            m = misses_at(ours, x)
-            if m is None:
-                cmp = "cheaper than any swept surgecast setting"
-            else:
-                verdict = "fewer" if m < 100.0 - slo - 1e-9 else "not fewer"
-                cmp = f"{m:.2f} % vs {100.0 - slo:.2f} % ({verdict})"
+        cmp = "" if kind == "surgecast" else compare_at_cost(ours, x, slo)
         print(f"| {label} | {knob_s} | {slo:.2f} | {x:.3f} | {cmp} |", flush=True)
         rows.append({"policy": label, "knob": knob, "slo_pct": slo, "x_oracle": x})
     return rows

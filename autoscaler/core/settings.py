@@ -230,7 +230,7 @@ class PolicySettings:
 
     capacity_rps_per_replica: float
     target_util_ratio: float = 0.7
-    quantile: float = 0.9
+    quantile: float = 0.95
     min_replicas: int = 1
     max_replicas: int = 100
     interval_s: float = 15.0
@@ -252,7 +252,7 @@ class PolicySettings:
     learn_lead: bool = True
     predictive_down_window_s: float = 60.0
     backlog_drain_s: float = 60.0
-    forecast_util_ratio: float | None = 0.85
+    forecast_util_ratio: float | None = 0.9
     predicting_target_util_ratio: float | None = 0.9
 
     def __post_init__(self) -> None:
