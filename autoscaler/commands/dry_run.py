@@ -4,8 +4,8 @@ Replays the trace (``--trace``, or the embedded English-Wikipedia slice shipped 
 ``forecasting/data``) through the simulator with surgecast in charge, in the same scenario as
 ``surgecast backtest``, and prints one aligned line per controller tick (or every
 ``--every``-th tick, plus every tick whose decision changed the replica count): time,
-demand the controller saw, forecast p50/p90 peaks over the lead window, active, warm and
-total replicas, and the decision's reason and message.
+demand the controller saw, forecast peaks of the median and of the policy quantile over
+the lead window, active, warm and total replicas, and the decision's reason and message.
 
 The live mode (``--prometheus URL --target NS/NAME``, see
 :mod:`autoscaler.commands.live_dry_run`) runs the controller's own tick against live
@@ -33,10 +33,13 @@ if TYPE_CHECKING:
 NAME = "dry-run"
 HELP = "Print, tick by tick, what the surgecast controller would decide on a trace."
 EMBEDDED = "wikipedia_en_2016_01.csv"
-HEADER = (
-    f"{'time (UTC)':<19}  {'demand':>9}  {'p50':>9}  {'p90':>9}  "
-    f"{'active':>6}  {'warm':>4}  {'total':>5}  {'reason':<20}  message"
-)
+def header(quantile: float) -> str:
+    """The column line; ``quantile`` names the policy's forecast column (``p95``)."""
+    pq = f"p{100 * quantile:g}"
+    return (
+        f"{'time (UTC)':<19}  {'demand':>9}  {'p50':>9}  {pq:>9}  "
+        f"{'active':>6}  {'warm':>4}  {'total':>5}  {'reason':<20}  message"
+    )
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -112,7 +115,8 @@ def embedded_trace() -> Traversable:
 
 
 def format_tick(t: Tick) -> str:
-    """One aligned line: time, demand, p50, p90, active, warm, total, reason, message."""
+    """One aligned line: time, demand, p50, the policy quantile, active, warm, total,
+    reason, message."""
 
     def num(x: float | None) -> str:
         return f"{x:>9.1f}" if x is not None else f"{'-':>9}"
@@ -120,7 +124,7 @@ def format_tick(t: Tick) -> str:
     d = t.decision
     when = datetime.fromtimestamp(t.now_s, tz=UTC).strftime("%Y-%m-%d %H:%M:%S")
     return (
-        f"{when:<19}  {num(t.demand_rps)}  {num(t.p50_rps)}  {num(t.p90_rps)}  "
+        f"{when:<19}  {num(t.demand_rps)}  {num(t.p50_rps)}  {num(t.pq_rps)}  "
         f"{d.active:>6}  {d.warm:>4}  {d.total:>5}  {d.reason.value:<20}  {d.message}"
     )
 
@@ -138,9 +142,10 @@ def dry_run(series: Series, args: argparse.Namespace) -> int:
         f"{trace.name}: {len(trace) * trace.step_s / 3600:.2f} h, {len(rec.ticks)} ticks of "
         f"{rec.interval_s:g} s, {cfg.capacity_rps_per_replica:.3g} req/s per replica, "
         f"cold start {cfg.cold_start_s:g} s, model {args.model}; demand = the delayed rate() "
-        "the controller saw, p50/p90 = forecast peaks over the lead window (req/s)"
+        f"the controller saw, p50/p{100 * rec.quantile:g} = forecast peaks over the lead window "
+        "(req/s)"
     )
-    print(HEADER)
+    print(header(rec.quantile))
     printed = 0
     prev_total: int | None = None
     for i, t in enumerate(rec.ticks):

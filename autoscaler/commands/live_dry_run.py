@@ -18,7 +18,7 @@ import sys
 import time
 from typing import TYPE_CHECKING, Any
 
-from autoscaler.commands.dry_run import HEADER
+from autoscaler.commands.dry_run import header
 from autoscaler.commands.forecast import UsageError
 from autoscaler.commands.live import StaticPods, make_source, prometheus_url
 
@@ -38,8 +38,8 @@ def format_outcome(runner: TargetRunner, out: TickOutcome) -> str:
 
     when = datetime.fromtimestamp(out.now_s, tz=UTC).strftime("%Y-%m-%d %H:%M:%S")
     peaks = out.forecast_peaks(runner.quantiles, runner._lead_s(), runner.settings.interval_s)
-    p90 = peaks.get(runner.settings.quantile)
-    head = f"{when:<19}  {num(out.signals.demand_rps)}  {num(peaks.get(0.5))}  {num(p90)}  "
+    pq = peaks.get(runner.settings.quantile)
+    head = f"{when:<19}  {num(out.signals.demand_rps)}  {num(peaks.get(0.5))}  {num(pq)}  "
     d = out.decision
     if d is None:
         return head + f"{'-':>6}  {'-':>4}  {'-':>5}  {'NoDecision':<20}  {'; '.join(out.errors)}"
@@ -141,7 +141,7 @@ def live_dry_run(args: argparse.Namespace) -> int:
     else:
         print(f"no forecast yet ({runner.live.last_error or runner._history_failed}); "
               "deciding on the reactive rule", file=sys.stderr)
-    print(HEADER)
+    print(header(runner.settings.quantile))
     n_ticks = 1 if args.once else args.ticks
     done = 0
     next_refit = now + runner.refit_every_s

@@ -264,7 +264,7 @@ class Tick:
     Attributes:
         now_s: tick time (epoch seconds).
         demand_rps: the demand the controller saw (delayed ``rate()``; ``None`` before any).
-        p50_rps, p90_rps: peak of the forecast's median and of its 0.9 quantile over the
+        p50_rps, pq_rps: peak of the forecast's median and of the policy's quantile over the
             lead window, now to now + lead + one tick (``None``: no forecast used).
         current: the Deployment's replicas before the decision.
         decision: the decision.
@@ -273,7 +273,7 @@ class Tick:
     now_s: float
     demand_rps: float | None
     p50_rps: float | None
-    p90_rps: float | None
+    pq_rps: float | None
     current: int
     decision: Decision
 
@@ -286,21 +286,25 @@ class RecordingAutoscaler:
         self.inner = inner
         self.name = inner.name
         self.interval_s = inner.interval_s
+        settings: PolicySettings | None = getattr(inner, "settings", None)
+        #: the quantile the policy sizes for (the ``pq`` column)
+        self.quantile = settings.quantile if settings is not None else 0.9
         self.ticks: list[Tick] = []
 
     def decide(self, signals: Signals, view: DemandView) -> Decision:
         """Decide with the wrapped autoscaler and record the tick; the forecast columns are
-        the peaks of the median and of the 0.9 quantile over the decision's lead window."""
+        the peaks of the median and of the policy's quantile over the decision's lead
+        window."""
         decision = self.inner.decide(signals, view)
-        p50 = p90 = None
+        p50 = pq = None
         fc: Forecast | None = getattr(self.inner, "last_forecast", None)
         if fc is not None and "predictive" in decision.components:
             now = signals.now_s
             end = now + decision.components.get("lead_s", 0.0) + self.interval_s
             p50 = float(np.max(demand_window(fc, 0.5, now, end)))
-            if 0.9 in fc.quantiles:
-                p90 = float(np.max(demand_window(fc, 0.9, now, end)))
+            if self.quantile in fc.quantiles:
+                pq = float(np.max(demand_window(fc, self.quantile, now, end)))
         self.ticks.append(
-            Tick(signals.now_s, signals.demand_rps, p50, p90, signals.pods.desired, decision)
+            Tick(signals.now_s, signals.demand_rps, p50, pq, signals.pods.desired, decision)
         )
         return decision
