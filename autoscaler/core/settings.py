@@ -230,7 +230,7 @@ class PolicySettings:
 
     capacity_rps_per_replica: float
     target_util_ratio: float = 0.7
-    quantile: float = 0.95
+    quantile: float = 0.9
     min_replicas: int = 1
     max_replicas: int = 100
     interval_s: float = 15.0

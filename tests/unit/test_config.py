@@ -103,7 +103,7 @@ def test_sample_converts_to_policy_settings_field_by_field() -> None:
     assert s.target_rps_per_replica == pytest.approx(2.8)
     assert (s.min_replicas, s.max_replicas) == (1, 16)
     assert (s.warm_min, s.warm_max, s.warm_quantile) == (1, 4, 0.95)
-    assert s.quantile == 0.95
+    assert s.quantile == 0.9
     assert s.interval_s == 15.0
     assert s.cold_start_prior_s == 120.0
     assert s.warm_promotion_s == 5.0
