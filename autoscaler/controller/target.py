@@ -272,11 +272,8 @@ class TargetRunner:
         with self._lock:
             fc = self.live.predict(now_s, lead_s, self.settings.interval_s, self.quantiles)
             model_error = self.live.last_error
-        self.guard = self.guard.observe(now_s, signals.demand_rps)
-        if fc is not None:
-            self.guard = self.guard.record(now_s, fc, signals.demand_rps, lead_s,
-                                           self.settings.quantile)
-        use = fc if (fc is not None and self.guard.enabled) else None
+        self.guard, use = self.guard.step(now_s, fc, signals.demand_rps, lead_s,
+                                          self.settings.quantile)
         # -- decide
         scale_events = self.state.hpa.events
         decision, self.state = self.policy.decide(signals, use, self.state)

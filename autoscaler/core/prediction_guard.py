@@ -139,6 +139,22 @@ class PredictionGuard:
         scores = (self.scores + new)[-self.settings.window :]
         return replace(self, pending=left, scores=scores)._switch()
 
+    def step(
+        self,
+        now_s: float,
+        forecast: Forecast | None,
+        demand_now: float | None,
+        lead_s: float,
+        quantile: float,
+    ) -> tuple[PredictionGuard, Forecast | None]:
+        """One tick: score what came due, record ``forecast`` (when there is one), and
+        return the new guard with the forecast the policy may use (``None`` while
+        prediction is off)."""
+        g = self.observe(now_s, demand_now)
+        if forecast is not None:
+            g = g.record(now_s, forecast, demand_now, lead_s, quantile)
+        return g, (forecast if g.enabled else None)
+
     # ------------------------------------------------------------------ summaries
     @property
     def n(self) -> int:

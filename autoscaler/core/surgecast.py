@@ -131,14 +131,9 @@ class SurgecastAutoscaler:
         fc = self.forecast(now, view)
         use = fc
         if self.guard is not None:
-            self.guard = self.guard.observe(now, signals.demand_rps)
-            if fc is not None:
-                lead = (
-                    self.state.lead.lead_s if self.state.lead else self.settings.cold_start_prior_s
-                )
-                self.guard = self.guard.record(
-                    now, fc, signals.demand_rps, lead, self.settings.quantile
-                )
-            use = fc if self.guard.enabled else None
+            lead = self.state.lead.lead_s if self.state.lead else self.settings.cold_start_prior_s
+            self.guard, use = self.guard.step(
+                now, fc, signals.demand_rps, lead, self.settings.quantile
+            )
         decision, self.state = self.policy.decide(signals, use, self.state)
         return decision

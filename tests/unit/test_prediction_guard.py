@@ -92,3 +92,16 @@ def test_idle_target_does_not_flip_on_noise() -> None:
 def test_bad_settings_are_rejected(kwargs: dict[str, float]) -> None:
     with pytest.raises(ValueError):
         GuardSettings(**kwargs)  # type: ignore[arg-type]
+
+
+def test_step_scores_records_and_withholds_while_off() -> None:
+    """One tick through step(): the forecast is passed through while prediction is on and
+    withheld (None) once the guard has switched it off; a missing forecast records nothing."""
+    g = PredictionGuard(GuardSettings(window=4, min_samples=2))
+    lead = 60.0
+    for i in range(6):  # forecast says 100, demand stays 10: far worse than persistence
+        now = i * lead
+        g, use = g.step(now, flat_forecast(now, 100.0), 10.0, lead, 0.9)
+    assert not g.enabled and use is None
+    g2, use2 = g.step(6 * lead, None, 10.0, lead, 0.9)
+    assert use2 is None and len(g2.pending) <= len(g.pending)
