@@ -9,9 +9,10 @@ import numpy as np
 
 from forecasting.errors import InsufficientHistory, NotFitted, SeriesError
 from forecasting.forecast import DEFAULT_QUANTILES, Forecast, validate_quantiles
-from forecasting.series import FloatArray, Series
+from forecasting.seasonality import primary_season
+from forecasting.series import FloatArray, Series, fill_for_fit
 
-__all__ = ["BaseForecaster", "empirical_quantiles"]
+__all__ = ["BaseForecaster", "SeasonalFilled", "empirical_quantiles"]
 
 
 def empirical_quantiles(
@@ -119,3 +120,28 @@ class BaseForecaster:
 
     def _predict(self, h: int, quantiles: tuple[float, ...]) -> FloatArray:
         raise NotImplementedError  # pragma: no cover - abstract
+
+
+class SeasonalFilled(BaseForecaster):
+    """A model that works on a gap-free copy of its history (``_filled``) with one season:
+    given (``season_arg``) or detected at fit time (the strongest season; none when it is as
+    long as the history). An update only refreshes the copy; the season stays as fitted."""
+
+    def __init__(self, season: int | None) -> None:
+        super().__init__()
+        if season is not None and season < 1:
+            raise ValueError(f"season must be >= 1 step, got {season}")
+        self.season_arg = season
+        self.season = season or 1
+        self._filled: FloatArray = np.zeros(0)
+
+    def _fit(self) -> None:
+        hist = self.history
+        if self.season_arg is None:
+            self.season = primary_season(hist)
+            if self.season >= len(hist):
+                self.season = 1
+        self._filled = fill_for_fit(hist, season=self.season)
+
+    def _on_update(self, n_new: int) -> None:
+        self._filled = fill_for_fit(self.history, season=self.season)

@@ -33,9 +33,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from forecasting.models._base import BaseForecaster
-from forecasting.seasonality import primary_season
-from forecasting.series import FloatArray, fill_for_fit
+from forecasting.models._base import SeasonalFilled
+from forecasting.series import FloatArray
 
 __all__ = ["Nowcast"]
 
@@ -59,7 +58,7 @@ def _conformal_quantiles(errors: FloatArray, qs: FloatArray) -> FloatArray:
     return out
 
 
-class Nowcast(BaseForecaster):
+class Nowcast(SeasonalFilled):
     """Per-horizon choice among persistence, short means and seasonal rules.
 
     Args:
@@ -93,16 +92,13 @@ class Nowcast(BaseForecaster):
         quantile_window_s: float = 6 * 3600.0,
         min_quantile_window: int = 24,
     ) -> None:
-        super().__init__()
-        if season is not None and season < 1:
-            raise ValueError(f"season must be >= 1 step, got {season}")
+        super().__init__(season)
         if not ks or min(ks) < 1:
             raise ValueError(f"ks must be window lengths >= 1 step, got {list(ks)}")
         if min_window < 2 or window < min_window:
             raise ValueError(
                 f"need 2 <= min_window <= window, got min_window={min_window}, window={window}"
             )
-        self.season_arg = season
         self.ks = tuple(sorted(set(int(k) for k in ks)))
         self.window = window
         self.min_window = min_window
@@ -114,25 +110,12 @@ class Nowcast(BaseForecaster):
             )
         self.quantile_window_s = quantile_window_s
         self.min_quantile_window = min_quantile_window
-        self.season = season or 1
-        self._filled: FloatArray = np.zeros(0)
         self.chosen: list[str] = []
 
     def min_history(self, step_s: float) -> int:
         """The shortest mean window plus ``min_window`` scored one-step origins (longer
         windows join as the history grows)."""
         return min(self.ks) + self.min_window + 1
-
-    def _fit(self) -> None:
-        hist = self.history
-        if self.season_arg is None:
-            self.season = primary_season(hist)
-            if self.season >= len(hist):
-                self.season = 1
-        self._filled = fill_for_fit(hist, season=self.season)
-
-    def _on_update(self, n_new: int) -> None:
-        self._filled = fill_for_fit(self.history, season=self.season)
 
     def _candidates(
         self, origins: np.ndarray, j: int, csum: FloatArray, seasonal: bool, ks: tuple[int, ...]

@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from forecasting.models._base import BaseForecaster, empirical_quantiles
-from forecasting.seasonality import primary_season
-from forecasting.series import FloatArray, fill_for_fit
+from forecasting.models._base import SeasonalFilled, empirical_quantiles
+from forecasting.series import FloatArray
 
 __all__ = ["SeasonalNaive"]
 
 
-class SeasonalNaive(BaseForecaster):
+class SeasonalNaive(SeasonalFilled):
     """Seasonal naive forecaster.
 
     Args:
@@ -34,30 +33,13 @@ class SeasonalNaive(BaseForecaster):
     def __init__(
         self, season: int | None = None, *, window_seasons: int = 4, min_window: int = 200
     ) -> None:
-        super().__init__()
-        if season is not None and season < 1:
-            raise ValueError(f"season must be >= 1 step, got {season}")
-        self.season_arg = season
+        super().__init__(season)
         self.window_seasons = window_seasons
         self.min_window = min_window
-        self.season = season or 1
-        self._filled: FloatArray = np.zeros(0)
 
     def min_history(self, step_s: float) -> int:
         """One full season plus one observation (two when there is no season)."""
         return (self.season_arg or 1) + 1
-
-    def _fit(self) -> None:
-        hist = self.history
-        if self.season_arg is None:
-            self.season = primary_season(hist)
-            if self.season >= len(hist):
-                self.season = 1
-        self._filled = fill_for_fit(hist, season=self.season)
-
-    def _on_update(self, n_new: int) -> None:
-        # only refill; the season stays as detected at fit time
-        self._filled = fill_for_fit(self.history, season=self.season)
 
     def _predict(self, h: int, quantiles: tuple[float, ...]) -> FloatArray:
         y = self._filled
