@@ -25,6 +25,17 @@ CORPUS = [
 ] * 20
 
 
+#: the tiny random decoder's shape (2 layers, hidden 64, grouped-query attention)
+TINY_DIMS: dict[str, int] = {
+    "hidden_size": 64,
+    "intermediate_size": 128,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "max_position_embeddings": 256,
+}
+
+
 def build_tiny_model(dest: Path) -> Path:
     """Save a 2-layer random Llama and its tokenizer to ``dest`` with save_pretrained."""
     import torch
@@ -49,18 +60,19 @@ def build_tiny_model(dest: Path) -> Path:
     torch.manual_seed(0)
     cfg = LlamaConfig(
         vocab_size=len(fast),
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=256,
+        **TINY_DIMS,
         bos_token_id=fast.bos_token_id,
         eos_token_id=fast.eos_token_id,
         pad_token_id=fast.pad_token_id,
     )
     LlamaForCausalLM(cfg).save_pretrained(dest)
     return dest
+
+
+@pytest.fixture(scope="session")
+def tiny_dims() -> dict[str, int]:
+    """The tiny decoder's shape, for tests that build another architecture like it."""
+    return dict(TINY_DIMS)
 
 
 @pytest.fixture(scope="session")

@@ -192,7 +192,9 @@ def test_max_tokens_one_and_cancellation_leave_at_once(eng: TransformersEngine) 
     assert len(batch) == 0 and batch.width == 0 and o2.finish is None and o2.n == 2
 
 
-def test_sliding_window_cache_admits_only_into_an_empty_batch(tiny_model_dir: Path) -> None:
+def test_sliding_window_cache_admits_only_into_an_empty_batch(
+    tiny_model_dir: Path, tiny_dims: dict[str, int]
+) -> None:
     """A sliding-window model (Mistral): its cache layers cannot be merged, so a running
     batch refuses new rows (the scheduler then admits per batch); rows still leave."""
     import torch
@@ -202,12 +204,7 @@ def test_sliding_window_cache_admits_only_into_an_empty_batch(tiny_model_dir: Pa
     torch.manual_seed(0)
     cfg = MistralConfig(
         vocab_size=len(tok),
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=256,
+        **tiny_dims,
         sliding_window=8,
         pad_token_id=tok.pad_token_id,
     )
@@ -343,6 +340,21 @@ def test_request_arriving_mid_decode_gets_its_first_token_first(
         assert steps == 2.0  # one observation per batch
 
 
+async def two_running(
+    sched: Scheduler, eng: TransformersEngine
+) -> tuple[Job, Job, threading.Event]:
+    """Start two long requests (a, b) and hold the decode loop at b's second token; returns
+    them and the event that releases the loop."""
+    a = sched.new_job(prepared(eng, LONG, 200, "a"))
+    b = sched.new_job(prepared(eng, "Hello", 200, "b"))
+    reached, release = threading.Event(), threading.Event()
+    gate_at(b, 2, reached, release)
+    sched.submit(a)
+    sched.submit(b)
+    assert await asyncio.to_thread(reached.wait, 30)
+    return a, b, release
+
+
 def test_max_batch_caps_the_running_batch_and_cancelled_rows_leave(
     eng: TransformersEngine, tiny_model_dir: Path
 ) -> None:
@@ -354,14 +366,8 @@ def test_max_batch_caps_the_running_batch_and_cancelled_rows_leave(
     async def scenario() -> dict[str, Any]:
         sched = Scheduler(eng, metrics, cfg)
         runner = asyncio.create_task(sched.run())
-        a = sched.new_job(prepared(eng, LONG, 200, "a"))
-        b = sched.new_job(prepared(eng, "Hello", 200, "b"))
+        a, b, release = await two_running(sched, eng)
         c = sched.new_job(prepared(eng, "GPU", 5, "c"))
-        reached, release = threading.Event(), threading.Event()
-        gate_at(b, 2, reached, release)
-        sched.submit(a)
-        sched.submit(b)
-        assert await asyncio.to_thread(reached.wait, 30)
         sched.submit(c)
         seen = {
             "running": gauge(metrics, "num_requests_running"),
@@ -430,15 +436,9 @@ def test_a_backlog_is_admitted_once_enough_slots_are_free(
         sched = Scheduler(eng, WorkerMetrics("tiny"), cfg)
         sched.min_admit = 2  # with max_batch 16 it is 4; 2 keeps the test small
         runner = asyncio.create_task(sched.run())
-        a = sched.new_job(prepared(eng, LONG, 200, "a"))
-        b = sched.new_job(prepared(eng, "Hello", 200, "b"))
+        a, b, release = await two_running(sched, eng)
         c = sched.new_job(prepared(eng, "GPU", 5, "c"))
         d = sched.new_job(prepared(eng, "Warm pods", 5, "d"))
-        reached, release = threading.Event(), threading.Event()
-        gate_at(b, 2, reached, release)
-        sched.submit(a)
-        sched.submit(b)
-        assert await asyncio.to_thread(reached.wait, 30)
         sched.submit(c)
         sched.submit(d)
         a.request.cancelled.set()  # one slot frees, two wait: a backlog
