@@ -36,7 +36,7 @@ import numpy as np
 from forecasting.models._base import SeasonalFilled
 from forecasting.series import FloatArray
 
-__all__ = ["Nowcast"]
+__all__ = ["Nowcast", "quantile_windows"]
 
 
 def _conformal_quantiles(errors: FloatArray, qs: FloatArray) -> FloatArray:
@@ -58,6 +58,16 @@ def _conformal_quantiles(errors: FloatArray, qs: FloatArray) -> FloatArray:
     return out
 
 
+def quantile_windows(qs: FloatArray, base: int) -> np.ndarray:
+    """Origins behind each quantile level: ``base``, widened for a level ``q`` to the
+    ``ceil((1 + q) / (1 - q))`` origins that let its conformal quantile read the second
+    largest error rather than the largest (39 for 0.95, 99 for 0.98). With fewer, every
+    level from some point up reads the same maximum (at a 10-minute step a 6-hour window
+    holds 36 errors: 0.95 and 0.98 coincided) and the quantile knob stops doing anything."""
+    need = np.ceil((1.0 + qs) / np.maximum(1.0 - qs, 1e-9) - 1e-9)
+    return np.maximum(base, need).astype(np.int64)
+
+
 class Nowcast(SeasonalFilled):
     """Per-horizon choice among persistence, short means and seasonal rules.
 
@@ -71,7 +81,9 @@ class Nowcast(SeasonalFilled):
             ``max(ks)`` observations) and back by the current level, so the interval
             follows the daily swing of the traffic; ``False`` pools absolute errors.
         quantile_window_s: the errors the quantiles come from: the origins of this recent
-            span (seconds of history), at least ``min_quantile_window`` of them.
+            span (seconds of history), at least ``min_quantile_window`` of them, and for a
+            high level at least the origins it needs to read a quantile other than the
+            largest error (:func:`quantile_windows`).
         min_quantile_window: fewest errors behind the quantiles.
     """
 
@@ -184,13 +196,16 @@ class Nowcast(SeasonalFilled):
                     if score < best_err - 1e-12:
                         best, best_err = name, score
             point = float(self._candidates(now, j, csum, seasonal, ks)[best][0])
-            nq = max(self.min_quantile_window, round(self.quantile_window_s / step_s))
-            recent = keep & (origins > hi - nq)
+            nq = quantile_windows(
+                qs, max(self.min_quantile_window, round(self.quantile_window_s / step_s))
+            )
+            recent = keep & (origins > hi - int(nq.max()))
             e = (target - cands[best])[recent]
             if e.size == 0:
                 out[:, j - 1] = point
                 chosen.append(best)
                 continue
+            scale = 1.0
             if self.relative:
                 lvl = ((csum[origins + 1] - csum[origins + 1 - kmax]) / kmax)[recent]
                 floor = max(1e-9, 0.05 * float(np.mean(np.abs(y[max(0, n - self.window) :]))))
@@ -203,11 +218,15 @@ class Nowcast(SeasonalFilled):
                 t_idx = origins[recent] + j
                 t_end = np.minimum(t_idx + kmax, n)
                 after = (csum[t_end] - csum[t_idx]) / (t_end - t_idx)
-                offs = _conformal_quantiles(e / np.maximum(np.maximum(lvl, after), floor), qs)
-                offs = offs * max(level_now, floor)
-            else:
-                offs = _conformal_quantiles(e, qs)
-            out[:, j - 1] = point + offs
+                e = e / np.maximum(np.maximum(lvl, after), floor)
+                scale = max(level_now, floor)
+            # each level from its own window: the newest nq[i] origins (of those observed)
+            age = (hi - origins[recent]).astype(np.int64)
+            offs = np.empty(len(qs))
+            for i, w in enumerate(nq):
+                sub = e[age < w]
+                offs[i] = _conformal_quantiles(sub if sub.size else e, qs[i : i + 1])[0]
+            out[:, j - 1] = point + offs * scale
             chosen.append(best)
         self.chosen = chosen
         return out

@@ -190,3 +190,19 @@ def test_conformal_quantiles_cover_on_small_windows() -> None:
         hits += new <= _conformal_quantiles(past, np.array([0.95]))[0]
         plain += new <= np.quantile(past, 0.95)
     assert hits / 2000 >= 0.94 > plain / 2000
+
+
+def test_high_quantiles_widen_their_window_so_they_do_not_all_read_the_maximum() -> None:
+    """At a 10-minute step a 6-hour window holds 36 errors, and the conformal 0.95 and 0.98
+    quantiles of 36 errors are both the largest. Each high level now reads a window long
+    enough for a quantile below the maximum (39 origins for 0.95, 99 for 0.98), so the two
+    levels differ (and both stay within a few noise deviations of the median)."""
+    from forecasting.models.nowcast import quantile_windows
+
+    assert list(quantile_windows(np.array([0.5, 0.9, 0.95, 0.98]), 36)) == [36, 36, 39, 99]
+    rng = np.random.default_rng(8)
+    y = 1000.0 + rng.normal(0, 50, 400)
+    m = Nowcast(season=1, relative=False).fit(Series(start_s=0, step_s=600, values=y))
+    f = m.predict(1, quantiles=[0.5, 0.95, 0.98])
+    q95, q98 = float(f.quantile(0.95)[0]), float(f.quantile(0.98)[0])
+    assert float(f.median[0]) < q95 < q98 < float(f.median[0]) + 5 * 50
