@@ -270,7 +270,9 @@ class TargetRunner:
         # -- forecast and guard
         lead_s = self._lead_s()
         with self._lock:
-            fc = self.live.predict(now_s, lead_s, self.settings.interval_s, self.quantiles)
+            # the horizon also covers the policy's look-ahead for multi-tick climbs
+            fc = self.live.predict(now_s, lead_s + self.settings.ramp_lookahead_s,
+                                   self.settings.interval_s, self.quantiles)
             model_error = self.live.last_error
         self.guard, use = self.guard.step(now_s, fc, signals.demand_rps, lead_s,
                                           self.settings.quantile)

@@ -11,7 +11,9 @@ Order of one decision (all pure; ``now_s`` comes from the signals):
 3. predictive: the replicas that must be *ready* at every moment of
    ``[now, now + lead + interval]`` for the chosen forecast quantile at the target
    utilisation (pods ordered now are ready only after the cold-start lead, so scaling down
-   below that peak now could not be undone in time); the active share covers
+   below that peak now could not be undone in time); a later bucket whose need the scale-up
+   rate limits reach only after several ticks (:func:`~autoscaler.core.reactive.ramp_s`)
+   counts from the tick its climb must start; the active share covers
    ``[now, now + promotion + interval]`` and the warm pool the rest plus the forecast spread;
 4. stabilization: the HPA ``behavior`` scale-down window (300 s by default) applies to the
    reactive recommendation; the predictive recommendation, which already looks one lead
@@ -32,7 +34,14 @@ import numpy as np
 from autoscaler.core.capacity import CapacityEstimate, update_capacity
 from autoscaler.core.decision import Decision, Reason
 from autoscaler.core.lead_time import LeadTimeEstimate
-from autoscaler.core.reactive import HpaState, hpa_replicas, rate_limit, record_scale, stabilize
+from autoscaler.core.reactive import (
+    HpaState,
+    hpa_replicas,
+    ramp_s,
+    rate_limit,
+    record_scale,
+    stabilize,
+)
 from autoscaler.core.schedule import bounds_at
 from autoscaler.core.settings import PolicySettings
 from autoscaler.core.signals import Signals
@@ -72,6 +81,32 @@ def _hold(
     kept = tuple(r for r in recs if r[0] > cut)
     held = max([value, *(v for _, v in kept)])
     return held, (*kept, (now_s, value))
+
+
+def _ramp_peak(
+    fc: Forecast,
+    s: PolicySettings,
+    hpa: HpaState,
+    now_s: float,
+    t_cold_s: float,
+    current: int,
+    per_pod_rps: float,
+) -> tuple[float, float]:
+    """The highest forecast bucket after ``t_cold_s`` (within ``ramp_lookahead_s``) whose
+    replicas the scale-up rate limits reach only so many ticks from now that the climb must
+    start this tick to have them ready when the bucket starts; ``(0, 0)`` when none.
+    Returns the bucket's demand and the climb's seconds."""
+    if s.ramp_lookahead_s <= 0:
+        return 0.0, 0.0
+    row = fc.quantile(s.quantile)
+    starts = fc.start_s + fc.step_s * np.arange(fc.horizon)
+    best = ramp_best = 0.0
+    for b in np.flatnonzero((starts > t_cold_s) & (starts <= t_cold_s + s.ramp_lookahead_s)):
+        need = _ceil_div(float(row[b]), per_pod_rps)
+        ramp = ramp_s(hpa, now_s, current, need, s.behavior, s.interval_s)
+        if ramp > 0 and starts[b] <= t_cold_s + ramp and row[b] > best:
+            best, ramp_best = float(row[b]), ramp
+    return best, ramp_best
 
 
 class Policy:
@@ -140,6 +175,10 @@ class Policy:
             t_cold = now + lead_s + s.interval_s
             t_warm = now + s.warm_promotion_s + s.interval_s
             peak = float(np.max(demand_window(forecast, s.quantile, now, t_cold)))
+            later, ramp = _ramp_peak(forecast, s, st.hpa, now, t_cold, current, per_pod_fc)
+            if later > peak:
+                peak = later
+                comps["ramp_s"] = ramp
             pred_total = _ceil_div(peak, per_pod_fc)
             pred_active = _ceil_div(
                 float(np.max(demand_window(forecast, s.quantile, now, t_warm))), per_pod_fc

@@ -23,6 +23,7 @@ __all__ = [
     "ScaleEvent",
     "hpa_replicas",
     "normalize",
+    "ramp_s",
     "rate_limit",
     "record_scale",
     "stabilize",
@@ -174,6 +175,36 @@ def rate_limit(
         if desired < limit:
             return limit, "ScaleDownLimit"
     return desired, ""
+
+
+def ramp_s(
+    state: HpaState,
+    now_s: float,
+    current: int,
+    target: int,
+    behavior: Behavior,
+    interval_s: float,
+    *,
+    max_ticks: int = 40,
+) -> float:
+    """Seconds the scale-up policies need to take ``current`` replicas to ``target``, one
+    step per ``interval_s`` tick from ``now_s`` (0 when this tick can get there): each tick
+    asks :func:`rate_limit` for ``target`` and records what it allows, so recent scale-ups in
+    ``state`` count against the first periods as they would. When the policies allow no
+    progress at all (scale-up disabled), 0: waiting longer would not help. At most
+    ``max_ticks`` ticks."""
+    if target <= current or interval_s <= 0:
+        return 0.0
+    if rate_limit(HpaState(), now_s, current, target, behavior)[0] <= current:
+        return 0.0  # no progress even without recent scale-ups: scale-up is disabled
+    st, c, t = state, current, now_s
+    for k in range(max_ticks):
+        allowed, _ = rate_limit(st, t, c, target, behavior)
+        if allowed >= target:
+            return k * interval_s
+        st = record_scale(st, t, c, allowed)
+        c, t = max(c, allowed), t + interval_s
+    return max_ticks * interval_s
 
 
 def record_scale(

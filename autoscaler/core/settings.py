@@ -226,6 +226,10 @@ class PolicySettings:
             keeps applying to the reactive part).
         backlog_drain_s: the active replicas also drain the observed queue within this many
             seconds (``0`` disables the term).
+        ramp_lookahead_s: how far beyond ``lead + interval`` the predictive part looks for
+            a need the scale-up rate limits reach only after several ticks (a climb to more
+            than twice the current count): its pods must be ordered that much earlier
+            (``0``: only ``lead + interval``). The forecast horizon includes it.
     """
 
     capacity_rps_per_replica: float
@@ -252,6 +256,7 @@ class PolicySettings:
     learn_lead: bool = True
     predictive_down_window_s: float = 60.0
     backlog_drain_s: float = 60.0
+    ramp_lookahead_s: float = 120.0
     forecast_util_ratio: float | None = 0.9
     predicting_target_util_ratio: float | None = 0.9
 
@@ -299,6 +304,10 @@ class PolicySettings:
         need(
             self.lead_min_samples >= 1,
             f"lead_min_samples must be >= 1, got {self.lead_min_samples}",
+        )
+        need(
+            0 <= self.ramp_lookahead_s <= 3600,
+            f"ramp_lookahead_s must be in [0, 3600], got {self.ramp_lookahead_s}",
         )
         need(
             0 <= self.predictive_down_window_s <= 3600,

@@ -97,6 +97,19 @@ class SurgecastAutoscaler:
             name="demand",
         )
 
+    def _horizon(self, now_s: float) -> tuple[float, int]:
+        """The end of the bucketed history (seconds) and the forecast steps from there that
+        cover ``now`` plus the lead, one interval and the policy's ramp look-ahead."""
+        assert self._start_s is not None
+        lead = self.state.lead.lead_s if self.state.lead else self.settings.cold_start_prior_s
+        hist_end = self._start_s + len(self._buckets) * self.forecast_step_s
+        span = now_s - hist_end + lead + self.settings.interval_s + self.settings.ramp_lookahead_s
+        return hist_end, max(1, math.ceil(span / self.forecast_step_s) + 1)
+
+    def _quantiles(self) -> list[float]:
+        """The quantile levels the policy reads: the median, its quantile, the warm pool's."""
+        return sorted({0.5, self.settings.quantile, self.settings.warm_quantile})
+
     def forecast(self, now_s: float, view: DemandView) -> Forecast | None:
         """Bring the model up to date with ``view`` and forecast over the lead."""
         self._history(view)
@@ -111,13 +124,8 @@ class SurgecastAutoscaler:
             elif n > self._fed:
                 self.model.update(self._series(self._fed, n))
                 self._fed = n
-            lead = self.state.lead.lead_s if self.state.lead else self.settings.cold_start_prior_s
-            assert self._start_s is not None
-            hist_end = self._start_s + n * self.forecast_step_s
-            span = now_s - hist_end + lead + self.settings.interval_s
-            h = max(1, math.ceil(span / self.forecast_step_s) + 1)
-            qs = sorted({0.5, self.settings.quantile, self.settings.warm_quantile})
-            fc = self.model.predict(h, qs)
+            _, h = self._horizon(now_s)
+            fc = self.model.predict(h, self._quantiles())
         except (ForecastingError, ValueError, np.linalg.LinAlgError) as exc:
             self.last_error = f"{type(exc).__name__}: {exc}"
             self.model = None

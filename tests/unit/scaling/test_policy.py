@@ -272,3 +272,30 @@ def test_fixed_lead_ignores_observed_start_durations() -> None:
         )
         dec, st = p.decide(sig_, flat(10.0), st)
         assert dec.components["lead_s"] == pytest.approx(expected)
+
+
+def _jump_at(bucket: int) -> Forecast:
+    """50 req/s (5 pods at 90 %), then 320 req/s (36 pods) from the bucket that starts at
+    ``NOW - 30 + 60 * bucket``."""
+    med = np.where(np.arange(6) >= bucket, 320.0, 50.0)
+    return Forecast(
+        start_s=NOW - 30, step_s=60.0, quantiles=(0.5, 0.9), values=np.vstack([med, med]),
+        model="t",
+    )
+
+
+def test_a_climb_the_rate_limits_spread_over_ticks_starts_early_enough() -> None:
+    """5 -> 36 pods takes three ticks under "100 % or 4 pods per 15 s" (5, 10, 20, 36), so
+    a need at now + 150 s, beyond the 135 s of lead plus interval, is ordered now; one at
+    now + 210 s, which the climb reaches in time from a later tick, is not yet."""
+    s = PolicySettings(CAP, min_replicas=0, max_replicas=100, cold_start_prior_s=120.0)
+    early, _ = Policy(s).decide(sig(5, 50.0), _jump_at(3))
+    assert early.total == 10 and early.components["ramp_s"] == 30.0
+    assert early.components["predictive"] == 36
+    later, _ = Policy(s).decide(sig(5, 50.0), _jump_at(4))
+    assert later.total <= 6 and "ramp_s" not in later.components
+    off = PolicySettings(CAP, min_replicas=0, max_replicas=100, ramp_lookahead_s=0.0)
+    plain, _ = Policy(off).decide(sig(5, 50.0), _jump_at(3))
+    assert plain.total <= 6
+    with pytest.raises(ConfigError, match="ramp_lookahead_s"):
+        PolicySettings(CAP, ramp_lookahead_s=-1.0)

@@ -6,11 +6,12 @@ from autoscaler.core.reactive import (
     HpaState,
     hpa_replicas,
     normalize,
+    ramp_s,
     rate_limit,
     record_scale,
     stabilize,
 )
-from autoscaler.core.settings import Behavior
+from autoscaler.core.settings import Behavior, RateRule, ScalingRules
 
 
 def test_ratio_doubles_halves_and_tolerance() -> None:
@@ -59,3 +60,22 @@ def test_normalize_applies_bounds_last() -> None:
     assert (final, why) == (2, "Bounds")
     final, why, _ = normalize(HpaState(), 0.0, 5, 50, Behavior(), 2, 8)
     assert final == 8
+
+
+def test_ramp_counts_the_ticks_the_scale_up_policies_need() -> None:
+    b = Behavior()
+    # 5 -> 10 -> 20 -> 32 under "100 % or 4 pods per 15 s": two ticks after this one
+    assert ramp_s(HpaState(), 0.0, 5, 32, b, 15.0) == 30.0
+    assert ramp_s(HpaState(), 0.0, 5, 10, b, 15.0) == 0.0  # this tick gets there
+    assert ramp_s(HpaState(), 0.0, 40, 32, b, 15.0) == 0.0  # a scale-down: no climb
+    # a scale-up 5 s ago (10 -> 20) still holds the current 15 s period: one tick more
+    st = record_scale(HpaState(), -5.0, 10, 20)
+    assert ramp_s(st, 0.0, 20, 40, b, 15.0) == 15.0
+    # ticks every 5 s inside 15 s periods: 5 -> 10 now, 20 at 15 s, 32 at 30 s
+    assert ramp_s(HpaState(), 0.0, 5, 32, b, 5.0) == 30.0
+    # scale-up disabled: no climb can happen, so looking ahead would not help
+    off = Behavior(scale_up=ScalingRules(0.0, (RateRule("Pods", 4, 15.0),), "Disabled"))
+    assert ramp_s(HpaState(), 0.0, 5, 32, off, 15.0) == 0.0
+    # bounded: 1 -> 10 000 pods by +1 pod per 60 s stops at max_ticks
+    slow = Behavior(scale_up=ScalingRules(0.0, (RateRule("Pods", 1, 60.0),), "Max"))
+    assert ramp_s(HpaState(), 0.0, 1, 10_000, slow, 15.0, max_ticks=8) == 120.0
