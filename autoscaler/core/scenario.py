@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from autoscaler.core.baselines import REGISTRY, oracle_gpu_hours
+from autoscaler.core.baselines.clairvoyant import ClairvoyantSurgecast
 from autoscaler.core.decision import Decision
 from autoscaler.core.observation import Autoscaler, DemandView
 from autoscaler.core.settings import DEFAULT_FORECAST_MODEL, PolicySettings
@@ -40,6 +41,8 @@ __all__ = [
     "build_scenario",
     "compare",
     "compatible_step",
+    "forecast_step",
+    "make_clairvoyant",
     "make_surgecast",
     "trim_to_grid",
 ]
@@ -164,6 +167,28 @@ def build_scenario(
     return Scenario(rates, cfg, peak_replicas, init, orc)
 
 
+def _surgecast_settings(
+    scenario: Scenario, warm_max: int, overrides: Mapping[str, Any] | None
+) -> PolicySettings:
+    """:class:`PolicySettings` with the scenario's capacity, cold start and warm promotion,
+    ``warm_max`` and ``overrides``; the rest are the defaults."""
+    cfg = scenario.config
+    kwargs: dict[str, Any] = {
+        "max_replicas": MAX_REPLICAS,
+        "warm_max": warm_max,
+        "cold_start_prior_s": cfg.cold_start_s,
+        "warm_promotion_s": cfg.warm_promotion_s,
+    }
+    kwargs.update(overrides or {})
+    return PolicySettings(scenario.capacity, **kwargs)
+
+
+def forecast_step(trace_step_s: float) -> float:
+    """The forecast bucket surgecast uses on a trace: 1 minute, or the trace's own step
+    when that is coarser."""
+    return max(60.0, trace_step_s)
+
+
 def make_surgecast(
     scenario: Scenario,
     trace_step_s: float,
@@ -176,19 +201,30 @@ def make_surgecast(
     settings are :class:`PolicySettings`' defaults. ``warm_max = 0`` (no warm pool) because
     the simulator charges a warm pod like an active one: see docs/autoscaling.md.
     ``overrides`` replaces further :class:`PolicySettings` fields (ablations)."""
-    cfg = scenario.config
-    kwargs: dict[str, Any] = {
-        "max_replicas": MAX_REPLICAS,
-        "warm_max": warm_max,
-        "cold_start_prior_s": cfg.cold_start_s,
-        "warm_promotion_s": cfg.warm_promotion_s,
-    }
-    kwargs.update(overrides or {})
     return SurgecastAutoscaler(
-        PolicySettings(scenario.capacity, **kwargs),
+        _surgecast_settings(scenario, warm_max, overrides),
         model=model,
-        forecast_step_s=max(60.0, trace_step_s),
+        forecast_step_s=forecast_step(trace_step_s),
         refit_every_s=6 * 3600.0,
+    )
+
+
+def make_clairvoyant(
+    scenario: Scenario,
+    start_s: float,
+    forecast_step_s: float,
+    *,
+    overrides: Mapping[str, Any] | None = None,
+) -> ClairvoyantSurgecast:
+    """surgecast's policy (as :func:`make_surgecast` sets it up) fed the scenario's true
+    demand as its forecast, in buckets of ``forecast_step_s``: the benchmark's yardstick
+    for what a perfect forecast at that step would buy."""
+    return ClairvoyantSurgecast(
+        _surgecast_settings(scenario, 0, overrides),
+        scenario.rates,
+        start_s,
+        scenario.step_s,
+        forecast_step_s=forecast_step_s,
     )
 
 
