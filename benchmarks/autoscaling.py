@@ -13,8 +13,10 @@ Prints one table per trace; ``x_oracle`` is GPU-hours over the oracle's cheapest
 schedule (a lower bound); ``slo_after_10m_pct`` leaves out the first 10 minutes (every
 policy starts with the first minute's demand at 70 % and no history). ``--ablations`` adds
 surgecast rows with one setting changed (a warm pool; the reactive floor at 70 % while
-predicting; the previous forecaster, seasonal naive). ``--frontier`` sweeps each policy's
-cost knob (surgecast's forecast quantile; the HPA's and KEDA's target utilisation) and
+predicting; the previous forecaster, seasonal naive; no ramp look-ahead) and the yardstick
+rows "exact forecast": surgecast's policy fed the true demand, in its forecast buckets and
+in the simulator's steps. ``--frontier`` sweeps each policy's cost knob (surgecast's
+forecast quantile; the target utilisation of the HPA, KEDA and the KPA) and
 prints, for every baseline setting, surgecast's missed requests at the same GPU-hours
 (linear between its swept settings).
 """
@@ -26,6 +28,7 @@ import os
 import sys
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -37,10 +40,13 @@ from autoscaler.core.scenario import (
     DEFAULT_POLICIES,
     MAX_REPLICAS,
     POLICY_LABELS,
+    Scenario,
     build_policies,
     build_scenario,
     compare,
     compatible_step,
+    forecast_step,
+    make_clairvoyant,
     make_surgecast,
 )
 from autoscaler.core.settings import DEFAULT_FORECAST_MODEL
@@ -68,18 +74,35 @@ def surge_trace() -> Series:
     return Series(start_s=0.0, step_s=1.0, values=v, kind="count", absolute=False, name="surge")
 
 
-#: surgecast variants of ``--ablations``: label -> (warm_max, PolicySettings overrides,
-#: forecaster or None for ``--model``)
-ABLATIONS: dict[str, tuple[int, dict[str, float | None], str | None]] = {
-    "surgecast +warm pool 8": (8, {}, None),
-    "surgecast floor 70% while predicting": (0, {"predicting_target_util_ratio": None}, None),
-    "surgecast seasonal_naive": (0, {}, "seasonal_naive"),
-    "surgecast seasonal_naive, floor 70%": (
-        0,
-        {"predicting_target_util_ratio": None},
-        "seasonal_naive",
-    ),
+#: surgecast variants of ``--ablations``: label -> keyword arguments of ``make_surgecast``
+#: (``model`` None: ``--model``)
+ABLATIONS: dict[str, dict[str, Any]] = {
+    "surgecast +warm pool 8": {"warm_max": 8},
+    "surgecast floor 70% while predicting": {"overrides": {"predicting_target_util_ratio": None}},
+    "surgecast seasonal_naive": {"model": "seasonal_naive"},
+    "surgecast seasonal_naive, floor 70%": {
+        "model": "seasonal_naive",
+        "overrides": {"predicting_target_util_ratio": None},
+    },
+    "surgecast no ramp look-ahead": {"overrides": {"ramp_lookahead_s": 0.0}},
+    # the controller's default forecast step (the CRD's forecast.step, 1m); the rows above
+    # forecast in the trace's own step where that is coarser (10 min, 1 h)
+    "surgecast forecast step 60 s": {"forecast_step_s": 60.0},
 }
+
+
+def yardsticks(scenario: Scenario, trace: Series) -> dict[str, Autoscaler]:
+    """surgecast's policy fed the true demand (``--ablations``): in surgecast's forecast
+    buckets, and, where the trace varies within them, in the simulator's steps."""
+    fs = forecast_step(trace.step_s)
+    out: dict[str, Autoscaler] = {
+        f"exact forecast, {fs:g} s buckets": make_clairvoyant(scenario, trace.start_s, fs)
+    }
+    if trace.step_s < fs and scenario.step_s < fs:
+        out[f"exact forecast, {scenario.step_s:g} s buckets"] = make_clairvoyant(
+            scenario, trace.start_s, scenario.step_s
+        )
+    return out
 
 
 def slo_after(res: SimResult, skip_s: float) -> float:
@@ -107,11 +130,13 @@ def run_trace(
     pols = build_policies(scenario, trace, names, model=model)
     if ablations and "surgecast" in pols:
         extra: dict[str, Autoscaler] = {}
-        for label, (warm_max, ov, alt) in ABLATIONS.items():
+        for label, kw in ABLATIONS.items():
+            if kw.get("forecast_step_s") == forecast_step(trace.step_s):
+                continue  # the same as the surgecast row
             extra[label] = make_surgecast(
-                scenario, trace.step_s, alt or model, warm_max=warm_max, overrides=ov
+                scenario, trace.step_s, **{**kw, "model": kw.get("model") or model}
             )
-        pols = {"surgecast": pols.pop("surgecast"), **extra, **pols}
+        pols = {"surgecast": pols.pop("surgecast"), **extra, **yardsticks(scenario, trace), **pols}
     rows = []
     for row, res in compare(trace, scenario, pols):
         row["slo_after_10m_pct"] = slo_after(res, 600.0)
@@ -128,7 +153,7 @@ def run_trace(
 #: for; the reactive baselines: their target utilisation)
 FRONTIER_QUANTILES = (0.5, 0.7, 0.8, 0.9, 0.95, 0.98)
 FRONTIER_TARGETS = (0.6, 0.7, 0.8, 0.9)
-FRONTIER_BASELINES = ("hpa", "hpa_rps", "keda")
+FRONTIER_BASELINES = ("hpa", "hpa_rps", "keda", "kpa")
 
 
 def _frontier_job(

@@ -196,15 +196,17 @@ def make_surgecast(
     *,
     warm_max: int = 0,
     overrides: Mapping[str, Any] | None = None,
+    forecast_step_s: float | None = None,
 ) -> SurgecastAutoscaler:
     """surgecast with the scenario's capacity, cold start and warm promotion; the other
     settings are :class:`PolicySettings`' defaults. ``warm_max = 0`` (no warm pool) because
     the simulator charges a warm pod like an active one: see docs/autoscaling.md.
-    ``overrides`` replaces further :class:`PolicySettings` fields (ablations)."""
+    ``overrides`` replaces further :class:`PolicySettings` fields (ablations);
+    ``forecast_step_s`` the forecast bucket (``None``: :func:`forecast_step`)."""
     return SurgecastAutoscaler(
         _surgecast_settings(scenario, warm_max, overrides),
         model=model,
-        forecast_step_s=forecast_step(trace_step_s),
+        forecast_step_s=forecast_step_s or forecast_step(trace_step_s),
         refit_every_s=6 * 3600.0,
     )
 
