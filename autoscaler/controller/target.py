@@ -36,7 +36,7 @@ from autoscaler.config import (
 from autoscaler.core.decision import Decision, Reason
 from autoscaler.core.live_forecast import LiveForecaster, fit_model
 from autoscaler.core.policy import Policy, PolicyState
-from autoscaler.core.prediction_guard import GuardSettings, PredictionGuard
+from autoscaler.core.prediction_guard import GuardPlan, GuardSettings, PredictionGuard
 from autoscaler.core.signals import PodCounts, Signals
 from autoscaler.errors import (
     ActuationConflict,
@@ -168,6 +168,7 @@ class TargetRunner:
         self.source, self.pods = source, pods
         self.can_write, self.write_status, self.metrics = can_write, write_status, metrics
         self.guard = PredictionGuard(guard or GuardSettings())
+        self.guard_plan = GuardPlan.of(self.settings)
         self.conditions = ConditionSet()
         self.quantiles = tuple(sorted({0.5, self.settings.quantile, self.settings.warm_quantile}))
         self._lock = threading.Lock()  # guards self.live
@@ -275,7 +276,7 @@ class TargetRunner:
                                    self.settings.interval_s, self.quantiles)
             model_error = self.live.last_error
         self.guard, use = self.guard.step(now_s, fc, signals.demand_rps, lead_s,
-                                          self.settings.quantile)
+                                          self.settings.quantile, self.guard_plan)
         # -- decide
         scale_events = self.state.hpa.events
         decision, self.state = self.policy.decide(signals, use, self.state)
@@ -418,6 +419,8 @@ class TargetRunner:
         g = self.guard
         st["forecastQuality"] = {"scored": g.n, "mae": _num(g.mae),
                                  "reactiveMae": _num(g.reactive_mae),
+                                 "planLoss": _num(g.plan_loss),
+                                 "reactivePlanLoss": _num(g.reactive_plan_loss),
                                  "coverage": _num(g.coverage), "predictionEnabled": g.enabled}
         return st
 

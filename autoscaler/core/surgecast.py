@@ -23,7 +23,7 @@ import numpy as np
 from autoscaler.core.decision import Decision
 from autoscaler.core.observation import DemandView
 from autoscaler.core.policy import Policy, PolicyState
-from autoscaler.core.prediction_guard import GuardSettings, PredictionGuard
+from autoscaler.core.prediction_guard import GuardPlan, GuardSettings, PredictionGuard
 from autoscaler.core.settings import DEFAULT_FORECAST_MODEL, PolicySettings
 from autoscaler.core.signals import Signals
 from forecasting.errors import ForecastingError
@@ -67,6 +67,7 @@ class SurgecastAutoscaler:
         self.last_forecast: Forecast | None = None
         self.last_error = ""
         self.guard = PredictionGuard(guard) if guard is not None else None
+        self._plan = GuardPlan.of(settings)
 
     def _history(self, view: DemandView) -> None:
         k = self.forecast_step_s / view.step_s
@@ -141,7 +142,7 @@ class SurgecastAutoscaler:
         if self.guard is not None:
             lead = self.state.lead.lead_s if self.state.lead else self.settings.cold_start_prior_s
             self.guard, use = self.guard.step(
-                now, fc, signals.demand_rps, lead, self.settings.quantile
+                now, fc, signals.demand_rps, lead, self.settings.quantile, self._plan
             )
         decision, self.state = self.policy.decide(signals, use, self.state)
         return decision

@@ -187,6 +187,11 @@ def test_guard_switches_a_wrong_forecast_off_visibly(kube: FakeKube, nasa: Serie
     assert not r.guard.enabled
     assert r.guard.mae is not None and r.guard.reactive_mae is not None
     assert r.guard.mae > r.guard.reactive_mae
+    # the switch is judged on the plans (the policy's utilisations are passed)
+    assert r.guard.plan_loss is not None and r.guard.reactive_plan_loss is not None
+    assert r.guard.plan_loss > r.guard.reactive_plan_loss and "plan loss" in r.guard.reason
+    quality = r.status()["forecastQuality"]
+    assert quality["planLoss"] == pytest.approx(r.guard.plan_loss, rel=1e-3)
     conds = {c["type"]: c for c in r.status()["conditions"]}
     assert conds["PredictionReady"]["reason"] == "WorseThanReactive"
     ev = [e for e in kube.events(NS) if e["reason"] == "PredictionFallback"]

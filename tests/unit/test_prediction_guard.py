@@ -105,3 +105,47 @@ def test_step_scores_records_and_withholds_while_off() -> None:
     assert not g.enabled and use is None
     g2, use2 = g.step(6 * lead, None, 10.0, lead, 0.9)
     assert use2 is None and len(g2.pending) <= len(g.pending)
+
+
+def test_plan_scores_are_the_pinball_loss_of_each_plan() -> None:
+    """Worked numbers. Policy: forecast sized at 90 %, floor 90 % while predicting, 70 %
+    without. Forecast upper (q0.9) 180 req/s, demand now 140, demand then 200:
+    with prediction the capacity serves max(180/0.9, 140/0.9) = 200 -> loss 0;
+    without it serves 140/0.7 = 200 too -> loss 0. Demand then 250: both short by 50 ->
+    0.9 * 50 = 45 each. Demand then 100: excess 100 -> 0.1 * 100 = 10 each."""
+    from autoscaler.core.prediction_guard import GuardPlan
+    from autoscaler.core.settings import PolicySettings
+
+    plan = GuardPlan.of(PolicySettings(10.0))
+    assert (plan.forecast_util_ratio, plan.floor_util_ratio_predicting) == (0.9, 0.9)
+    assert plan.floor_util_ratio == 0.7
+    assert plan.with_prediction(180.0, 140.0) == pytest.approx(200.0)
+    assert plan.without_prediction(140.0) == pytest.approx(200.0)
+    g = PredictionGuard(GuardSettings(min_samples=1))
+    for t, outcome in ((0.0, 200.0), (100.0, 250.0), (200.0, 100.0)):
+        fc = Forecast(start_s=t, step_s=STEP, quantiles=(0.5, 0.9),
+                      values=np.array([[150.0] * 3, [180.0] * 3]), model="t")
+        g = g.record(t, fc, 140.0, 60.0, 0.9, plan).observe(t + 60.0, outcome)
+    assert g.n == 3
+    assert g.plan_loss == pytest.approx((0 + 45 + 10) / 3)
+    assert g.reactive_plan_loss == pytest.approx((0 + 45 + 10) / 3)
+    # a forecast 40 % too low: the floor at 90 % carries (200 -> 155.6), and the plan with
+    # prediction now falls short where the 70 % rule does not
+    low = Forecast(start_s=0.0, step_s=STEP, quantiles=(0.5, 0.9),
+                   values=np.array([[90.0] * 3, [108.0] * 3]), model="t")
+    g2 = PredictionGuard(GuardSettings(min_samples=1)).record(0.0, low, 140.0, 60.0, 0.9, plan)
+    g2 = g2.observe(60.0, 190.0)
+    assert g2.plan_loss == pytest.approx(0.9 * (190.0 - 140.0 / 0.9))
+    assert g2.reactive_plan_loss == pytest.approx(0.1 * (200.0 - 190.0))
+    assert not g2.enabled and "plan loss" in g2.reason
+    # score="mae" ignores the plans: the medians (90 vs persistence 140) decide
+    g3 = PredictionGuard(GuardSettings(min_samples=1, score="mae")).record(
+        0.0, low, 140.0, 60.0, 0.9, plan).observe(60.0, 190.0)
+    assert g3.plan_loss is not None and "forecast MAE" in g3.reason and not g3.enabled
+
+
+def test_plan_score_without_the_policy_falls_back_to_mae() -> None:
+    g = run(PredictionGuard(GuardSettings(min_samples=5)), [100.0] * 30, [300.0] * 30)
+    assert g.plan_loss is None and "forecast MAE" in g.reason and not g.enabled
+    with pytest.raises(ValueError, match="score"):
+        GuardSettings(score="rmse")  # type: ignore[arg-type]
