@@ -13,7 +13,8 @@ Prints one table per trace; ``x_oracle`` is GPU-hours over the oracle's cheapest
 schedule (a lower bound); ``slo_after_10m_pct`` leaves out the first 10 minutes (every
 policy starts with the first minute's demand at 70 % and no history). ``--ablations`` adds
 surgecast rows with one setting changed (a warm pool; the reactive floor at 70 % while
-predicting; the previous forecaster, seasonal naive; no ramp look-ahead) and the yardstick
+predicting; the previous forecaster, seasonal naive; no ramp look-ahead; the controller's
+60 s forecast step; the controller's prediction guard) and the yardstick
 rows "exact forecast": surgecast's policy fed the true demand, in its forecast buckets and
 in the simulator's steps. ``--frontier`` sweeps each policy's cost knob (surgecast's
 forecast quantile; the target utilisation of the HPA, KEDA and the KPA) and
@@ -36,6 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from autoscaler.core.baselines import REGISTRY as BASELINES
 from autoscaler.core.observation import Autoscaler
+from autoscaler.core.prediction_guard import GuardSettings
 from autoscaler.core.scenario import (
     DEFAULT_POLICIES,
     MAX_REPLICAS,
@@ -88,6 +90,8 @@ ABLATIONS: dict[str, dict[str, Any]] = {
     # the controller's default forecast step (the CRD's forecast.step, 1m); the rows above
     # forecast in the trace's own step where that is coarser (10 min, 1 h)
     "surgecast forecast step 60 s": {"forecast_step_s": 60.0},
+    # the live controller's prediction guard with its defaults (plan score)
+    "surgecast + prediction guard": {"guard": GuardSettings()},
 }
 
 

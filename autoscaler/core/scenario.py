@@ -23,6 +23,7 @@ from autoscaler.core.baselines import REGISTRY, oracle_gpu_hours
 from autoscaler.core.baselines.clairvoyant import ClairvoyantSurgecast
 from autoscaler.core.decision import Decision
 from autoscaler.core.observation import Autoscaler, DemandView
+from autoscaler.core.prediction_guard import GuardSettings
 from autoscaler.core.settings import DEFAULT_FORECAST_MODEL, PolicySettings
 from autoscaler.core.signals import Signals
 from autoscaler.core.simulator import SimConfig, SimResult, demand_rates, simulate
@@ -197,17 +198,20 @@ def make_surgecast(
     warm_max: int = 0,
     overrides: Mapping[str, Any] | None = None,
     forecast_step_s: float | None = None,
+    guard: GuardSettings | None = None,
 ) -> SurgecastAutoscaler:
     """surgecast with the scenario's capacity, cold start and warm promotion; the other
     settings are :class:`PolicySettings`' defaults. ``warm_max = 0`` (no warm pool) because
     the simulator charges a warm pod like an active one: see docs/autoscaling.md.
     ``overrides`` replaces further :class:`PolicySettings` fields (ablations);
-    ``forecast_step_s`` the forecast bucket (``None``: :func:`forecast_step`)."""
+    ``forecast_step_s`` the forecast bucket (``None``: :func:`forecast_step`); ``guard``
+    switches the live controller's prediction guard on (``None``: off)."""
     return SurgecastAutoscaler(
         _surgecast_settings(scenario, warm_max, overrides),
         model=model,
         forecast_step_s=forecast_step_s or forecast_step(trace_step_s),
         refit_every_s=6 * 3600.0,
+        guard=guard,
     )
 
 
