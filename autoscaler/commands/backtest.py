@@ -77,7 +77,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--policies",
         default="surgecast,hpa,hpa_rps,keda,kpa,static,oracle",
         help="comma-separated policies (surgecast, hpa, hpa_rps, keda, kpa, static, oracle, "
-        "phpa; default all but phpa)",
+        "phpa, exact; default all but phpa and exact). exact: surgecast's policy fed the "
+        "trace's true demand as its forecast, what a perfect forecast would buy",
     )
     parser.add_argument("--out", default="surgecast-backtest", help="output folder")
 

@@ -58,6 +58,7 @@ POLICY_LABELS: dict[str, str] = {
     "static": "static peak",
     "oracle": "oracle (replay)",
     "phpa": "phpa",
+    "exact": "exact forecast",
 }
 
 #: what ``surgecast backtest`` runs unless told otherwise (PHPA's Holt-Winters fits are slow)
@@ -265,6 +266,9 @@ def build_policies(
                 cap,
                 max_cold_start_s=cfg.cold_start_s * cfg.cold_start_max_ratio,
             )
+        elif name == "exact":
+            # yardstick: surgecast's policy fed the true demand of each forecast bucket
+            pol = make_clairvoyant(scenario, trace.start_s, forecast_step(trace.step_s))
         elif name == "phpa":
             pol = REGISTRY["phpa"](
                 cap, max_replicas=MAX_REPLICAS, season_length=5760, refit_every=240

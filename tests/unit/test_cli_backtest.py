@@ -187,3 +187,21 @@ def test_bad_input_is_one_line_exit_2(
     assert rc == 2
     assert message in err and "Traceback" not in err
     assert len(err.strip().splitlines()) == 1
+
+
+def test_backtest_exact_forecast_yardstick(
+    conv_slice: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--policies surgecast,exact``: the same policy fed the true demand serves at least
+    as many requests as surgecast with its real forecaster, and at least what the oracle's
+    lower bound costs."""
+    out = tmp_path / "exact"
+    rc = main(["backtest", "--trace", str(conv_slice), "--out", str(out),
+               "--policies", "surgecast,exact"])
+    assert rc == 0
+    assert "exact forecast" in capsys.readouterr().out
+    rows = {r["policy"]: r for r in json.loads((out / "summary.json").read_text())["policies"]}
+    assert list(rows) == ["surgecast", "exact forecast"]
+    assert rows["exact forecast"]["slo_pct"] >= rows["surgecast"]["slo_pct"]
+    assert rows["exact forecast"]["x_oracle"] >= 0.99
+    assert rows["exact forecast"]["reasons"]["ForecastLead"] > 0
