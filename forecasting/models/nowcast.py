@@ -36,10 +36,10 @@ import numpy as np
 from forecasting.models._base import SeasonalFilled
 from forecasting.series import FloatArray
 
-__all__ = ["Nowcast", "quantile_windows"]
+__all__ = ["Nowcast", "conformal_quantiles", "quantile_windows"]
 
 
-def _conformal_quantiles(errors: FloatArray, qs: FloatArray) -> FloatArray:
+def conformal_quantiles(errors: FloatArray, qs: FloatArray) -> FloatArray:
     """Empirical quantiles of ``errors`` with the split-conformal finite-sample correction:
     an upper level ``q`` reads the ``ceil((n + 1) q)``-th smallest of ``n`` errors (the
     largest when that exceeds ``n``), a lower one mirrors it, so the next outcome falls
@@ -225,7 +225,7 @@ class Nowcast(SeasonalFilled):
             offs = np.empty(len(qs))
             for i, w in enumerate(nq):
                 sub = e[age < w]
-                offs[i] = _conformal_quantiles(sub if sub.size else e, qs[i : i + 1])[0]
+                offs[i] = conformal_quantiles(sub if sub.size else e, qs[i : i + 1])[0]
             out[:, j - 1] = point + offs * scale
             chosen.append(best)
         self.chosen = chosen

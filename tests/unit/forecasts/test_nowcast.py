@@ -174,20 +174,20 @@ def test_one_bucket_bursts_keep_their_full_size() -> None:
     assert f.quantile(0.9)[0] >= 350.0
 
 
-def test_conformal_quantiles_cover_on_small_windows() -> None:
+def testconformal_quantiles_cover_on_small_windows() -> None:
     """With n exchangeable errors the upper q-quantile is the ceil((n+1)q)-th smallest, so a
     new draw falls below it with probability >= q; np.quantile's interpolation under-covers."""
-    from forecasting.models.nowcast import _conformal_quantiles
+    from forecasting.models.nowcast import conformal_quantiles
 
     e = np.arange(1.0, 21.0)  # 20 errors 1..20
-    q = _conformal_quantiles(e, np.array([0.05, 0.5, 0.9, 0.95]))
+    q = conformal_quantiles(e, np.array([0.05, 0.5, 0.9, 0.95]))
     assert list(q) == [1.0, 11.0, 19.0, 20.0]  # ceil(21 * .95) = 20th; mirrored low end
     rng = np.random.default_rng(5)
     hits = plain = 0
     for _ in range(2000):
         draw = rng.normal(size=25)
         past, new = draw[:24], draw[24]
-        hits += new <= _conformal_quantiles(past, np.array([0.95]))[0]
+        hits += new <= conformal_quantiles(past, np.array([0.95]))[0]
         plain += new <= np.quantile(past, 0.95)
     assert hits / 2000 >= 0.94 > plain / 2000
 
