@@ -200,19 +200,23 @@ def make_surgecast(
     overrides: Mapping[str, Any] | None = None,
     forecast_step_s: float | None = None,
     guard: GuardSettings | None = None,
+    partial_bucket: bool = True,
 ) -> SurgecastAutoscaler:
     """surgecast with the scenario's capacity, cold start and warm promotion; the other
     settings are :class:`PolicySettings`' defaults. ``warm_max = 0`` (no warm pool) because
     the simulator charges a warm pod like an active one: see docs/autoscaling.md.
     ``overrides`` replaces further :class:`PolicySettings` fields (ablations);
     ``forecast_step_s`` the forecast bucket (``None``: :func:`forecast_step`); ``guard``
-    switches the live controller's prediction guard on (``None``: off)."""
+    switches the live controller's prediction guard on (``None``: off); ``partial_bucket``
+    conditions the bucket in progress on its observed part
+    (:func:`~forecasting.partial.condition_first_bucket`)."""
     return SurgecastAutoscaler(
         _surgecast_settings(scenario, warm_max, overrides),
         model=model,
         forecast_step_s=forecast_step_s or forecast_step(trace_step_s),
         refit_every_s=6 * 3600.0,
         guard=guard,
+        partial_bucket=partial_bucket,
     )
 
 

@@ -10,7 +10,11 @@ persistence and withholds the forecast from the policy while it is the worse of 
 as the live controller does. The benchmark runs without it: on traces recorded at a coarse
 step (hourly Wikipedia, 10-minute ServeGen) the replayed demand is constant between bucket
 edges, so persistence is exact most of the time and the guard switches the forecast off
-exactly where it is needed, at the edges (docs/autoscaling.md).
+exactly where it is needed, at the edges (docs/autoscaling.md). With ``partial_bucket``
+(the default) the forecast's first bucket, the one in progress, is conditioned on the part
+of it already observed (:func:`~forecasting.partial.condition_first_bucket`): at a coarse
+forecast step the model's interval is otherwise held for the whole bucket after the new
+level is known.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from autoscaler.core.signals import Signals
 from forecasting.errors import ForecastingError
 from forecasting.forecast import Forecast
 from forecasting.models import make
+from forecasting.partial import condition_first_bucket
 from forecasting.protocol import Forecaster
 from forecasting.series import Series
 
@@ -49,6 +54,7 @@ class SurgecastAutoscaler:
         forecast_step_s: float = 60.0,
         refit_every_s: float = 3600.0,
         guard: GuardSettings | None = None,
+        partial_bucket: bool = True,
     ) -> None:
         self.settings = settings
         self.policy = Policy(settings)
@@ -68,6 +74,7 @@ class SurgecastAutoscaler:
         self.last_error = ""
         self.guard = PredictionGuard(guard) if guard is not None else None
         self._plan = GuardPlan.of(settings)
+        self.partial_bucket = partial_bucket
 
     def _history(self, view: DemandView) -> None:
         k = self.forecast_step_s / view.step_s
@@ -127,12 +134,25 @@ class SurgecastAutoscaler:
                 self._fed = n
             _, h = self._horizon(now_s)
             fc = self.model.predict(h, self._quantiles())
+            if self.partial_bucket:
+                fc = self._condition(fc, view)
         except (ForecastingError, ValueError, np.linalg.LinAlgError) as exc:
             self.last_error = f"{type(exc).__name__}: {exc}"
             self.model = None
             return None
         self.last_forecast = fc
         return fc
+
+    def _condition(self, fc: Forecast, view: DemandView) -> Forecast:
+        """``fc`` with its first bucket (the one in progress) conditioned on the fine
+        points of it that ``view`` already holds."""
+        k = round(self.forecast_step_s / view.step_s)
+        n = len(self._buckets)
+        part = view.values[n * k :]
+        if k < 2 or len(part) == 0 or len(part) >= k:
+            return fc
+        past = view.values[: n * k].reshape(n, k)
+        return condition_first_bucket(fc, part, past)
 
     def decide(self, signals: Signals, view: DemandView) -> Decision:
         """Forecast, let the prediction guard (if any) score it, decide with the policy."""
