@@ -7,7 +7,16 @@ complete buckets Prometheus now has, ``update()`` the model) and
 thread): :meth:`LiveForecaster.snapshot` (a copy of the history), the pure
 :func:`fit_model` on that copy, then :meth:`LiveForecaster.install`, which feeds the new
 model the buckets that arrived while it was fitting. Pure: no clock, no I/O, no threads
-(the caller holds a lock around ``extend``/``install``/``predict``).
+(the caller holds a lock around ``extend``/``install``/``predict``/``observe``).
+
+The bucket in progress: the model's first bucket is the one ``now`` is in, forecast before
+it began. With ``fine_step_s`` set (the controller's tick), every tick's demand reading is
+kept (:meth:`LiveForecaster.observe`, a few hundred buckets' worth) and
+:meth:`LiveForecaster.predict` conditions that bucket on the readings already taken in it
+(:func:`~forecasting.partial.condition_first_bucket`, calibrated on the readings of the
+buckets before). It matters at a coarse ``step`` (10 minutes: the interval is otherwise
+held for the whole bucket after the new level has been seen); at the default 1-minute step
+with 15 s ticks it has three readings to go on.
 """
 
 from __future__ import annotations
@@ -22,6 +31,7 @@ import numpy as np
 from forecasting.errors import ForecastingError
 from forecasting.forecast import Forecast
 from forecasting.models import make
+from forecasting.partial import condition_first_bucket
 from forecasting.protocol import Forecaster
 from forecasting.series import Series
 
@@ -58,12 +68,19 @@ class LiveForecaster:
         step_s: forecast grid step, seconds.
         history_s: how much history to keep (and fit on), seconds.
         model_kwargs: keyword arguments for the model.
+        fine_step_s: the spacing of the demand readings given to :meth:`observe` (the
+            controller's interval); ``None`` (or a step that leaves fewer than two readings
+            per bucket) leaves the bucket in progress as the model forecast it.
     """
 
     model: str
     step_s: float
     history_s: float
     model_kwargs: Mapping[str, Any] | None = None
+    fine_step_s: float | None = None
+
+    #: buckets of readings kept for :meth:`observe` (enough for a 0.98 quantile's window)
+    readings_buckets = 120
 
     def __post_init__(self) -> None:
         if self.step_s <= 0 or self.history_s < self.step_s:
@@ -76,6 +93,46 @@ class LiveForecaster:
         self._fed_until_s = -math.inf
         self.last_error = ""
         self._cache: tuple[Forecaster, tuple[float, int, tuple[float, ...]], Forecast] | None = None
+        if self.fine_step_s is not None and not self.fine_step_s > 0:
+            raise ValueError(f"fine_step_s must be > 0, got {self.fine_step_s}")
+        k = round(self.step_s / self.fine_step_s) if self.fine_step_s else 0
+        #: readings per forecast bucket (0: the bucket in progress is not conditioned)
+        self.per_bucket = k if k >= 2 else 0
+        self._readings: dict[int, float] = {}
+
+    # ------------------------------------------------------------------ readings
+    def _slot(self, t_s: float) -> int:
+        return math.floor(t_s / (self.step_s / self.per_bucket) + 1e-9)
+
+    def observe(self, t_s: float, demand_rps: float | None) -> None:
+        """Keep the demand reading taken at ``t_s`` (``None``: none this tick, kept as a
+        gap). Readings older than :attr:`readings_buckets` buckets are dropped; a second
+        reading in the same slot replaces the first."""
+        if not self.per_bucket or demand_rps is None or not math.isfinite(demand_rps):
+            return
+        slot = self._slot(t_s)
+        self._readings[slot] = float(demand_rps)
+        cut = slot - (self.readings_buckets + 1) * self.per_bucket
+        if len(self._readings) > (self.readings_buckets + 2) * self.per_bucket:
+            self._readings = {i: v for i, v in self._readings.items() if i > cut}
+
+    def _condition(self, fc: Forecast, now_s: float) -> Forecast:
+        """``fc`` with its first bucket conditioned on this bucket's readings so far."""
+        k = self.per_bucket
+        if not k or not self._readings:
+            return fc
+        b0 = self._slot(fc.start_s)
+        n = self._slot(now_s) - b0 + 1
+        if n < 1 or n >= k:
+            return fc
+        get = self._readings.get
+        observed = np.array([get(b0 + i, np.nan) for i in range(n)])
+        first = max(min(self._readings), b0 - self.readings_buckets * k)
+        nb = (b0 - first) // k
+        if nb < 1:
+            return fc
+        past = np.array([get(b0 - nb * k + i, np.nan) for i in range(nb * k)]).reshape(nb, k)
+        return condition_first_bucket(fc, observed, past)
 
     # ------------------------------------------------------------------ history
     @property
@@ -162,8 +219,9 @@ class LiveForecaster:
     # ------------------------------------------------------------------ forecast
     def predict(self, now_s: float, lead_s: float, interval_s: float,
                 quantiles: tuple[float, ...]) -> Forecast | None:
-        """Quantiles over ``[history end, now + lead + interval]``; ``None`` without a
-        model or when it fails (the reason is kept in ``last_error``)."""
+        """Quantiles over ``[history end, now + lead + interval]``, the bucket in progress
+        conditioned on its readings (see :meth:`observe`); ``None`` without a model or
+        when it fails (the reason is kept in ``last_error``)."""
         if self.fitted is None or self.history is None:
             return None
         h = horizon_steps(now_s, self.history.end_s, lead_s, interval_s, self.step_s)
@@ -171,11 +229,11 @@ class LiveForecaster:
         # two buckets reuse it (benchmarks/controller_loop.py: half the tick's cost)
         key = (self._fed_until_s, h, tuple(quantiles))
         if self._cache is not None and self._cache[0] is self.fitted and self._cache[1] == key:
-            return self._cache[2]
+            return self._condition(self._cache[2], now_s)
         try:
             fc = self.fitted.predict(h, quantiles)
         except (ForecastingError, ValueError, np.linalg.LinAlgError) as exc:
             self.drop(f"predict failed: {type(exc).__name__}: {exc}")
             return None
         self._cache = (self.fitted, key, fc)
-        return fc
+        return self._condition(fc, now_s)

@@ -88,3 +88,50 @@ def test_unknown_model_and_bad_grid_fail_early() -> None:
     with pytest.raises(ValueError):
         LiveForecaster("ets", STEP, 10.0)
     assert not math.isinf(LiveForecaster("ets", STEP, 86400).max_buckets)
+
+
+def _jumping(n: int, seed: int = 4) -> np.ndarray:
+    """Levels that jump at random between 10-minute buckets and hold within them."""
+    return np.random.default_rng(seed).uniform(100.0, 300.0, n)
+
+
+def test_the_bucket_in_progress_is_conditioned_on_this_buckets_readings() -> None:
+    """10-minute buckets, a reading per 60 s tick (a few seconds of jitter): once four
+    readings of the new bucket are in, its forecast is their level at every quantile, the
+    later buckets keep the model's; without ``fine_step_s`` the model's wide interval stays."""
+    step, n = 600.0, 80
+    levels = _jumping(n + 1)
+    t0 = 1_700_000_400.0  # on the 10-minute grid
+    hist = Series(start_s=t0, step_s=step, values=levels[:n], kind="rate", name="d")
+    rng = np.random.default_rng(0)
+    plain = LiveForecaster("nowcast", step, 86400.0)
+    live = LiveForecaster("nowcast", step, 86400.0, fine_step_s=60.0)
+    assert (plain.per_bucket, live.per_bucket) == (0, 10)
+    for lf in (plain, live):
+        lf.extend(hist)
+        snap = lf.snapshot()
+        assert snap is not None
+        lf.install(fit_model("nowcast", {}, snap), snap)
+    for i in range(n * 10 + 4):  # every minute of history plus 4 of the bucket in progress
+        t = t0 + 60.0 * i + float(rng.uniform(0, 5))
+        live.observe(t, float(levels[i // 10]))
+    live.observe(t0 + 60.0 * (n * 10 + 2) + 1, None)  # a missing reading changes nothing
+    now = t0 + n * step + 215.0
+    fc = live.predict(now, 120.0, 60.0, (0.5, 0.9, 0.95))
+    ref = plain.predict(now, 120.0, 60.0, (0.5, 0.9, 0.95))
+    assert fc is not None and ref is not None
+    np.testing.assert_allclose(fc.values[:, 0], levels[n])
+    np.testing.assert_array_equal(fc.values[:, 1:], ref.values[:, 1:])
+    assert ref.quantile(0.95)[0] - ref.quantile(0.5)[0] > 20.0
+    # once the bucket is over (history not yet extended) nothing is conditioned
+    late = live.predict(t0 + (n + 1) * step + 30.0, 120.0, 60.0, (0.5, 0.9, 0.95))
+    assert late is not None and "first bucket" not in late.detail
+
+
+def test_readings_are_bounded() -> None:
+    lf = LiveForecaster("nowcast", 600.0, 86400.0, fine_step_s=15.0)
+    for i in range(lf.per_bucket * (lf.readings_buckets + 50)):
+        lf.observe(15.0 * i, 1.0)
+    assert len(lf._readings) <= (lf.readings_buckets + 2) * lf.per_bucket
+    with pytest.raises(ValueError, match="fine_step_s must be > 0"):
+        LiveForecaster("nowcast", 600.0, 86400.0, fine_step_s=0.0)
