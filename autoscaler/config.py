@@ -232,6 +232,11 @@ class ForecastSpec(_Wire):
     keeps behavior.scaleDown's window)."""
     step: Duration = "1m"
     """Forecast grid step, a duration."""
+    ramp_lookahead: DurationOrZero = _secs(_CORE.ramp_lookahead_s)
+    """How far beyond the cold start the forecast is read for a rise that the scale-up
+    rate limits need several ticks to climb to (0s: off)."""
+    partial_bucket: bool = True
+    """Condition the forecast's bucket in progress on the demand read so far within it."""
 
     @field_validator("model")
     @classmethod
@@ -504,6 +509,7 @@ def to_policy_settings(spec: PredictiveAutoscalerSpec) -> PolicySettings:
         predicting_target_util_ratio=spec.capacity.target_utilization_while_predicting,
         backlog_drain_s=_seconds_or_zero(spec.capacity.backlog_drain),
         predictive_down_window_s=_seconds_or_zero(spec.forecast.scale_down_hold),
+        ramp_lookahead_s=_seconds_or_zero(spec.forecast.ramp_lookahead),
         quantile=spec.forecast.quantile,
         min_replicas=spec.min_replicas,
         max_replicas=spec.max_replicas,
@@ -554,6 +560,7 @@ def forecaster_kwargs(spec: PredictiveAutoscalerSpec) -> dict[str, Any]:
         "model": f.model,
         "forecast_step_s": parse_duration(f.step),
         "refit_every_s": parse_duration(f.refit_every),
+        "partial_bucket": f.partial_bucket,
     }
 
 

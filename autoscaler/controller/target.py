@@ -164,7 +164,10 @@ class TargetRunner:
         self.step_s: float = fk["forecast_step_s"]
         self.refit_every_s: float = fk["refit_every_s"]
         self.history_s = parse_duration(spec.forecast.history)
-        self.live = LiveForecaster(fk["model"], self.step_s, self.history_s)
+        self.live = LiveForecaster(
+            fk["model"], self.step_s, self.history_s,
+            fine_step_s=self.settings.interval_s if fk["partial_bucket"] else None,
+        )
         self.source, self.pods = source, pods
         self.can_write, self.write_status, self.metrics = can_write, write_status, metrics
         self.guard = PredictionGuard(guard or GuardSettings())
@@ -270,7 +273,11 @@ class TargetRunner:
         fetch_s = time.perf_counter() - t0
         # -- forecast and guard
         lead_s = self._lead_s()
+        stale_s = signals.staleness_s()
+        fresh = stale_s is None or stale_s <= self.settings.max_staleness_s
         with self._lock:
+            # this tick's reading conditions the forecast's bucket in progress
+            self.live.observe(now_s, signals.demand_rps if fresh else None)
             # the horizon also covers the policy's look-ahead for multi-tick climbs
             fc = self.live.predict(now_s, lead_s + self.settings.ramp_lookahead_s,
                                    self.settings.interval_s, self.quantiles)

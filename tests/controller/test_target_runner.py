@@ -218,3 +218,33 @@ def test_status_is_written_on_change_and_as_a_heartbeat(kube: FakeKube, nasa: Se
     r.tick(now + 75)  # past the 60-s heartbeat
     assert len(statuses) == 2
     assert statuses[-1]["lastDecision"]["time"] != statuses[0]["lastDecision"]["time"]
+
+
+@pytest.mark.parametrize("partial", [True, False])
+def test_ticks_condition_the_bucket_in_progress_on_their_readings(partial: bool) -> None:
+    """A 10-minute forecast step over levels that jump between buckets: after a few hours of
+    ticks (each keeps its demand reading), the forecast of the bucket in progress is the
+    level read in it; with ``partialBucket: false`` it stays the model's wide interval."""
+    step = 600.0
+    levels = np.random.default_rng(5).uniform(100.0, 300.0, 2 * 144 + 40)
+    t0 = 1_800_000_000.0 - (1_800_000_000.0 % step) - len(levels) * step
+    series = Series(start_s=t0, step_s=step, values=levels, kind="rate")
+    sp = spec(forecast={"model": "nowcast", "history": "2d", "step": "10m",
+                        "refitEvery": "6h", "partialBucket": partial},
+              capacity={"requestsPerSecondPerReplica": 10.0}, interval="60s")
+    r = TargetRunner(f"{NS}/pa", sp, ReplaySource(series), None)
+    start = t0 + 2 * 86400 + 5
+    assert r.refit(start)
+    out = None
+    for i in range(20 * 10 + 4):  # 20 buckets of minute ticks, then 4 minutes into the next
+        out = r.tick(start + 60.0 * i)
+    assert out is not None and out.forecast is not None
+    b = round((out.forecast.start_s - t0) / step)
+    assert out.now_s - out.forecast.start_s < step  # the first bucket is the one in progress
+    if partial:
+        np.testing.assert_allclose(out.forecast.values[:, 0], levels[b])
+        assert "first bucket from 4 of 10 points" in out.forecast.detail
+    else:
+        assert "first bucket" not in out.forecast.detail
+        fc = out.forecast
+        assert fc.quantile(0.9)[0] - fc.quantile(0.5)[0] > 10.0

@@ -115,7 +115,17 @@ def test_sample_converts_to_policy_settings_field_by_field() -> None:
     )
     assert forecaster_kwargs(spec) == {
         "model": "nowcast", "forecast_step_s": 60.0, "refit_every_s": 3600.0,
+        "partial_bucket": True,
     }
+    assert s.ramp_lookahead_s == 120.0
+
+
+def test_the_ramp_look_ahead_and_the_partial_bucket_are_configurable() -> None:
+    spec = validate_spec(spec_with(forecast={"rampLookahead": "0s", "partialBucket": False}))
+    assert to_policy_settings(spec).ramp_lookahead_s == 0.0
+    assert forecaster_kwargs(spec)["partial_bucket"] is False
+    with pytest.raises(ConfigError, match="ramp_lookahead_s must be in"):
+        to_policy_settings(validate_spec(spec_with(forecast={"rampLookahead": "2h"})))
 
 
 def test_fixed_lead_time_never_learns() -> None:
