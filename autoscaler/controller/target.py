@@ -204,6 +204,26 @@ class TargetRunner:
         with self._lock:
             self.live.extend(series)
 
+    def _seed_readings(self, now_s: float) -> None:
+        """After a restart the forecaster holds few demand readings, and the bucket in
+        progress is conditioned only once it has 12 buckets of them: fill the gaps from
+        one range query at the tick step (the same query as the history). A failure only
+        delays the conditioning."""
+        with self._lock:
+            sparse = self.live.readings_sparse
+            span = self.live.readings_buckets * self.step_s
+        if not sparse:
+            return
+        step = self.settings.interval_s
+        try:
+            fine = self.source.history(now_s - span, now_s, step)
+        except (MetricsUnavailable, ConfigError) as exc:
+            log.info("%s: demand readings not seeded: %s", self.key, exc)
+            return
+        with self._lock:
+            n = self.live.seed(fine)
+        log.info("%s: seeded %d demand readings at %g s", self.key, n, step)
+
     def refit(self, now_s: float) -> bool:
         """Fetch what is missing of the history, fit a fresh model off the lock, install it.
 
@@ -219,6 +239,7 @@ class TargetRunner:
             log.warning("%s: history fetch failed: %s", self.key, exc)
             return False
         self._history_failed = ""
+        self._seed_readings(now_s)
         with self._lock:
             snap = self.live.snapshot()
             need = self.live.min_history()

@@ -116,6 +116,30 @@ class LiveForecaster:
         if len(self._readings) > (self.readings_buckets + 2) * self.per_bucket:
             self._readings = {i: v for i, v in self._readings.items() if i > cut}
 
+    @property
+    def readings_sparse(self) -> bool:
+        """Whether fewer than half of the kept window's reading slots are filled (after a
+        restart: :meth:`seed` them from the history at the reading step)."""
+        return bool(self.per_bucket) and (
+            len(self._readings) < self.readings_buckets * self.per_bucket // 2
+        )
+
+    def seed(self, readings: Series) -> int:
+        """Fill reading slots still empty from ``readings`` (the demand on the reading
+        grid, e.g. a range query at the tick step after a restart); a slot a tick already
+        read keeps its reading. Returns the number of slots filled."""
+        if not self.per_bucket or len(readings) == 0:
+            return 0
+        filled = 0
+        newest = self._slot(readings.start_s + readings.step_s * (len(readings) - 1))
+        cut = newest - (self.readings_buckets + 1) * self.per_bucket
+        for i, v in enumerate(readings.values):
+            slot = self._slot(readings.start_s + readings.step_s * i)
+            if slot > cut and math.isfinite(float(v)) and slot not in self._readings:
+                self._readings[slot] = float(v)
+                filled += 1
+        return filled
+
     def _condition(self, fc: Forecast, now_s: float) -> Forecast:
         """``fc`` with its first bucket conditioned on this bucket's readings so far."""
         k = self.per_bucket

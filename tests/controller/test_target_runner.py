@@ -248,3 +248,29 @@ def test_ticks_condition_the_bucket_in_progress_on_their_readings(partial: bool)
         assert "first bucket" not in out.forecast.detail
         fc = out.forecast
         assert fc.quantile(0.9)[0] - fc.quantile(0.5)[0] > 10.0
+
+
+def test_a_restarted_controller_seeds_its_readings_from_the_history() -> None:
+    """Right after a (re)start no tick has read the bucket's past yet: the refit fills the
+    readings from one range query at the tick step, so the first ticks are conditioned."""
+    step = 600.0
+    levels = np.random.default_rng(6).uniform(100.0, 300.0, 2 * 144 + 10)
+    t0 = 1_800_000_000.0 - (1_800_000_000.0 % step) - len(levels) * step
+    series = Series(start_s=t0, step_s=step, values=levels, kind="rate")
+    sp = spec(forecast={"model": "nowcast", "history": "2d", "step": "10m", "refitEvery": "6h"},
+              capacity={"requestsPerSecondPerReplica": 10.0}, interval="60s")
+    src = ReplaySource(series)
+    r = TargetRunner(f"{NS}/pa", sp, src, None)
+    now = t0 + 2 * 86400 + 3 * 60 + 5  # 3 minutes into a bucket
+    assert r.live.readings_sparse
+    before = src.range_queries
+    assert r.refit(now)
+    assert not r.live.readings_sparse
+    out = r.tick(now)
+    assert out.forecast is not None and "first bucket from 4 of 10" in out.forecast.detail
+    b = round((out.forecast.start_s - t0) / step)
+    np.testing.assert_allclose(out.forecast.values[:, 0], levels[b])
+    # a second refit finds the readings full and makes no extra query for them
+    queries = src.range_queries - before
+    assert r.refit(now + 60)
+    assert src.range_queries - before - queries <= 1  # at most the history's own top-up

@@ -135,3 +135,13 @@ def test_readings_are_bounded() -> None:
     assert len(lf._readings) <= (lf.readings_buckets + 2) * lf.per_bucket
     with pytest.raises(ValueError, match="fine_step_s must be > 0"):
         LiveForecaster("nowcast", 600.0, 86400.0, fine_step_s=0.0)
+
+
+def test_seeding_fills_only_empty_slots() -> None:
+    lf = LiveForecaster("nowcast", 600.0, 86400.0, fine_step_s=60.0)
+    lf.observe(600.0 * 100 + 5, 7.0)
+    fine = Series(start_s=600.0 * 99, step_s=60.0, values=np.r_[np.full(19, 3.0), np.nan],
+                  kind="rate")
+    assert lf.seed(fine) == 18  # 19 readings, one slot already read by a tick
+    assert lf._readings[lf._slot(600.0 * 100 + 5)] == 7.0
+    assert LiveForecaster("nowcast", 600.0, 86400.0).seed(fine) == 0
