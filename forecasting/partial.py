@@ -15,27 +15,161 @@ how much it moves. Where the few points seen say less than the model (bursts ins
 bucket), the conditioned interval comes out wider than the model's and the model's is
 kept.
 
-Pure numpy: a few hundred multiplications per call.
+The calibration depends only on the past buckets, so :func:`calibrate` computes it for
+every ``n`` at once (vectorised: one pass per completed bucket) and :func:`apply_partial`
+uses it each tick (a few microseconds of arithmetic); :func:`condition_first_bucket` does
+both. Pure numpy.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from forecasting.forecast import Forecast
-from forecasting.models.nowcast import conformal_quantiles, quantile_windows
+from forecasting.models.nowcast import quantile_windows
 from forecasting.series import FloatArray
 
-__all__ = ["condition_first_bucket"]
+__all__ = ["PartialCalibration", "apply_partial", "calibrate", "condition_first_bucket"]
 
 
-def _nanmean(a: FloatArray) -> FloatArray:
-    """Row means ignoring NaN; NaN for a row with nothing (no "empty slice" warning)."""
-    ok = ~np.isnan(a)
-    cnt = ok.sum(axis=1)
-    tot = np.where(ok, a, 0.0).sum(axis=1)
-    out: FloatArray = np.where(cnt > 0, tot / np.maximum(cnt, 1), np.nan)
-    return out
+@dataclass(frozen=True, eq=False)
+class PartialCalibration:
+    """How the rest of a bucket moved from its first ``n`` points, in the recent past.
+
+    Attributes:
+        quantiles: the levels, as in the forecasts it applies to.
+        change: shape ``(k, len(quantiles))``; row ``n`` (``1 <= n < k``) holds each level's
+            quantile of the change (rest mean minus the first ``n`` points' mean, over the
+            bucket's mean); NaN where too few past buckets had both parts.
+        last_mean: the newest past bucket's mean (NaN when it had no point).
+        floor: the smallest level the change is scaled by (5 % of the mean level).
+    """
+
+    quantiles: tuple[float, ...]
+    change: FloatArray
+    last_mean: float
+    floor: float
+
+    @property
+    def points(self) -> int:
+        """Fine points per bucket (``k``)."""
+        return int(self.change.shape[0])
+
+
+def _conformal_columns(srt: FloatArray, m: np.ndarray, q: float) -> FloatArray:
+    """Per column, the split-conformal ``q`` quantile of its ``m`` valid (sorted, NaN last)
+    values, as :func:`~forecasting.models.nowcast.conformal_quantiles` reads it."""
+    mm = np.maximum(m, 1)
+    if q >= 0.5:
+        idx = np.minimum(mm, np.ceil((mm + 1) * q - 1e-9).astype(np.int64)) - 1
+    else:
+        idx = mm - np.minimum(mm, np.ceil((mm + 1) * (1 - q) - 1e-9).astype(np.int64))
+    out: FloatArray = np.take_along_axis(srt, idx[None, :], axis=0)[0]
+    return np.where(m > 0, out, np.nan)
+
+
+def calibrate(
+    past: FloatArray,
+    quantiles: tuple[float, ...],
+    *,
+    window: int = 36,
+    min_buckets: int = 12,
+) -> PartialCalibration:
+    """The change quantiles for every observed count ``n`` from ``past``, fine points of the
+    complete buckets before the one in progress, shape ``(buckets, k)``, oldest first (NaN =
+    missing).
+
+    Args:
+        past: the past buckets' fine points.
+        quantiles: the levels to read.
+        window: recent buckets the changes come from (widened for high levels as
+            :func:`~forecasting.models.nowcast.quantile_windows` says).
+        min_buckets: fewest past buckets with both parts observed for an ``n`` to be usable.
+
+    Raises:
+        ValueError: ``past`` is not 2-D or has fewer than 2 points per bucket.
+    """
+    if past.ndim != 2 or past.shape[1] < 2:
+        raise ValueError(f"past must be (buckets, points per bucket >= 2), got {past.shape}")
+    qs = np.asarray(quantiles, dtype=np.float64)
+    wins = quantile_windows(qs, window)
+    recent = past[-int(wins.max()):]
+    k = recent.shape[1]
+    ok = ~np.isnan(recent)
+    seen = recent[ok]
+    floor = max(1e-9, 0.05 * float(np.mean(np.abs(seen)))) if seen.size else 1e-9
+    vals = np.where(ok, recent, 0.0)
+    csum, ccnt = np.cumsum(vals, axis=1), np.cumsum(ok, axis=1)
+    tot, cnt = csum[:, -1:], ccnt[:, -1:]
+    whole = np.where(cnt > 0, tot / np.maximum(cnt, 1), np.nan)  # (buckets, 1)
+    hs, hc = csum[:, :-1], ccnt[:, :-1]  # first n points, n = 1 .. k-1
+    rs, rc = tot - hs, cnt - hc
+    with np.errstate(invalid="ignore", divide="ignore"):
+        change = ((rs / rc) - (hs / hc)) / np.maximum(whole, floor)
+    change = np.where((hc > 0) & (rc > 0), change, np.nan)  # (buckets, k-1)
+    n_valid = (~np.isnan(change)).sum(axis=0)
+    out = np.full((k, len(qs)), np.nan)
+    usable = n_valid >= min_buckets
+    if not usable.any():
+        return PartialCalibration(tuple(float(q) for q in qs), out, float("nan"), floor)
+    sorted_by_w: dict[int, tuple[FloatArray, np.ndarray]] = {}
+    for i, w in enumerate(wins):
+        w = min(int(w), len(change))
+        if w not in sorted_by_w:  # levels sharing a window share one sort
+            sub = change[-w:]
+            sorted_by_w[w] = (np.sort(sub, axis=0), (~np.isnan(sub)).sum(axis=0))
+        srt, m = sorted_by_w[w]
+        col = _conformal_columns(srt, m, float(qs[i]))
+        if (usable & (m == 0)).any():
+            # a level whose own window has nothing falls back to the whole window
+            whole_w = len(change)
+            if whole_w not in sorted_by_w:
+                sorted_by_w[whole_w] = (np.sort(change, axis=0), n_valid)
+            col = np.where(m > 0, col, _conformal_columns(*sorted_by_w[whole_w], float(qs[i])))
+        out[1:, i] = np.where(usable, col, np.nan)
+    last = float(whole[-1, 0]) if len(whole) else float("nan")
+    return PartialCalibration(tuple(float(q) for q in qs), out, last, floor)
+
+
+def apply_partial(fc: Forecast, observed: FloatArray, cal: PartialCalibration) -> Forecast:
+    """``fc`` with its first bucket conditioned on ``observed`` (the bucket's first ``n``
+    fine points, NaN = missing) through ``cal``; ``fc`` itself when nothing can be
+    conditioned or the model's interval is the sharper one (see
+    :func:`condition_first_bucket`).
+
+    Raises:
+        ValueError: ``observed`` does not leave part of the bucket, or ``cal`` was made for
+            other quantile levels.
+    """
+    n = len(observed)
+    if n >= cal.points:
+        raise ValueError(f"{n} observed points do not leave part of a {cal.points}-point bucket")
+    if tuple(fc.quantiles) != cal.quantiles:
+        raise ValueError(f"calibrated for levels {cal.quantiles}, forecast has {fc.quantiles}")
+    obs = observed[~np.isnan(observed)]
+    if n == 0 or obs.size == 0 or np.isnan(cal.change[n]).any():
+        return fc
+    level = float(np.mean(obs))
+    scale = max(level, 0.0 if np.isnan(cal.last_mean) else cal.last_mean, cal.floor)
+    first = np.maximum.accumulate(np.maximum(0.0, level + cal.change[n] * scale))
+    if len(first) > 1 and first[-1] - first[0] >= fc.values[-1, 0] - fc.values[0, 0]:
+        # both intervals are calibrated on their own errors: keep the sharper one (on
+        # bursty minutes the few points seen say less than the model does)
+        return fc
+    out = fc.values.copy()
+    out[:, 0] = first
+    return Forecast(
+        start_s=fc.start_s,
+        step_s=fc.step_s,
+        quantiles=fc.quantiles,
+        values=out,
+        model=fc.model,
+        kind=fc.kind,
+        detail=(fc.detail + "; " if fc.detail else "")
+        + f"first bucket from {n} of {cal.points} points",
+    )
 
 
 def condition_first_bucket(
@@ -47,15 +181,14 @@ def condition_first_bucket(
     min_buckets: int = 12,
 ) -> Forecast:
     """``fc`` with its first bucket conditioned on ``observed``, the fine points seen so far
-    of that bucket (req/s, oldest first).
+    of that bucket (req/s, oldest first): :func:`calibrate` then :func:`apply_partial`.
 
     Args:
         fc: a forecast whose first bucket is the one in progress.
         observed: the ``n`` fine points observed of it (``0 < n < k``; NaN = missing).
         past: fine points of the complete buckets before it, shape ``(buckets, k)``, oldest
             first; ``k`` fine points per bucket.
-        window: recent buckets the ratios come from (widened for high levels as
-            :func:`~forecasting.models.nowcast.quantile_windows` says).
+        window: recent buckets the changes come from.
         min_buckets: fewest usable past buckets; with fewer, ``fc`` is returned unchanged.
 
     Returns:
@@ -71,46 +204,9 @@ def condition_first_bucket(
     """
     if past.ndim != 2:
         raise ValueError(f"past must be (buckets, points per bucket), got shape {past.shape}")
-    k = past.shape[1]
-    n = len(observed)
-    if n >= k:
-        raise ValueError(f"{n} observed points do not leave part of a {k}-point bucket")
-    obs = observed[~np.isnan(observed)]
-    if n == 0 or obs.size == 0:
-        return fc
-    qs = np.asarray(fc.quantiles, dtype=np.float64)
-    need = int(quantile_windows(qs, window).max())
-    recent = past[-need:]
-    head = _nanmean(recent[:, :n])
-    rest = _nanmean(recent[:, n:])
-    whole = _nanmean(recent)
-    level = float(np.mean(obs))
-    seen = recent[~np.isnan(recent)]
-    floor = max(1e-9, 0.05 * float(np.mean(np.abs(seen)))) if seen.size else 1e-9
-    ok = ~(np.isnan(head) | np.isnan(rest))
-    if int(ok.sum()) < min_buckets:
-        return fc
-    # the change from the head to the rest, as a share of the bucket's level: bounded
-    # (a near-empty head does not blow it up) and comparable across the daily swing
-    change = (rest[ok] - head[ok]) / np.maximum(whole[ok], floor)
-    scale = max(level, float(whole[-1]) if not np.isnan(whole[-1]) else 0.0, floor)
-    age = np.arange(len(ok))[::-1][ok]  # 0 = the newest past bucket
-    out = fc.values.copy()
-    for i, w in enumerate(quantile_windows(qs, window)):
-        sub = change[age < w]
-        q = conformal_quantiles(sub if sub.size else change, qs[i : i + 1])[0]
-        out[i, 0] = max(0.0, level + q * scale)
-    out[:, 0] = np.maximum.accumulate(out[:, 0])  # monotone across levels
-    if len(qs) > 1 and out[-1, 0] - out[0, 0] >= fc.values[-1, 0] - fc.values[0, 0]:
-        # both intervals are calibrated on their own errors: keep the sharper one (on
-        # bursty minutes the few points seen say less than the model does)
-        return fc
-    return Forecast(
-        start_s=fc.start_s,
-        step_s=fc.step_s,
-        quantiles=fc.quantiles,
-        values=out,
-        model=fc.model,
-        kind=fc.kind,
-        detail=(fc.detail + "; " if fc.detail else "") + f"first bucket from {n} of {k} points",
-    )
+    if len(observed) >= past.shape[1]:
+        raise ValueError(
+            f"{len(observed)} observed points do not leave part of a {past.shape[1]}-point bucket"
+        )
+    cal = calibrate(past, tuple(fc.quantiles), window=window, min_buckets=min_buckets)
+    return apply_partial(fc, observed, cal)

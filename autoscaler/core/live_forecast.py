@@ -31,9 +31,9 @@ import numpy as np
 from forecasting.errors import ForecastingError
 from forecasting.forecast import Forecast
 from forecasting.models import make
-from forecasting.partial import condition_first_bucket
+from forecasting.partial import PartialCalibration, apply_partial, calibrate
 from forecasting.protocol import Forecaster
-from forecasting.series import Series
+from forecasting.series import FloatArray, Series
 
 __all__ = ["LiveForecaster", "fit_model", "horizon_steps"]
 
@@ -98,30 +98,57 @@ class LiveForecaster:
         k = round(self.step_s / self.fine_step_s) if self.fine_step_s else 0
         #: readings per forecast bucket (0: the bucket in progress is not conditioned)
         self.per_bucket = k if k >= 2 else 0
-        self._readings: dict[int, float] = {}
+        # the readings: a ring of slots (one per ``step_s / per_bucket``), each holding the
+        # slot number it was written for, so a stale or never-written slot reads as NaN
+        size = (self.readings_buckets + 2) * self.per_bucket
+        self._ring = np.full(size, np.nan)
+        self._ring_slot = np.full(size, -1, dtype=np.int64)
+        self._newest = -1
+        self._version = 0  # bumped when a reading lands in a bucket already complete
+        self._cal: tuple[tuple[int, tuple[float, ...], int], PartialCalibration] | None = None
 
     # ------------------------------------------------------------------ readings
     def _slot(self, t_s: float) -> int:
         return math.floor(t_s / (self.step_s / self.per_bucket) + 1e-9)
 
+    def readings(self, first_slot: int, count: int) -> FloatArray:
+        """The readings of slots ``first_slot ..``, ``count`` of them (NaN: none kept)."""
+        slots = np.arange(first_slot, first_slot + count, dtype=np.int64)
+        if not self.per_bucket:
+            return np.full(count, np.nan)
+        idx = slots % len(self._ring)
+        out: FloatArray = np.where(self._ring_slot[idx] == slots, self._ring[idx], np.nan)
+        return out
+
     def observe(self, t_s: float, demand_rps: float | None) -> None:
         """Keep the demand reading taken at ``t_s`` (``None``: none this tick, kept as a
-        gap). Readings older than :attr:`readings_buckets` buckets are dropped; a second
-        reading in the same slot replaces the first."""
+        gap). Readings older than :attr:`readings_buckets` buckets are overwritten; a
+        second reading in the same slot replaces the first."""
         if not self.per_bucket or demand_rps is None or not math.isfinite(demand_rps):
             return
         slot = self._slot(t_s)
-        self._readings[slot] = float(demand_rps)
-        cut = slot - (self.readings_buckets + 1) * self.per_bucket
-        if len(self._readings) > (self.readings_buckets + 2) * self.per_bucket:
-            self._readings = {i: v for i, v in self._readings.items() if i > cut}
+        if slot < self._newest - (self.readings_buckets + 1) * self.per_bucket:
+            return  # older than the ring holds
+        i = slot % len(self._ring)
+        if slot // self.per_bucket < self._newest // self.per_bucket:
+            self._version += 1  # a late reading changes a past bucket's calibration
+        self._ring[i], self._ring_slot[i] = float(demand_rps), slot
+        self._newest = max(self._newest, slot)
+
+    @property
+    def n_readings(self) -> int:
+        """Readings kept within the last :attr:`readings_buckets` buckets."""
+        if not self.per_bucket or self._newest < 0:
+            return 0
+        cut = max(-1, self._newest - self.readings_buckets * self.per_bucket)
+        return int(np.count_nonzero(self._ring_slot > cut))
 
     @property
     def readings_sparse(self) -> bool:
         """Whether fewer than half of the kept window's reading slots are filled (after a
         restart: :meth:`seed` them from the history at the reading step)."""
         return bool(self.per_bucket) and (
-            len(self._readings) < self.readings_buckets * self.per_bucket // 2
+            self.n_readings < self.readings_buckets * self.per_bucket // 2
         )
 
     def seed(self, readings: Series) -> int:
@@ -131,32 +158,37 @@ class LiveForecaster:
         if not self.per_bucket or len(readings) == 0:
             return 0
         filled = 0
-        newest = self._slot(readings.start_s + readings.step_s * (len(readings) - 1))
+        last_s = readings.start_s + readings.step_s * (len(readings) - 1)
+        newest = max(self._newest, self._slot(last_s))
         cut = newest - (self.readings_buckets + 1) * self.per_bucket
         for i, v in enumerate(readings.values):
             slot = self._slot(readings.start_s + readings.step_s * i)
-            if slot > cut and math.isfinite(float(v)) and slot not in self._readings:
-                self._readings[slot] = float(v)
+            j = slot % len(self._ring)
+            if slot > cut and math.isfinite(float(v)) and self._ring_slot[j] != slot:
+                if self._ring_slot[j] > slot:
+                    continue  # the ring already holds a newer reading there
+                self._ring[j], self._ring_slot[j] = float(v), slot
+                self._newest = max(self._newest, slot)
                 filled += 1
+        self._version += 1 if filled else 0
         return filled
 
     def _condition(self, fc: Forecast, now_s: float) -> Forecast:
         """``fc`` with its first bucket conditioned on this bucket's readings so far."""
         k = self.per_bucket
-        if not k or not self._readings:
+        if not k or self._newest < 0:
             return fc
         b0 = self._slot(fc.start_s)
         n = self._slot(now_s) - b0 + 1
         if n < 1 or n >= k:
             return fc
-        get = self._readings.get
-        observed = np.array([get(b0 + i, np.nan) for i in range(n)])
-        first = max(min(self._readings), b0 - self.readings_buckets * k)
-        nb = (b0 - first) // k
-        if nb < 1:
-            return fc
-        past = np.array([get(b0 - nb * k + i, np.nan) for i in range(nb * k)]).reshape(nb, k)
-        return condition_first_bucket(fc, observed, past)
+        key = (b0, tuple(fc.quantiles), self._version)
+        if self._cal is None or self._cal[0] != key:
+            # once per bucket: the past buckets' calibration for every n
+            nb = self.readings_buckets
+            past = self.readings(b0 - nb * k, nb * k).reshape(nb, k)
+            self._cal = (key, calibrate(past, key[1]))
+        return apply_partial(fc, self.readings(b0, n), self._cal[1])
 
     # ------------------------------------------------------------------ history
     @property

@@ -33,7 +33,7 @@ from autoscaler.core.signals import Signals
 from forecasting.errors import ForecastingError
 from forecasting.forecast import Forecast
 from forecasting.models import make
-from forecasting.partial import condition_first_bucket
+from forecasting.partial import PartialCalibration, apply_partial, calibrate
 from forecasting.protocol import Forecaster
 from forecasting.series import Series
 
@@ -75,6 +75,7 @@ class SurgecastAutoscaler:
         self.guard = PredictionGuard(guard) if guard is not None else None
         self._plan = GuardPlan.of(settings)
         self.partial_bucket = partial_bucket
+        self._cal: tuple[tuple[int, tuple[float, ...]], PartialCalibration] | None = None
 
     def _history(self, view: DemandView) -> None:
         k = self.forecast_step_s / view.step_s
@@ -151,8 +152,10 @@ class SurgecastAutoscaler:
         part = view.values[n * k :]
         if k < 2 or len(part) == 0 or len(part) >= k:
             return fc
-        past = view.values[: n * k].reshape(n, k)
-        return condition_first_bucket(fc, part, past)
+        key = (n, tuple(fc.quantiles))
+        if self._cal is None or self._cal[0] != key:  # once per bucket
+            self._cal = (key, calibrate(view.values[: n * k].reshape(n, k), key[1]))
+        return apply_partial(fc, part, self._cal[1])
 
     def decide(self, signals: Signals, view: DemandView) -> Decision:
         """Forecast, let the prediction guard (if any) score it, decide with the policy."""

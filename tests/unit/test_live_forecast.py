@@ -132,7 +132,10 @@ def test_readings_are_bounded() -> None:
     lf = LiveForecaster("nowcast", 600.0, 86400.0, fine_step_s=15.0)
     for i in range(lf.per_bucket * (lf.readings_buckets + 50)):
         lf.observe(15.0 * i, 1.0)
-    assert len(lf._readings) <= (lf.readings_buckets + 2) * lf.per_bucket
+    assert lf.n_readings == lf.readings_buckets * lf.per_bucket  # older ones overwritten
+    last = lf._slot(15.0 * (lf.per_bucket * (lf.readings_buckets + 50) - 1))
+    assert np.isnan(lf.readings(last - (lf.readings_buckets + 3) * lf.per_bucket, 1))[0]
+    assert lf.readings(last, 1)[0] == 1.0
     with pytest.raises(ValueError, match="fine_step_s must be > 0"):
         LiveForecaster("nowcast", 600.0, 86400.0, fine_step_s=0.0)
 
@@ -143,5 +146,6 @@ def test_seeding_fills_only_empty_slots() -> None:
     fine = Series(start_s=600.0 * 99, step_s=60.0, values=np.r_[np.full(19, 3.0), np.nan],
                   kind="rate")
     assert lf.seed(fine) == 18  # 19 readings, one slot already read by a tick
-    assert lf._readings[lf._slot(600.0 * 100 + 5)] == 7.0
+    assert lf.readings(lf._slot(600.0 * 100 + 5), 1)[0] == 7.0
+    assert lf.readings(lf._slot(600.0 * 99), 1)[0] == 3.0
     assert LiveForecaster("nowcast", 600.0, 86400.0).seed(fine) == 0
