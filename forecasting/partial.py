@@ -202,11 +202,5 @@ def condition_first_bucket(
     Raises:
         ValueError: ``past`` is not 2-D, or ``observed`` does not fit inside one bucket.
     """
-    if past.ndim != 2:
-        raise ValueError(f"past must be (buckets, points per bucket), got shape {past.shape}")
-    if len(observed) >= past.shape[1]:
-        raise ValueError(
-            f"{len(observed)} observed points do not leave part of a {past.shape[1]}-point bucket"
-        )
     cal = calibrate(past, tuple(fc.quantiles), window=window, min_buckets=min_buckets)
     return apply_partial(fc, observed, cal)
