@@ -1,11 +1,17 @@
 """Prometheus as a :class:`autoscaler.ports.MetricsSource` (on ``prometheus-api-client``).
 
-Each tick runs one instant query per signal, evaluated *at* ``now_s``; history for fitting
-comes from range queries cut into chunks of at most ``max_points`` (Prometheus refuses more
-than 11,000 points per series). PromQL comes from :class:`QuerySet` templates: ``$selector``
-is replaced by the target's label matchers, ``$gpu_selector`` by the GPU exporter's, and
-``$window`` by the rate window. Presets: :data:`PRESETS` (``surgecast``, ``vllm``, ``tgi``)
-and :data:`GPU_PRESETS` (``worker``, ``dcgm``).
+Each tick runs one instant query, evaluated *at* ``now_s``, that answers every signal: the
+signals' queries joined with ``or``, each tagged by ``label_replace`` with a
+``surgecast_signal`` label naming it (:mod:`._promql`). Should Prometheus refuse it (a
+template that is bad PromQL or returns a scalar; an error status during a rollout), that
+tick and those of the next ``combine_retry_s`` send one query per signal, which isolates the
+bad one; then a tick tries the combined query again (``combine_queries=False`` never
+combines). History for fitting comes from range queries cut into chunks of at most
+``max_points`` (Prometheus refuses more than 11,000 points per series). PromQL comes from
+:class:`QuerySet` templates: ``$selector`` is replaced by the target's label matchers,
+``$gpu_selector`` by the GPU exporter's, and ``$window`` by the rate window. Presets:
+:data:`PRESETS` (``surgecast``, ``vllm``, ``tgi``) and :data:`GPU_PRESETS` (``worker``,
+``dcgm``).
 
 Missing is never zero: a query that matches nothing, returns NaN or fails leaves its signal
 ``None`` with the reason in ``Signals.errors`` (the KEDA #3065 lesson). Only an unreachable
@@ -31,6 +37,15 @@ from prometheus_api_client import PrometheusConnect
 from prometheus_api_client.exceptions import PrometheusApiClientException
 from urllib3.util.retry import Retry
 
+from autoscaler.adapters._promql import (
+    SIGNAL_LABEL,
+    Readings,
+    by_signal,
+    combined,
+    is_vector,
+    one_sample,
+    unclosed,
+)
 from autoscaler.core.signals import Signals
 from autoscaler.errors import ConfigError, MetricsUnavailable
 from forecasting.errors import SeriesError
@@ -177,6 +192,28 @@ class PrometheusSource:
         basic_auth: ``(user, password)``.
         ca_file: CA bundle for TLS; ``insecure_skip_verify`` turns verification off.
         retries: connection retries per request (urllib3).
+        combine_queries: answer all signals with one instant query per tick (default);
+            ``False`` sends one per signal. Either way the :class:`Signals` are the same.
+            If Prometheus refuses the combined query (or answers it without the signal
+            label), that tick and the following ones send one query per signal, and a
+            warning names the signal(s) to blame.
+        combine_retry_s: after such a fallback, the first tick whose ``now_s`` is at least
+            this many seconds later tries the combined query again (default 600 s; ``0``
+            or less: never), so a refusal during a Prometheus rollout does not cost one
+            query per signal for good. Refused again, that tick falls back at once
+            (``1 + N`` queries, logged at DEBUG, not WARNING) and the wait starts again;
+            answered, every tick combines again (logged at INFO). Templates that are
+            never combined (``combine_queries=False``, fewer than two signals, unclosed
+            brackets or strings) are never tried.
+
+    Attributes:
+        combined_active: ``True``: the next tick sends the combined query. ``False``: it
+            sends one query per signal (``combine_queries=False``, fewer than two signals,
+            unclosed brackets, or a fallback), unless its ``now_s`` is at or after
+            ``combine_retry_at_s``: then it tries the combined query first.
+        combine_retry_at_s: after a fallback, the ``now_s`` from which a tick tries the
+            combined query again; ``None`` while combining, or when it is never retried.
+        queries_last_tick: instant queries the last :meth:`signals` call sent.
     """
 
     def __init__(
@@ -197,6 +234,8 @@ class PrometheusSource:
         ca_file: str | Path | None = None,
         insecure_skip_verify: bool = False,
         retries: int = 1,
+        combine_queries: bool = True,
+        combine_retry_s: float = 600.0,
     ) -> None:
         if not base_url.startswith(("http://", "https://")):
             raise ConfigError(f"Prometheus URL must start with http:// or https://: {base_url!r}")
@@ -208,6 +247,8 @@ class PrometheusSource:
             raise ConfigError("give bearer_token or bearer_token_file, not both")
         if (bearer_token or bearer_token_file) and basic_auth:
             raise ConfigError("give a bearer token or basic auth, not both")
+        if math.isnan(combine_retry_s):
+            raise ConfigError("combine_retry_s must be a number of seconds (≤ 0: never)")
         self.base_url = base_url.rstrip("/")
         self.queries = queries if queries is not None else preset("surgecast")
         self.rendered = self.queries.render(
@@ -232,6 +273,29 @@ class PrometheusSource:
             url=self.base_url, retry=retry, session=session, auth=basic_auth,
             timeout=timeout_s,  # requests accepts float seconds
         )
+        self._wanted = {n: self.rendered[n] for n in (*_SIGNAL_FIELDS, "freshness")
+                        if n in self.rendered}
+        self.combine_queries = combine_queries
+        self.combine_retry_s = combine_retry_s
+        self._combined = combined(self._wanted) if combine_queries else None
+        if combine_queries and len(self._wanted) > 1 and self._combined is None:
+            log.warning("PromQL for %s has unclosed brackets or strings; querying each signal "
+                        "separately", ", ".join(unclosed(self._wanted)))
+        self._fell_back_at_s: float | None = None  # now_s of the latest fallback
+        self.queries_last_tick = 0
+
+    @property
+    def combined_active(self) -> bool:
+        """Whether the next :meth:`signals` call sends the combined query, whatever its
+        ``now_s`` (see :attr:`combine_retry_at_s` for a retry after a fallback)."""
+        return self._combined is not None and self._fell_back_at_s is None
+
+    @property
+    def combine_retry_at_s(self) -> float | None:
+        """After a fallback, the ``now_s`` from which a tick tries the combined query again."""
+        if self._combined is None or self._fell_back_at_s is None or self.combine_retry_s <= 0:
+            return None
+        return self._fell_back_at_s + self.combine_retry_s
 
     # ------------------------------------------------------------------ helpers
     def _refresh_headers(self) -> None:
@@ -276,6 +340,11 @@ class PrometheusSource:
             ) from exc
 
     # ------------------------------------------------------------------ instant
+    def _instant(self, promql: str, now_s: float) -> Any:
+        self._refresh_headers()
+        self.queries_last_tick += 1
+        return self._call(self._prom.custom_query, promql, params={"time": f"{now_s:.3f}"})
+
     def query_at(self, promql: str, now_s: float) -> tuple[float, float]:
         """Evaluate ``promql`` at ``now_s``: ``(value, sample_time_s)``.
 
@@ -284,26 +353,7 @@ class PrometheusSource:
             LookupError: the result is empty, NaN, or not exactly one series (missing).
             PrometheusApiClientException: the server refused the query (e.g. bad PromQL).
         """
-        self._refresh_headers()
-        result = self._call(self._prom.custom_query, promql, params={"time": f"{now_s:.3f}"})
-        if isinstance(result, list) and len(result) == 2 and not isinstance(result[0], dict):
-            sample = result  # scalar result: [ts, "v"]
-        elif not result:
-            raise LookupError("matched no series (missing data, not zero)")
-        elif len(result) > 1:
-            raise LookupError(
-                f"returned {len(result)} series (e.g. {result[0].get('metric')}); "
-                "aggregate it in PromQL (sum/avg)"
-            )
-        else:
-            sample = result[0].get("value")
-        try:
-            t, v = float(sample[0]), float(sample[1])
-        except (TypeError, ValueError, IndexError):
-            raise LookupError(f"malformed sample {sample!r}") from None
-        if not math.isfinite(v):
-            raise LookupError(f"value is {v} (e.g. 0/0): missing")
-        return v, t
+        return one_sample(self._instant(promql, now_s))
 
     def signals(self, now_s: float) -> Signals:
         """One tick's observations, each query evaluated at ``now_s``.
@@ -311,47 +361,94 @@ class PrometheusSource:
         Raises:
             MetricsUnavailable: the server is unreachable, or every query failed.
         """
-        values: dict[str, float | None] = dict.fromkeys(_SIGNAL_FIELDS)
-        errors: dict[str, str] = {}
-        failed = 0
-        asked = 0
-        for name in (*_SIGNAL_FIELDS, "freshness"):
-            promql = self.rendered.get(name)
-            if promql is None:
-                continue
-            asked += 1
-            try:
-                v, _t = self.query_at(promql, now_s)
-            except LookupError as exc:
-                errors[name] = f"{exc}: {promql}"
-                continue
-            except PrometheusApiClientException as exc:
-                failed += 1
-                errors[name] = f"query failed ({_short(exc)}): {promql}"
-                continue
-            values[name] = v
-        if asked and failed == asked:
+        self.queries_last_tick = 0
+        retry_at = self.combine_retry_at_s
+        due = self._fell_back_at_s is None or (retry_at is not None and now_s >= retry_at)
+        if self._combined is not None and due:
+            got = self._read_combined(self._combined, now_s)
+        else:
+            got = self._read_each(now_s)
+        if got.refused and len(got.refused) == len(self._wanted):
             raise MetricsUnavailable(
                 f"every query to Prometheus at {self.base_url} failed; first: "
-                f"{next(iter(errors.values()))}"
+                f"{next(iter(got.errors.values()))}"
             )
-        observed = values.pop("freshness", None)
-        no_freshness = "freshness" not in self.rendered
-        if observed is None and no_freshness and values["demand_rps"] is not None:
+        values, errors = got.values, got.errors
+        observed = values.get("freshness")
+        demand = values.get("demand_rps")
+        if observed is None and "freshness" not in self.rendered and demand is not None:
             observed = now_s  # without a freshness query, age cannot be told
         if observed is not None and now_s - observed > self.max_staleness_s:
             errors["staleness"] = (
                 f"newest demand sample is {now_s - observed:.0f} s old "
                 f"(> {self.max_staleness_s:g} s)"
             )
-            if self.stale_as_missing and values["demand_rps"] is not None:
-                values["demand_rps"] = None
+            if self.stale_as_missing and demand is not None:
+                demand = None
                 errors["demand_rps"] = "stale: " + errors["staleness"]
         return Signals(
-            now_s=now_s, demand_rps=values["demand_rps"], tokens_per_s=values["tokens_per_s"],
-            queue_depth=values["queue_depth"], running=values["running"],
-            gpu_util_ratio=values["gpu_util_ratio"], observed_at_s=observed, errors=errors,
+            now_s=now_s, demand_rps=demand, tokens_per_s=values.get("tokens_per_s"),
+            queue_depth=values.get("queue_depth"), running=values.get("running"),
+            gpu_util_ratio=values.get("gpu_util_ratio"), observed_at_s=observed, errors=errors,
         )
+
+    def _read_each(self, now_s: float) -> Readings:
+        """One instant query per signal."""
+        got = Readings()
+        for name, promql in self._wanted.items():
+            try:
+                result = self._instant(promql, now_s)
+            except PrometheusApiClientException as exc:
+                got.refused.append(name)
+                got.errors[name] = f"query failed ({_short(exc)}): {promql}"
+                continue
+            if not is_vector(result):
+                got.not_vectors.append(name)
+            try:
+                got.values[name], _t = one_sample(result)
+            except LookupError as exc:
+                got.errors[name] = f"{exc}: {promql}"
+        return got
+
+    def _read_combined(self, promql: str, now_s: float) -> Readings:
+        """All signals from the combined ``promql``; if refused, per signal for a while.
+
+        A transport failure (:class:`MetricsUnavailable`) leaves the state as it was.
+        """
+        retrying = self._fell_back_at_s is not None
+        try:
+            result = self._instant(promql, now_s)
+        except PrometheusApiClientException as exc:
+            why = f"refused the combined signal query ({_short(exc)})"
+        else:
+            groups = by_signal(result, self._wanted)
+            if groups is not None:
+                if retrying:
+                    self._fell_back_at_s = None
+                    log.info("Prometheus at %s answered the combined signal query again; "
+                             "one query per tick from now on", self.base_url)
+                got = Readings()
+                for name, query in self._wanted.items():
+                    try:
+                        got.values[name], _t = one_sample(groups[name])
+                    except LookupError as exc:
+                        got.errors[name] = f"{exc}: {query}"
+                return got
+            why = f"answered the combined signal query without a {SIGNAL_LABEL} label"
+        each = self._read_each(now_s)
+        self._fell_back_at_s = now_s  # a first fallback, or a retry refused: wait afresh
+        blamed = [f"{n} (refused)" for n in each.refused]
+        blamed += [f"{n} (not an instant vector)" for n in each.not_vectors]
+        log.log(
+            logging.DEBUG if retrying else logging.WARNING,
+            "Prometheus at %s %s; querying each signal separately %s (%s)",
+            self.base_url, why,
+            f"for {self.combine_retry_s:g} s, then trying it again" if self.combine_retry_s > 0
+            else "from now on",
+            "cannot be combined: " + ", ".join(blamed) if blamed
+            else "no signal's own query is at fault",
+        )
+        return each
 
     # ------------------------------------------------------------------ history
     def history(self, start_s: float, end_s: float, step_s: float) -> Series:

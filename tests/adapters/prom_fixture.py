@@ -35,10 +35,12 @@ __all__ = [
     "BACKFILL_DAYS",
     "STEP_S",
     "BackfillSeries",
+    "CountingProxy",
     "LiveExporter",
     "PromEnv",
     "PrometheusServer",
     "backfill_openmetrics",
+    "counting_proxy",
     "find_binaries",
     "free_port",
     "running_prometheus",
@@ -369,6 +371,82 @@ def serve_static(
     th.start()
     try:
         yield int(srv.server_port)
+    finally:
+        srv.shutdown()
+        srv.server_close()
+        th.join(timeout=5)
+
+
+@dataclass
+class CountingProxy:
+    """What :func:`counting_proxy` saw: the PromQL of each ``/api/v1/query`` it got."""
+
+    port: int
+    queries: list[str] = field(default_factory=list)
+    failing: tuple[int, int, str] = (0, 0, "")  # (requests left, status, query substring)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def fail_next(self, n: int, *, status: int, containing: str) -> None:
+        """Answer the next ``n`` instant queries containing ``containing`` with ``status``
+        and a Prometheus-style error body instead of forwarding them."""
+        self.failing = (n, status, containing)
+
+
+@contextlib.contextmanager
+def counting_proxy(upstream: str) -> Iterator[CountingProxy]:
+    """A loopback HTTP proxy in front of ``upstream`` (a real Prometheus) that records the
+    ``query`` parameter of every instant query and passes requests and answers through,
+    error statuses included (unless told to fail some: :meth:`CountingProxy.fail_next`)."""
+    import http.server
+    import json
+    import threading
+    import urllib.parse
+
+    seen = CountingProxy(0)
+
+    class H(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            url = urllib.parse.urlsplit(self.path)
+            left, fail_status, containing = seen.failing
+            if url.path == "/api/v1/query":
+                query = urllib.parse.parse_qs(url.query).get("query", [""])[0]
+                seen.queries.append(query)
+                if left > 0 and containing in query:
+                    seen.failing = (left - 1, fail_status, containing)
+                    self._answer(fail_status, "application/json", json.dumps({
+                        "status": "error",  # Prometheus' errorType for the status
+                        "errorType": {400: "bad_data", 422: "execution",
+                                      503: "timeout"}.get(fail_status, "internal"),
+                        "error": f"injected by counting_proxy ({fail_status})",
+                    }).encode())
+                    return
+            try:
+                with urllib.request.urlopen(upstream + self.path, timeout=30) as r:
+                    status, ctype, body = r.status, r.headers.get("Content-Type"), r.read()
+            except urllib.error.HTTPError as e:
+                with e:
+                    status, ctype, body = e.code, e.headers.get("Content-Type"), e.read()
+            self._answer(status, ctype or "application/json", body)
+
+        def _answer(self, status: int, ctype: str, body: bytes) -> None:
+            self.send_response(status)
+            self.send_header("Content-Type", ctype)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *a: object) -> None:
+            pass
+
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
+    seen.port = int(srv.server_port)
+    th = threading.Thread(target=srv.serve_forever, daemon=True)
+    th.start()
+    try:
+        yield seen
     finally:
         srv.shutdown()
         srv.server_close()

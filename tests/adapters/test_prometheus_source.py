@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 import time
+from collections.abc import Callable
 
 import numpy as np
 import pytest
-from prom_fixture import STEP_S, PromEnv, serve_static
+from prom_fixture import STEP_S, PromEnv, counting_proxy, serve_static
 
 from autoscaler.adapters.prometheus import (
     MAX_POINTS,
@@ -166,17 +168,21 @@ def test_stale_data_is_detected(prom: PromEnv) -> None:
     assert gone.demand_rps is None and gone.observed_at_s is None
 
 
-def test_prometheus_down_is_unavailable(dead_url: str) -> None:
-    src = PrometheusSource(dead_url, timeout_s=1.0, retries=0)
+@pytest.mark.parametrize("combine", [True, False])
+def test_prometheus_down_is_unavailable(dead_url: str, combine: bool) -> None:
+    src = PrometheusSource(dead_url, timeout_s=1.0, retries=0, combine_queries=combine)
+    assert src.combined_active is combine
     with pytest.raises(MetricsUnavailable, match="unreachable") as ei:
         src.signals(time.time())
     assert dead_url in str(ei.value)
+    assert src.queries_last_tick == 1  # the first query's failure ends the tick
+    assert src.combined_active is combine  # a transport failure is not a refusal
     with pytest.raises(MetricsUnavailable, match="unreachable"):
         src.history(0, 3600, 60)
 
 
 def test_timeout_is_unavailable() -> None:
-    """A server that accepts but never answers: the timeout fires."""
+    """A server that accepts but never answers: the timeout fires (combined query too)."""
     import socket
 
     with socket.socket() as s:
@@ -184,10 +190,12 @@ def test_timeout_is_unavailable() -> None:
         s.listen(1)
         url = f"http://127.0.0.1:{s.getsockname()[1]}"
         src = PrometheusSource(url, timeout_s=0.5, retries=0)
+        assert src.combined_active
         t = time.monotonic()
         with pytest.raises(MetricsUnavailable, match=r"did not answer within 0\.5 s"):
             src.signals(time.time())
         assert time.monotonic() - t < 5
+        assert src.combined_active
 
 
 def test_bearer_token_file_and_basic_auth_are_sent(tmp_path) -> None:  # type: ignore[no-untyped-def]
@@ -226,6 +234,8 @@ def test_presets_render_and_validate() -> None:
         PrometheusSource("prometheus:9090")
     with pytest.raises(ConfigError, match="max_points"):
         PrometheusSource("http://x:9090", max_points=20_000)
+    with pytest.raises(ConfigError, match="combine_retry_s"):
+        PrometheusSource("http://x:9090", combine_retry_s=float("nan"))
 
 
 def test_custom_ca_and_insecure_tls(tmp_path) -> None:  # type: ignore[no-untyped-def]
@@ -257,3 +267,256 @@ def test_custom_ca_and_insecure_tls(tmp_path) -> None:  # type: ignore[no-untype
             PrometheusSource(url, queries=q, retries=0).signals(1.0)
         insecure = PrometheusSource(url, queries=q, insecure_skip_verify=True)
         assert insecure.signals(1.0).demand_rps == 4.0
+
+
+# ------------------------------------------------------------------ one combined query
+_TOTAL = 'surgecast_trace_requests_total{trace="nasa_http_1995"}'
+_TRACE_MIX = QuerySet(
+    demand_rps=f"sum({GAUGE})",
+    tokens_per_s='sum(rate(no_such_metric_total{job="x"}[1m]))',  # matches nothing
+    queue_depth=GAUGE,  # raw series: labels {__name__, trace} ...
+    running=_TOTAL,  # ... the same but __name__, which plain `or` would treat as one
+    gpu_util_ratio="vector(0) / 0",  # NaN
+    freshness=f"max(timestamp({GAUGE}))  # a comment: ends at the wrapper's newline",
+)
+_TWO_SERIES = QuerySet(
+    demand_rps='{__name__=~"surgecast_trace_requests_per_minute|surgecast_trace_requests_total"}',
+    queue_depth=f"sum({GAUGE})",
+    running=f"sum by (trace) ({GAUGE}) * 2",
+)
+_STALE = QuerySet(demand_rps="sum(surgecast_stale_probe)",
+                  freshness="max(timestamp(surgecast_stale_probe))")
+
+
+def _trace_now(prom: PromEnv) -> float:
+    return float(prom.trace_ts[5000])
+
+
+def _live_now(prom: PromEnv) -> float:
+    """A moment every live sample of which has been ingested (1-s scrapes)."""
+    prom.server.wait_for("vllm:num_requests_waiting", timeout_s=20)
+    prom.server.wait_for("surgecast_worker_requests_total", timeout_s=20)
+    return time.time() - 5.0
+
+
+@pytest.mark.parametrize(("queries", "kw", "when"), [
+    pytest.param(preset("surgecast", gpu="worker"), {"window": "5s"}, _live_now,
+                 id="surgecast-live"),
+    pytest.param(preset("vllm", gpu="dcgm"), {}, _live_now, id="vllm-dcgm"),
+    pytest.param(preset("vllm", gpu="dcgm"), {"gpu_selector": 'pod="other"'}, _live_now,
+                 id="vllm-narrow-gpu"),
+    pytest.param(preset("tgi", gpu=None), {}, _live_now, id="tgi"),
+    pytest.param(_TRACE_MIX, {}, _trace_now, id="missing-nan-raw-comment"),
+    pytest.param(_TWO_SERIES, {}, _trace_now, id="two-series"),
+    pytest.param(_STALE, {}, lambda p: p.probe_end_s + 200.0, id="stale"),
+])
+def test_combined_query_gives_the_same_signals_as_one_per_signal(
+    prom: PromEnv, queries: QuerySet, kw: dict[str, str], when: Callable[[PromEnv], float]
+) -> None:
+    now = when(prom)
+    combined = PrometheusSource(prom.url, queries=queries, **kw)
+    each = PrometheusSource(prom.url, queries=queries, combine_queries=False, **kw)
+    assert combined.combined_active and not each.combined_active
+    got, want = combined.signals(now), each.signals(now)
+    assert got == want  # values, observed_at_s and errors (their texts) alike
+    assert combined.queries_last_tick == 1 and combined.combined_active
+    assert each.queries_last_tick == len(set(each.rendered) - {"history"}) > 1
+
+
+def test_combined_query_keeps_every_signal_apart(prom: PromEnv) -> None:
+    """What the equality above compares is what per-signal queries give (not all missing)."""
+    i = 5000
+    sig = PrometheusSource(prom.url, queries=_TRACE_MIX).signals(_trace_now(prom))
+    assert sig.demand_rps == sig.queue_depth == prom.trace_values[i]
+    assert sig.running == prom.trace_values[: i + 1].sum()  # not dropped by `or`
+    assert sig.observed_at_s == prom.trace_ts[i]
+    assert sig.tokens_per_s is None and "missing data, not zero" in sig.errors["tokens_per_s"]
+    assert sig.gpu_util_ratio is None and sig.errors["gpu_util_ratio"].startswith(
+        "value is nan (e.g. 0/0): missing: vector(0) / 0")
+    assert set(sig.errors) == {"tokens_per_s", "gpu_util_ratio"}
+    two = PrometheusSource(prom.url, queries=_TWO_SERIES).signals(_trace_now(prom))
+    assert two.demand_rps is None
+    assert two.errors["demand_rps"].startswith(
+        "returned 2 series (e.g. {'__name__': 'surgecast_trace_requests_per_minute', "
+        "'trace': 'nasa_http_1995'}); aggregate it in PromQL (sum/avg): {__name__=~")
+    assert two.running == 2 * prom.trace_values[i]
+
+
+def test_one_http_query_per_tick(prom: PromEnv) -> None:
+    """Counted on the wire by a proxy in front of the real Prometheus."""
+    with counting_proxy(prom.url) as proxy:
+        src = PrometheusSource(proxy.url, queries=preset("surgecast", gpu="dcgm"))
+        for k in range(3):
+            src.signals(_trace_now(prom) + 60.0 * k)
+            assert src.queries_last_tick == 1
+        assert len(proxy.queries) == 3
+        assert all(q.count("surgecast_signal") == 6 for q in proxy.queries)
+        proxy.queries.clear()
+        PrometheusSource(proxy.url, queries=preset("surgecast", gpu="dcgm"),
+                         combine_queries=False).signals(_trace_now(prom))
+        assert len(proxy.queries) == 6 and not any("surgecast_signal" in q
+                                                   for q in proxy.queries)
+
+
+@pytest.mark.parametrize(("bad", "blame"), [
+    ("sum(rate(x))", "demand_rps (refused)"),  # bad PromQL (brackets close)
+    (f"scalar(sum({GAUGE}))", "demand_rps (not an instant vector)"),  # fine alone
+])
+def test_refused_combined_query_falls_back_then_retries(
+    prom: PromEnv, caplog: pytest.LogCaptureFixture, bad: str, blame: str
+) -> None:
+    """Per signal until ``combine_retry_s`` has passed (on ``now_s``); the retry is refused
+    again, so that tick falls back at once (1 + N queries) and the wait starts again."""
+    q = QuerySet(demand_rps=bad, queue_depth=f"sum({GAUGE})", running=f"sum({_TOTAL})")
+    now = _trace_now(prom)
+    each = PrometheusSource(prom.url, queries=q, combine_queries=False)
+    want = each.signals(now)
+    with counting_proxy(prom.url) as proxy, caplog.at_level(logging.DEBUG):
+        src = PrometheusSource(proxy.url, queries=q, combine_retry_s=300.0)
+        got = src.signals(now)
+        assert got == want  # the same per-signal errors; the others still come through
+        assert got.queue_depth == prom.trace_values[5000] and got.running is not None
+        assert len(proxy.queries) == 1 + 3 and "surgecast_signal" in proxy.queries[0]
+        assert src.queries_last_tick == 4 and not src.combined_active
+        assert src.combine_retry_at_s == now + 300.0
+        warned = [r for r in caplog.records if "separately" in r.getMessage()]
+        assert [r.levelno for r in warned] == [logging.WARNING], warned
+        assert blame in warned[0].getMessage() and "300 s" in warned[0].getMessage()
+        for dt in (0.0, 60.0, 299.9):  # before combine_retry_s: N per-signal queries
+            proxy.queries.clear()
+            assert src.signals(now + dt) == each.signals(now + dt)
+            assert len(proxy.queries) == 3 and src.queries_last_tick == 3
+            assert not any("surgecast_signal" in q for q in proxy.queries)
+        proxy.queries.clear()
+        caplog.clear()
+        assert src.signals(now + 300.0) == each.signals(now + 300.0)  # the retry, refused
+        assert len(proxy.queries) == 1 + 3 and "surgecast_signal" in proxy.queries[0]
+        assert src.queries_last_tick == 4 and not src.combined_active
+        assert src.combine_retry_at_s == now + 600.0  # the wait starts again
+        again = [r for r in caplog.records if "separately" in r.getMessage()]
+        assert [r.levelno for r in again] == [logging.DEBUG], again
+        assert blame in again[0].getMessage()
+        proxy.queries.clear()
+        src.signals(now + 599.0)
+        assert len(proxy.queries) == 3
+    if bad.startswith("sum(rate"):
+        assert got.demand_rps is None and "400" in got.errors["demand_rps"]
+        assert got.errors["demand_rps"].endswith(f": {bad}")
+    else:
+        assert got.demand_rps == prom.trace_values[5000] and "demand_rps" not in got.errors
+
+
+def test_combined_query_comes_back_after_a_passing_error(
+    prom: PromEnv, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Prometheus answers the combined query with HTTP 500 once (as during a rollout): per
+    signal until the retry, which succeeds, then one query per tick with the same Signals.
+
+    500 because prometheus-api-client raises ``PrometheusApiClientException`` for it, which
+    is a refusal; 502/503/504 are retried by our urllib3 ``Retry`` and, if that fails too,
+    end as ``MetricsUnavailable`` (see the next test).
+    """
+    now = _trace_now(prom)
+    each = PrometheusSource(prom.url, queries=_TRACE_MIX, combine_queries=False)
+    n = len(each.rendered)
+    with counting_proxy(prom.url) as proxy, caplog.at_level(logging.INFO):
+        src = PrometheusSource(proxy.url, queries=_TRACE_MIX, combine_retry_s=120.0)
+        proxy.fail_next(1, status=500, containing="surgecast_signal")
+        got = src.signals(now)
+        assert got == each.signals(now) and got.demand_rps == prom.trace_values[5000]
+        assert len(proxy.queries) == 1 + n and not src.combined_active
+        warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+        assert len(warned) == 1 and "HTTP Status Code 500" in warned[0], warned
+        assert "no signal's own query is at fault" in warned[0]
+        proxy.queries.clear()
+        assert src.signals(now + 60.0) == each.signals(now + 60.0)
+        assert len(proxy.queries) == n
+        for dt in (120.0, 180.0, 240.0):  # the retry succeeds; combined from then on
+            proxy.queries.clear()
+            assert src.signals(now + dt) == each.signals(now + dt)
+            assert len(proxy.queries) == 1 and "surgecast_signal" in proxy.queries[0]
+            assert src.queries_last_tick == 1 and src.combined_active
+            assert src.combine_retry_at_s is None
+        assert sum("again" in r.getMessage() and r.levelno == logging.INFO
+                   for r in caplog.records) == 1
+        assert len([r for r in caplog.records if r.levelno == logging.WARNING]) == 1
+
+
+def test_503_on_the_combined_query_is_retried_by_urllib3_not_a_refusal(prom: PromEnv) -> None:
+    """502/503/504 (Prometheus' 503: a query timed out) go through urllib3's ``Retry``; when
+    every try gets one, ``requests`` raises ``RetryError``: ``MetricsUnavailable`` for the
+    tick (hold), and combining stays on, as for any transport failure."""
+    now = _trace_now(prom)
+    want = PrometheusSource(prom.url, queries=_TRACE_MIX, combine_queries=False).signals(now)
+    with counting_proxy(prom.url) as proxy:
+        src = PrometheusSource(proxy.url, queries=_TRACE_MIX)  # retries=1
+        proxy.fail_next(1, status=503, containing="surgecast_signal")
+        assert src.signals(now) == want  # the second try went through
+        assert len(proxy.queries) == 2 and src.queries_last_tick == 1 and src.combined_active
+        proxy.queries.clear()
+        proxy.fail_next(2, status=503, containing="surgecast_signal")
+        with pytest.raises(MetricsUnavailable, match="RetryError"):
+            src.signals(now)
+        assert len(proxy.queries) == 2 and src.combined_active
+        assert src.combine_retry_at_s is None
+
+
+@pytest.mark.parametrize("kind", ["retry-off", "unclosed", "one-signal", "not-combined"])
+def test_never_combined_is_never_retried(prom: PromEnv, kind: str) -> None:
+    """``combine_retry_s <= 0`` after a refusal, and templates that are never combined:
+    one query per signal however much later the tick."""
+    good = f"sum({GAUGE})"
+    q, kw = {
+        "retry-off": (QuerySet(demand_rps="sum(rate(x))", queue_depth=good),
+                      {"combine_retry_s": 0.0}),
+        "unclosed": (QuerySet(demand_rps=f"{good}) or (vector(1)", queue_depth=good), {}),
+        "one-signal": (QuerySet(demand_rps=good), {}),
+        "not-combined": (QuerySet(demand_rps=good, queue_depth=good),
+                         {"combine_queries": False}),
+    }[kind]
+    now = _trace_now(prom)
+    n = len(q.render(selector="", gpu_selector="", window="1m"))
+    with counting_proxy(prom.url) as proxy:
+        src = PrometheusSource(proxy.url, queries=q, **kw)  # type: ignore[arg-type]
+        first = 1 if src.combined_active else 0
+        src.signals(now)
+        assert len(proxy.queries) == first + n
+        for dt in (600.0, 1e6):
+            proxy.queries.clear()
+            src.signals(now + dt)
+            assert len(proxy.queries) == n and src.queries_last_tick == n
+            assert not src.combined_active and src.combine_retry_at_s is None
+        assert not any("surgecast_signal" in sent for sent in proxy.queries)
+
+
+def test_every_query_refused_after_fallback_is_unavailable(prom: PromEnv) -> None:
+    src = PrometheusSource(prom.url, queries=QuerySet(demand_rps="sum(rate(x))",
+                                                      running="no_such_function(x)"))
+    assert src.combined_active
+    with pytest.raises(MetricsUnavailable, match="every query"):
+        src.signals(time.time())
+    assert src.queries_last_tick == 3 and not src.combined_active
+
+
+def test_unclosed_template_is_never_combined(prom: PromEnv) -> None:
+    """Alone it is bad PromQL; wrapped it would borrow a parenthesis and parse."""
+    q = QuerySet(demand_rps=f"sum({GAUGE})) or (vector(1)", queue_depth=f"sum({GAUGE})")
+    src = PrometheusSource(prom.url, queries=q)
+    assert not src.combined_active
+    sig = src.signals(_trace_now(prom))
+    assert sig.demand_rps is None and "400" in sig.errors["demand_rps"]
+    assert sig.queue_depth == prom.trace_values[5000] and src.queries_last_tick == 2
+
+
+def test_answer_without_the_signal_label_falls_back() -> None:
+    """A server that is not Prometheus (it ignores the query): per signal from then on."""
+    import json
+
+    body = json.dumps({"status": "success", "data": {"resultType": "vector", "result": [
+        {"metric": {}, "value": [1.0, "3"]}]}}).encode()
+    with serve_static(body, "application/json") as port:
+        src = PrometheusSource(f"http://127.0.0.1:{port}",
+                               queries=QuerySet(demand_rps="up", queue_depth="up"))
+        sig = src.signals(1.0)
+        assert sig.demand_rps == sig.queue_depth == 3.0 and not src.combined_active
+        assert src.queries_last_tick == 3
