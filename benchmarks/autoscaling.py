@@ -7,7 +7,7 @@ needs 40 replicas at 70 % utilisation, latency = 0.2 s + queueing wait, SLO 0.5 
 
     .venv/bin/python benchmarks/autoscaling.py [--traces a,b] [--days 3] [--step 5]
         [--model nowcast] [--no-phpa] [--ablations] [--policies phpa,hpa_rps]
-        [--frontier --jobs 2]
+        [--frontier --jobs 2] [--history-days 1] [--windows 9 --jobs 2]
 
 Prints one table per trace; ``x_oracle`` is GPU-hours over the oracle's cheapest no-queue
 schedule (a lower bound); ``slo_after_10m_pct`` leaves out the first 10 minutes (every
@@ -19,7 +19,10 @@ rows "exact forecast": surgecast's policy fed the true demand, in its forecast b
 in the simulator's steps. ``--frontier`` sweeps each policy's cost knob (surgecast's
 forecast quantile; the target utilisation of the HPA, KEDA and the KPA) and
 prints, for every baseline setting, surgecast's missed requests at the same GPU-hours
-(linear between its swept settings).
+(linear between its swept settings). ``--history-days H`` replays from day H on and starts
+surgecast's forecaster with the days before, as the controller's first refit backfills
+``forecast.history`` from Prometheus. ``--windows N`` replays N consecutive ``--days``
+windows of each trace that way and prints every window's result.
 """
 
 from __future__ import annotations
@@ -128,19 +131,23 @@ def run_trace(
     ablations: bool = False,
     window_from_s: float | None = None,
     only: list[str] | None = None,
+    history: Series | None = None,
 ) -> list[dict[str, float | str]]:
     scenario = build_scenario(trace, step_s)
     names = list(DEFAULT_POLICIES) + (["phpa"] if phpa else [])
     if only:
         names = [n for n in names if n in only]
-    pols = build_policies(scenario, trace, names, model=model)
+    pols = build_policies(scenario, trace, names, model=model, history=history)
     if ablations and "surgecast" in pols:
         extra: dict[str, Autoscaler] = {}
         for label, kw in ABLATIONS.items():
             if kw.get("forecast_step_s") == forecast_step(trace.step_s):
                 continue  # the same as the surgecast row
             extra[label] = make_surgecast(
-                scenario, trace.step_s, **{**kw, "model": kw.get("model") or model}
+                scenario,
+                trace.step_s,
+                **{**kw, "model": kw.get("model") or model},
+                history=history,
             )
         pols = {"surgecast": pols.pop("surgecast"), **extra, **yardsticks(scenario, trace), **pols}
     rows = []
@@ -163,14 +170,16 @@ FRONTIER_BASELINES = ("hpa", "hpa_rps", "keda", "kpa")
 
 
 def _frontier_job(
-    args: tuple[Series, float, str, str, float],
+    args: tuple[Series, float, str, str, float, Series | None],
 ) -> tuple[str, str, float, float, float]:
     """One simulation of the sweep (a module-level function, so it runs in a pool)."""
-    trace, step, model, kind, knob = args
+    trace, step, model, kind, knob, history = args
     scenario = build_scenario(trace, step)
     pol: Autoscaler
     if kind == "surgecast":
-        pol = make_surgecast(scenario, trace.step_s, model, overrides={"quantile": knob})
+        pol = make_surgecast(
+            scenario, trace.step_s, model, overrides={"quantile": knob}, history=history
+        )
     else:
         pol = BASELINES[kind](scenario.capacity, max_replicas=MAX_REPLICAS, target_util_ratio=knob)
     ((row, _),) = compare(trace, scenario, {kind: pol})
@@ -212,12 +221,17 @@ def compare_at_cost(ours: list[tuple[float, float]], x: float, slo: float) -> st
 
 
 def run_frontier(
-    name: str, trace: Series, step_s: float, model: str, jobs: int
+    name: str,
+    trace: Series,
+    step_s: float,
+    model: str,
+    jobs: int,
+    history: Series | None = None,
 ) -> list[dict[str, float | str]]:
     """Sweep every policy's knob on one trace; print the points and, for each baseline
     setting, surgecast's misses at the same GPU-hours."""
-    todo = [(trace, step_s, model, "surgecast", q) for q in FRONTIER_QUANTILES] + [
-        (trace, step_s, model, b, t) for b in FRONTIER_BASELINES for t in FRONTIER_TARGETS
+    todo = [(trace, step_s, model, "surgecast", q, history) for q in FRONTIER_QUANTILES] + [
+        (trace, step_s, model, b, t, None) for b in FRONTIER_BASELINES for t in FRONTIER_TARGETS
     ]
     if jobs > 1:
         with ProcessPoolExecutor(jobs) as pool:
@@ -235,6 +249,73 @@ def run_frontier(
         print(f"| {label} | {knob_s} | {slo:.2f} | {x:.3f} | {cmp} |", flush=True)
         rows.append({"policy": label, "knob": knob, "slo_pct": slo, "x_oracle": x})
     return rows
+
+
+#: ``--windows``: the policies run in every window (their defaults)
+WINDOW_POLICIES = ("surgecast", "hpa", "hpa_rps", "keda", "kpa")
+#: the issue's target: this share of requests within the SLO at most this x oracle
+TARGET_SLO_PCT, TARGET_X = 99.5, 1.25
+
+
+def _window_job(
+    args: tuple[str, Series, Series | None, float, str],
+) -> tuple[str, float, list[tuple[str, float, float]]]:
+    """One window of ``--windows``: every policy of :data:`WINDOW_POLICIES` on it."""
+    name, trace, history, step, model = args
+    scenario = build_scenario(trace, step)
+    pols = build_policies(scenario, trace, WINDOW_POLICIES, model=model, history=history)
+    out = [(str(r["policy"]), float(r["slo_pct"]), float(r["x_oracle"]))
+           for r, _ in compare(trace, scenario, pols)]
+    return name, trace.start_s, out
+
+
+def run_windows(
+    traces: list[tuple[str, Series]],
+    history_days: float,
+    days: float,
+    count: int,
+    step_s: float,
+    model: str,
+    jobs: int,
+) -> None:
+    """Replay consecutive ``days``-long windows of each trace (up to ``count``), each one
+    backfilled with the ``history_days`` before it as the controller would be, and print
+    every policy's % in SLO / x oracle per window and how often surgecast met the target."""
+    todo = []
+    for name, s in traces:
+        per = int(days * 86400 / s.step_s)
+        h = int(history_days * 86400 / s.step_s)
+        for k in range(count):
+            a = h + k * per
+            if a + per > len(s):
+                break
+            win = s.slice(a, a + per)
+            step = step_s if compatible_step(s.step_s, step_s) else s.step_s
+            todo.append((name, win, s.slice(a - h, a) if h else None, step, model))
+    if jobs > 1:
+        with ProcessPoolExecutor(jobs) as pool:
+            done = list(pool.map(_window_job, todo))
+    else:
+        done = [_window_job(t) for t in todo]
+    for name, _ in traces:
+        rows = [(t0, out) for n, t0, out in done if n == name]
+        if not rows:
+            continue
+        labels = [p for p, _, _ in rows[0][1]]
+        t_first = next(s for n, s in traces if n == name).start_s
+        print(f"\n### {name}: {days:g}-day windows, surgecast backfilled with "
+              f"{history_days:g} days\n")
+        print("| days | " + " | ".join(labels) + " |")
+        print("|---|" + "---|" * len(labels))
+        met = 0
+        for t0, out in rows:
+            d0 = (t0 - t_first) / 86400
+            cells = [f"{slo:.2f} / {x:.3f}" for _, slo, x in out]
+            slo, x = out[0][1], out[0][2]
+            met += slo >= TARGET_SLO_PCT and x <= TARGET_X
+            print(f"| {d0:g}-{d0 + days:g} | " + " | ".join(cells) + " |", flush=True)
+        print(f"\nsurgecast met >= {TARGET_SLO_PCT} % at <= {TARGET_X}x in {met} of "
+              f"{len(rows)} windows")
 
 
 def print_table(title: str, rows: list[dict[str, float | str]]) -> None:
@@ -288,32 +369,67 @@ def main() -> int:
         help="sweep each policy's cost knob and compare misses at equal GPU-hours",
     )
     ap.add_argument("--jobs", type=int, default=1, help="--frontier: simulations in parallel")
+    ap.add_argument(
+        "--history-days",
+        type=float,
+        default=0.0,
+        help="replay days [H, H + days) of each trace; surgecast's forecaster starts with "
+        "days [0, H), as the controller backfills forecast.history (traces shorter than "
+        "H + days, and the surge, run without history)",
+    )
+    ap.add_argument(
+        "--windows",
+        type=int,
+        default=0,
+        help="replay up to N consecutive --days windows of each trace after --history-days "
+        "(each backfilled with the days before it) with surgecast and the default "
+        "baselines; prints %% in SLO / x oracle per window",
+    )
     a = ap.parse_args()
     only = [p for p in a.policies.split(",") if p] or None
+    if a.windows > 0:
+        whole = [(n, Series.from_csv(traces_dir() / f"{n}.csv"))
+                 for n in a.traces.split(",") if n]
+        run_windows(whole, a.history_days, a.days, a.windows, a.step, a.model, a.jobs)
+        return 0
+    sets: list[tuple[str, Series, Series | None]] = []
+    for name in [t for t in a.traces.split(",") if t]:
+        s = Series.from_csv(traces_dir() / f"{name}.csv")
+        sets.append((name, *split_history(s, a.history_days, a.days)))
     if a.frontier:
-        sets = [] if a.no_surge else [("surge 300 -> 2000 req/s", surge_trace())]
-        for name in [t for t in a.traces.split(",") if t]:
-            s = Series.from_csv(traces_dir() / f"{name}.csv")
-            sets.append((name, s.slice(0, max(2, int(a.days * 86400 / s.step_s)))))
-        for name, s in sets:
+        if not a.no_surge:
+            sets.insert(0, ("surge 300 -> 2000 req/s", surge_trace(), None))
+        for name, s, hist in sets:
             step = a.step if compatible_step(s.step_s, a.step) else s.step_s
-            run_frontier(name, s, step, a.model, a.jobs)
+            run_frontier(name, s, step, a.model, a.jobs, hist)
         return 0
     if not a.no_surge:
         print_table(
             "surge 300 -> 2000 req/s (1 h; *_from: from the surge on, t >= 30 min)",
             run_trace(surge_trace(), a.step, a.model, False, a.ablations, 1800.0, only),
         )
-    for name in [t for t in a.traces.split(",") if t]:
-        s = Series.from_csv(traces_dir() / f"{name}.csv")
-        n = max(2, int(a.days * 86400 / s.step_s))
-        s = s.slice(0, n)
+    for name, s, hist in sets:
         step = a.step if compatible_step(s.step_s, a.step) else s.step_s
+        first = (s.start_s - (hist.start_s if hist is not None else s.start_s)) / 86400
+        hist_note = (
+            f", surgecast backfilled with days [0, {first:g})" if hist is not None else ""
+        )
         print_table(
-            f"{name} (first {s.step_s * len(s) / 86400:.2f} days, step {step:g} s)",
-            run_trace(s, step, a.model, not a.no_phpa, a.ablations, None, only),
+            f"{name} (days {first:g} to {first + s.step_s * len(s) / 86400:.2f}, "
+            f"step {step:g} s{hist_note})",
+            run_trace(s, step, a.model, not a.no_phpa, a.ablations, None, only, hist),
         )
     return 0
+
+
+def split_history(trace: Series, history_days: float, days: float) -> tuple[Series, Series | None]:
+    """The replay (``days`` from ``history_days`` on) and the history before it; the whole
+    first ``days`` and no history when the trace is shorter than both together."""
+    h = int(history_days * 86400 / trace.step_s)
+    n = max(2, int(days * 86400 / trace.step_s))
+    if h <= 0 or h + n > len(trace):
+        return trace.slice(0, n), None
+    return trace.slice(h, h + n), trace.slice(0, h)
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -81,6 +82,31 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "trace's true demand as its forecast, what a perfect forecast would buy",
     )
     parser.add_argument("--out", default="surgecast-backtest", help="output folder")
+    parser.add_argument(
+        "--history-days", type=float, default=0.0,
+        help="replay from day N of the trace; surgecast's forecaster starts with the N days "
+        "before, as the controller backfills forecast.history from Prometheus (default 0: "
+        "no history, a fresh install)",
+    )
+
+
+def split_history(series: Series, days: float) -> tuple[Series, Series | None]:
+    """``(replay, history)``: the trace from ``days`` on, and the part before it.
+
+    Raises:
+        UsageError: ``days`` is negative or leaves less than two points to replay.
+    """
+    if days < 0 or not math.isfinite(days):
+        raise UsageError(f"--history-days must be >= 0, got {days:g}")
+    h = round(days * 86400 / series.step_s)
+    if h == 0:
+        return series, None
+    if h > len(series) - 2:
+        span = len(series) * series.step_s / 86400
+        raise UsageError(
+            f"--history-days {days:g} leaves nothing to replay: the trace covers {span:.2f} days"
+        )
+    return series.slice(h), series.slice(0, h)
 
 
 def add_scenario_arguments(parser: argparse.ArgumentParser, *, days: float | None) -> None:
@@ -197,13 +223,14 @@ def backtest_and_report(series: Series, names: list[str], args: argparse.Namespa
 
     from autoscaler.core.scenario import build_policies, compare
 
+    series, history = split_history(series, getattr(args, "history_days", 0.0))
     series, scenario = prepare(series, args)
     out = Path(args.out)
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise UsageError(f"cannot create --out folder {out}: {exc}") from None
-    policies = build_policies(scenario, series, names, model=args.model)
+    policies = build_policies(scenario, series, names, model=args.model, history=history)
     fan = FanRecorder(policies["surgecast"]) if "surgecast" in policies else None
     if fan is not None:
         policies["surgecast"] = fan
@@ -254,6 +281,7 @@ def summary_payload(
         "start_s": series.start_s,
         "duration_s": len(series) * series.step_s,
         "model": args.model,
+        "history_days": getattr(args, "history_days", 0.0),
         "scenario": {
             "step_s": cfg.step_s,
             "peak_replicas": scenario.peak_replicas,

@@ -201,6 +201,7 @@ def make_surgecast(
     forecast_step_s: float | None = None,
     guard: GuardSettings | None = None,
     partial_bucket: bool = True,
+    history: Series | None = None,
 ) -> SurgecastAutoscaler:
     """surgecast with the scenario's capacity, cold start and warm promotion; the other
     settings are :class:`PolicySettings`' defaults. ``warm_max = 0`` (no warm pool) because
@@ -209,7 +210,10 @@ def make_surgecast(
     ``forecast_step_s`` the forecast bucket (``None``: :func:`forecast_step`); ``guard``
     switches the live controller's prediction guard on (``None``: off); ``partial_bucket``
     conditions the bucket in progress on its observed part
-    (:func:`~forecasting.partial.condition_first_bucket`)."""
+    (:func:`~forecasting.partial.condition_first_bucket`); ``history`` is the demand
+    before the replay (any kind and step; it must end where the replay starts), which the
+    forecaster starts with, as the live controller's first refit backfills
+    ``forecast.history`` from Prometheus (``None``: no history, a fresh install)."""
     return SurgecastAutoscaler(
         _surgecast_settings(scenario, warm_max, overrides),
         model=model,
@@ -217,6 +221,7 @@ def make_surgecast(
         refit_every_s=6 * 3600.0,
         guard=guard,
         partial_bucket=partial_bucket,
+        history=None if history is None else demand_rates(history, scenario.step_s),
     )
 
 
@@ -245,8 +250,10 @@ def build_policies(
     names: Sequence[str] = DEFAULT_POLICIES,
     *,
     model: str = DEFAULT_FORECAST_MODEL,
+    history: Series | None = None,
 ) -> dict[str, Autoscaler]:
-    """The autoscalers called ``names`` (keys of :data:`POLICY_LABELS`), by table label.
+    """The autoscalers called ``names`` (keys of :data:`POLICY_LABELS`), by table label;
+    surgecast's forecaster starts with ``history`` (see :func:`make_surgecast`).
 
     Raises:
         KeyError: an unknown policy name.
@@ -258,7 +265,7 @@ def build_policies(
             raise KeyError(name)
         pol: Autoscaler
         if name == "surgecast":
-            pol = make_surgecast(scenario, trace.step_s, model)
+            pol = make_surgecast(scenario, trace.step_s, model, history=history)
         elif name == "static":
             pol = REGISTRY["static"](math.ceil(float(scenario.rates.max()) / cap))
         elif name == "oracle":

@@ -14,7 +14,10 @@ exactly where it is needed, at the edges (docs/autoscaling.md). With ``partial_b
 (the default) the forecast's first bucket, the one in progress, is conditioned on the part
 of it already observed (:func:`~forecasting.partial.condition_first_bucket`): at a coarse
 forecast step the model's interval is otherwise held for the whole bucket after the new
-level is known.
+level is known. With ``history`` (demand before the replay) the forecaster starts where
+the live controller's first refit starts it, from ``forecast.history`` backfilled out of
+Prometheus, instead of from nothing (a fresh install whose workers Prometheus has not
+scraped before).
 """
 
 from __future__ import annotations
@@ -39,9 +42,19 @@ from forecasting.series import Series
 
 __all__ = ["SurgecastAutoscaler"]
 
+#: past buckets the bucket in progress is calibrated on, at most (``calibrate`` reads up
+#: to 99 of them, for the 0.98 level)
+_CAL_BUCKETS = 120
+
 
 class SurgecastAutoscaler:
-    """Forecast-driven policy with explicit state (the forecaster and the policy state)."""
+    """Forecast-driven policy with explicit state (the forecaster and the policy state).
+
+    ``history``: req/s before the replay, at the replay's step and ending where it starts
+    (a ``ValueError`` at the first tick otherwise). Its whole forecast buckets, counted
+    back from the replay's start, begin the forecaster's history, and its points calibrate
+    the bucket in progress until the replay has enough of its own.
+    """
 
     name = "surgecast"
 
@@ -55,6 +68,7 @@ class SurgecastAutoscaler:
         refit_every_s: float = 3600.0,
         guard: GuardSettings | None = None,
         partial_bucket: bool = True,
+        history: Series | None = None,
     ) -> None:
         self.settings = settings
         self.policy = Policy(settings)
@@ -76,6 +90,35 @@ class SurgecastAutoscaler:
         self._plan = GuardPlan.of(settings)
         self.partial_bucket = partial_bucket
         self._cal: tuple[tuple[int, tuple[float, ...]], PartialCalibration] | None = None
+        self._backfill = history
+        self._pre = 0  # buckets of backfilled history before the replay's first bucket
+        self._pre_fine: np.ndarray = np.empty(0)
+
+    def _seed(self, view: DemandView, k: int) -> None:
+        """Start the bucketed history with the backfill: whole forecast buckets of it that
+        end where ``view`` starts (an older partial bucket is dropped)."""
+        hist = self._backfill
+        self._start_s = view.start_s
+        if hist is None or len(hist.values) == 0:
+            return
+        if not math.isclose(hist.step_s, view.step_s) or not math.isclose(
+            hist.start_s + hist.step_s * len(hist.values), view.start_s, abs_tol=1e-6
+        ):
+            raise ValueError(
+                f"history must be at the replay's step ({view.step_s:g} s) and end where it "
+                f"starts ({view.start_s:g}); got step {hist.step_s:g} s ending at "
+                f"{hist.start_s + hist.step_s * len(hist.values):g}"
+            )
+        vals = np.asarray(hist.values, dtype=np.float64)
+        pre = len(vals) // k
+        fine = vals[len(vals) - pre * k :]
+        if np.isnan(fine).any():  # the simulator's replay has no gaps; neither does this
+            idx = np.arange(len(fine))
+            ok = ~np.isnan(fine)
+            fine = np.interp(idx, idx[ok], fine[ok]) if ok.any() else np.zeros(len(fine))
+        self._pre, self._pre_fine = pre, fine
+        self._start_s = view.start_s - pre * self.forecast_step_s
+        self._buckets = [float(x) for x in fine.reshape(pre, k).mean(axis=1)] if pre else []
 
     def _history(self, view: DemandView) -> None:
         k = self.forecast_step_s / view.step_s
@@ -86,11 +129,12 @@ class SurgecastAutoscaler:
             )
         k_int = round(k)
         if self._start_s is None:
-            self._start_s = view.start_s
+            self._seed(view, k_int)
         n_full = len(view.values) // k_int
-        if n_full > len(self._buckets):
+        have = len(self._buckets) - self._pre
+        if n_full > have:
             new = (
-                view.values[len(self._buckets) * k_int : n_full * k_int]
+                view.values[have * k_int : n_full * k_int]
                 .reshape(-1, k_int)
                 .mean(axis=1)
             )
@@ -149,12 +193,16 @@ class SurgecastAutoscaler:
         points of it that ``view`` already holds."""
         k = round(self.forecast_step_s / view.step_s)
         n = len(self._buckets)
-        part = view.values[n * k :]
+        n_view = n - self._pre
+        part = view.values[n_view * k :]
         if k < 2 or len(part) == 0 or len(part) >= k:
             return fc
         key = (n, tuple(fc.quantiles))
         if self._cal is None or self._cal[0] != key:  # once per bucket
-            self._cal = (key, calibrate(view.values[: n * k].reshape(n, k), key[1]))
+            past = view.values[: n_view * k]
+            if self._pre and n_view < _CAL_BUCKETS:  # the backfill's buckets before them
+                past = np.concatenate((self._pre_fine[-(_CAL_BUCKETS - n_view) * k :], past))
+            self._cal = (key, calibrate(past.reshape(-1, k), key[1]))
         return apply_partial(fc, part, self._cal[1])
 
     def decide(self, signals: Signals, view: DemandView) -> Decision:
