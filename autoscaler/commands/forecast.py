@@ -8,6 +8,7 @@ run too, as the reference of the relative MAE.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import sys
@@ -145,10 +146,10 @@ def backtest_and_report(series: Any, args: argparse.Namespace) -> int:
     console = Console(width=None if sys.stdout.isatty() else 150)
     results = {}
     for name in names:
-        kwargs = {"horizon": h} if name == "auto" else {}
+        kwargs: dict[str, int] = {"horizon": h} if name == "auto" else {}
         with console.status(f"backtesting {name} ..."):
             results[name] = cross_validation(
-                series, lambda name=name, kw=kwargs: make(name, **kw), h, origins=origins,
+                series, functools.partial(make, name, **kwargs), h, origins=origins,
                 refit=args.refit_every, quantiles=CLI_QUANTILES, levels=(0.5, 0.9),
             )
     out = Path(args.out)
