@@ -283,8 +283,8 @@ def run_windows(
     every policy's % in SLO / x oracle per window and how often surgecast met the target."""
     todo = []
     for name, s in traces:
-        per = int(days * 86400 / s.step_s)
-        h = int(history_days * 86400 / s.step_s)
+        per = round(days * 86400 / s.step_s)
+        h = round(history_days * 86400 / s.step_s)
         for k in range(count):
             a = h + k * per
             if a + per > len(s):
@@ -425,8 +425,8 @@ def main() -> int:
 def split_history(trace: Series, history_days: float, days: float) -> tuple[Series, Series | None]:
     """The replay (``days`` from ``history_days`` on) and the history before it; the whole
     first ``days`` and no history when the trace is shorter than both together."""
-    h = int(history_days * 86400 / trace.step_s)
-    n = max(2, int(days * 86400 / trace.step_s))
+    h = round(history_days * 86400 / trace.step_s)
+    n = max(2, round(days * 86400 / trace.step_s))
     if h <= 0 or h + n > len(trace):
         return trace.slice(0, n), None
     return trace.slice(h, h + n), trace.slice(0, h)

@@ -221,7 +221,12 @@ def make_surgecast(
         refit_every_s=6 * 3600.0,
         guard=guard,
         partial_bucket=partial_bucket,
-        history=None if history is None else demand_rates(history, scenario.step_s),
+        # whole simulation buckets only: a partly covered last one would end after the
+        # replay's first bucket starts (a trace finer than the step, cut off its grid)
+        history=(
+            None if history is None
+            else demand_rates(trim_to_grid(history, scenario.step_s), scenario.step_s)
+        ),
     )
 
 

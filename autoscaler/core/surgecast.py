@@ -36,15 +36,16 @@ from autoscaler.core.signals import Signals
 from forecasting.errors import ForecastingError
 from forecasting.forecast import Forecast
 from forecasting.models import make
+from forecasting.models.nowcast import quantile_windows
 from forecasting.partial import PartialCalibration, apply_partial, calibrate
 from forecasting.protocol import Forecaster
 from forecasting.series import Series
 
 __all__ = ["SurgecastAutoscaler"]
 
-#: past buckets the bucket in progress is calibrated on, at most (``calibrate`` reads up
-#: to 99 of them, for the 0.98 level)
-_CAL_BUCKETS = 120
+#: recent buckets the bucket in progress is calibrated on (``calibrate``'s window; a high
+#: level reads more, as ``quantile_windows`` says: 99 for 0.98)
+_CAL_WINDOW = 36
 
 
 class SurgecastAutoscaler:
@@ -96,29 +97,30 @@ class SurgecastAutoscaler:
 
     def _seed(self, view: DemandView, k: int) -> None:
         """Start the bucketed history with the backfill: whole forecast buckets of it that
-        end where ``view`` starts (an older partial bucket is dropped)."""
+        end where ``view`` starts (an older partial bucket is dropped). A history with no
+        whole bucket, or nothing observed, counts as none."""
         hist = self._backfill
-        self._start_s = view.start_s
-        if hist is None or len(hist.values) == 0:
-            return
-        if not math.isclose(hist.step_s, view.step_s) or not math.isclose(
-            hist.start_s + hist.step_s * len(hist.values), view.start_s, abs_tol=1e-6
-        ):
-            raise ValueError(
-                f"history must be at the replay's step ({view.step_s:g} s) and end where it "
-                f"starts ({view.start_s:g}); got step {hist.step_s:g} s ending at "
-                f"{hist.start_s + hist.step_s * len(hist.values):g}"
-            )
-        vals = np.asarray(hist.values, dtype=np.float64)
+        vals = np.empty(0) if hist is None else np.asarray(hist.values, dtype=np.float64)
         pre = len(vals) // k
-        fine = vals[len(vals) - pre * k :]
-        if np.isnan(fine).any():  # the simulator's replay has no gaps; neither does this
-            idx = np.arange(len(fine))
-            ok = ~np.isnan(fine)
-            fine = np.interp(idx, idx[ok], fine[ok]) if ok.any() else np.zeros(len(fine))
-        self._pre, self._pre_fine = pre, fine
-        self._start_s = view.start_s - pre * self.forecast_step_s
-        self._buckets = [float(x) for x in fine.reshape(pre, k).mean(axis=1)] if pre else []
+        if hist is not None and pre > 0 and not np.isnan(vals).all():
+            end = hist.start_s + hist.step_s * len(vals)
+            tol = 1e-6 * view.step_s
+            if not math.isclose(hist.step_s, view.step_s, rel_tol=1e-9) or not math.isclose(
+                end, view.start_s, rel_tol=0.0, abs_tol=tol
+            ):
+                raise ValueError(
+                    f"history must be at the replay's step ({view.step_s:g} s) and end where "
+                    f"it starts ({view.start_s:.3f}); got step {hist.step_s:g} s ending at "
+                    f"{end:.3f}"
+                )
+            fine = vals[len(vals) - pre * k :]
+            if np.isnan(fine).any():  # the simulator's replay has no gaps; neither does this
+                idx = np.arange(len(fine))
+                ok = ~np.isnan(fine)
+                fine = np.interp(idx, idx[ok], fine[ok])
+            self._pre, self._pre_fine = pre, fine
+            self._buckets = [float(x) for x in fine.reshape(pre, k).mean(axis=1)]
+        self._start_s = view.start_s - self._pre * self.forecast_step_s
 
     def _history(self, view: DemandView) -> None:
         k = self.forecast_step_s / view.step_s
@@ -200,9 +202,10 @@ class SurgecastAutoscaler:
         key = (n, tuple(fc.quantiles))
         if self._cal is None or self._cal[0] != key:  # once per bucket
             past = view.values[: n_view * k]
-            if self._pre and n_view < _CAL_BUCKETS:  # the backfill's buckets before them
-                past = np.concatenate((self._pre_fine[-(_CAL_BUCKETS - n_view) * k :], past))
-            self._cal = (key, calibrate(past.reshape(-1, k), key[1]))
+            need = int(quantile_windows(np.asarray(key[1]), _CAL_WINDOW).max())
+            if self._pre and n_view < need:  # the backfill's buckets before the replay's
+                past = np.concatenate((self._pre_fine[-(need - n_view) * k :], past))
+            self._cal = (key, calibrate(past.reshape(-1, k), key[1], window=_CAL_WINDOW))
         return apply_partial(fc, part, self._cal[1])
 
     def decide(self, signals: Signals, view: DemandView) -> Decision:

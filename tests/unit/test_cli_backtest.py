@@ -209,6 +209,20 @@ def test_backtest_exact_forecast_yardstick(
     assert rows["exact forecast"]["reasons"]["ForecastLead"] > 0
 
 
+def test_backfill_cut_between_simulation_buckets(
+    conv_slice: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A 1 s trace cut 864 s in, off the 15 s grid: the history ends with the replay's
+    first simulation bucket (its partly covered last bucket is dropped) and runs."""
+    out = tmp_path / "cut"
+    rc = main(["backtest", "--trace", str(conv_slice), "--out", str(out),
+               "--policies", "surgecast", "--history-days", "0.01"])
+    assert rc == 0, capsys.readouterr().err
+    data = json.loads((out / "summary.json").read_text())
+    assert data["history_days"] == 0.01 and data["duration_s"] == 3000 - 864
+    capsys.readouterr()
+
+
 def test_backtest_with_backfilled_history(
     wiki_slice: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

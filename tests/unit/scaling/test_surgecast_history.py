@@ -26,17 +26,24 @@ def _daily(days: int, seed: int = 5) -> np.ndarray:
     return np.asarray(base * steps + rng.normal(0, 5.0, len(t)))
 
 
-def _surgecast(history: Series | None = None) -> SurgecastAutoscaler:
+def _surgecast(history: Series | None = None, quantile: float = 0.9) -> SurgecastAutoscaler:
     return SurgecastAutoscaler(
-        PolicySettings(CAP, max_replicas=400, interval_s=STEP, cold_start_prior_s=120.0),
+        PolicySettings(
+            CAP, max_replicas=400, interval_s=STEP, cold_start_prior_s=120.0, quantile=quantile
+        ),
         forecast_step_s=600.0,
         refit_every_s=1.0,  # refit on every tick, so two runs hold the same model
         history=history,
     )
 
 
-@pytest.mark.parametrize("cut", [2 * DAY, 2 * DAY + 3])  # at a bucket edge, 3 min past one
-def test_backfilled_history_gives_the_forecasts_of_a_run_that_lived_through_it(cut: int) -> None:
+@pytest.mark.parametrize(
+    ("cut", "quantile"),
+    [(2 * DAY, 0.9), (2 * DAY + 3, 0.9), (2 * DAY, 0.99)],  # 0.99 reads 199 past buckets
+)
+def test_backfilled_history_gives_the_forecasts_of_a_run_that_lived_through_it(
+    cut: int, quantile: float
+) -> None:
     """Days [0, 2) as history, then the replay: every forecast (the bucket in progress
     conditioned on its observed minutes included) equals the one made by a forecaster
     that saw the whole series from the start on the same bucket grid. The grid starts at
@@ -45,8 +52,8 @@ def test_backfilled_history_gives_the_forecasts_of_a_run_that_lived_through_it(c
     values = _daily(3)
     lived = values[cut % 10 :]  # the same bucket grid as the replay's
     t0 = (cut % 10) * STEP
-    full, seeded = _surgecast(), _surgecast(
-        Series(start_s=0.0, step_s=STEP, values=values[:cut], kind="rate", name="h")
+    full, seeded = _surgecast(quantile=quantile), _surgecast(
+        Series(start_s=0.0, step_s=STEP, values=values[:cut], kind="rate", name="h"), quantile
     )
     first = seeded.forecast(cut * STEP, DemandView(cut * STEP, STEP, values[cut:cut]))
     assert first is not None and (first.start_s - cut * STEP) % 600.0 == 0
@@ -99,3 +106,14 @@ def test_history_that_does_not_end_where_the_replay_starts_is_refused() -> None:
         sc = _surgecast(hist)
         with pytest.raises(ValueError, match=why):
             sc.forecast(6001.0, DemandView(6000.0, STEP, values[100:101]))
+
+
+def test_history_without_a_whole_bucket_or_any_observation_counts_as_none() -> None:
+    """Nothing usable in the backfill: the forecaster starts as on a fresh install."""
+    values = _daily(1)
+    view = DemandView(6000.0, STEP, values[100:101])
+    for hist in (
+        Series(start_s=0.0, step_s=STEP, values=np.full(100, np.nan), kind="rate"),
+        Series(start_s=5460.0, step_s=STEP, values=values[91:100], kind="rate"),  # 9 minutes
+    ):
+        assert _surgecast(hist).forecast(6001.0, view) is None
