@@ -3,9 +3,10 @@
 Each tick runs one instant query, evaluated *at* ``now_s``, that answers every signal: the
 signals' queries joined with ``or``, each tagged by ``label_replace`` with a
 ``surgecast_signal`` label naming it (:mod:`._promql`). Should Prometheus refuse it (a
-template that is bad PromQL or returns a scalar; an error status during a rollout), that
-tick and those of the next ``combine_retry_s`` send one query per signal, which isolates the
-bad one; then a tick tries the combined query again (``combine_queries=False`` never
+template that is bad PromQL or returns a scalar; an error status during a rollout), or fail
+it in transport while single queries answer (a timeout on a loaded server), that tick and
+those of the next ``combine_retry_s`` send one query per signal, which isolates the bad
+one; then a tick tries the combined query again (``combine_queries=False`` never
 combines). History for fitting comes from range queries cut into chunks of at most
 ``max_points`` (Prometheus refuses more than 11,000 points per series). PromQL comes from
 :class:`QuerySet` templates: ``$selector`` is replaced by the target's label matchers,
@@ -195,8 +196,10 @@ class PrometheusSource:
         combine_queries: answer all signals with one instant query per tick (default);
             ``False`` sends one per signal. Either way the :class:`Signals` are the same.
             If Prometheus refuses the combined query (or answers it without the signal
-            label), that tick and the following ones send one query per signal, and a
-            warning names the signal(s) to blame.
+            label, or fails it in transport while single queries answer: too heavy for a
+            loaded Prometheus), that tick and the following ones send one query per
+            signal, and a warning names the signal(s) to blame. When single queries fail
+            too, Prometheus is down: the tick raises and nothing changes.
         combine_retry_s: after such a fallback, the first tick whose ``now_s`` is at least
             this many seconds later tries the combined query again (default 600 s; ``0``
             or less: never), so a refusal during a Prometheus rollout does not cost one
@@ -413,13 +416,20 @@ class PrometheusSource:
     def _read_combined(self, promql: str, now_s: float) -> Readings:
         """All signals from the combined ``promql``; if refused, per signal for a while.
 
-        A transport failure (:class:`MetricsUnavailable`) leaves the state as it was.
+        When the combined query fails in transport (:class:`MetricsUnavailable`: a timeout,
+        a 503 after the client's retry, a refused connection), the same tick asks per
+        signal: if those answer, the combined query was the trouble (too slow for
+        Prometheus while single ones are not) and the source falls back as for a refusal;
+        if they fail too, Prometheus is down, the state stays as it was and the error
+        propagates.
         """
         retrying = self._fell_back_at_s is not None
         try:
             result = self._instant(promql, now_s)
         except PrometheusApiClientException as exc:
             why = f"refused the combined signal query ({_short(exc)})"
+        except MetricsUnavailable as exc:
+            why = f"failed the combined signal query ({exc}) but answers single ones"
         else:
             groups = by_signal(result, self._wanted)
             if groups is not None:

@@ -384,6 +384,7 @@ class CountingProxy:
     port: int
     queries: list[str] = field(default_factory=list)
     failing: tuple[int, int, str] = (0, 0, "")  # (requests left, status, query substring)
+    delaying: tuple[int, float, str] = (0, 0.0, "")  # (requests left, seconds, substring)
 
     @property
     def url(self) -> str:
@@ -393,6 +394,11 @@ class CountingProxy:
         """Answer the next ``n`` instant queries containing ``containing`` with ``status``
         and a Prometheus-style error body instead of forwarding them."""
         self.failing = (n, status, containing)
+
+    def delay_next(self, n: int, *, seconds: float, containing: str) -> None:
+        """Hold the next ``n`` instant queries containing ``containing`` for ``seconds``
+        before forwarding them (a query Prometheus is slow to answer)."""
+        self.delaying = (n, seconds, containing)
 
 
 @contextlib.contextmanager
@@ -414,6 +420,10 @@ def counting_proxy(upstream: str) -> Iterator[CountingProxy]:
             if url.path == "/api/v1/query":
                 query = urllib.parse.parse_qs(url.query).get("query", [""])[0]
                 seen.queries.append(query)
+                slow, secs, slow_text = seen.delaying
+                if slow > 0 and slow_text in query:
+                    seen.delaying = (slow - 1, secs, slow_text)
+                    time.sleep(secs)
                 if left > 0 and containing in query:
                     seen.failing = (left - 1, fail_status, containing)
                     self._answer(fail_status, "application/json", json.dumps({
@@ -432,11 +442,14 @@ def counting_proxy(upstream: str) -> Iterator[CountingProxy]:
             self._answer(status, ctype or "application/json", body)
 
         def _answer(self, status: int, ctype: str, body: bytes) -> None:
-            self.send_response(status)
-            self.send_header("Content-Type", ctype)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+            try:
+                self.send_response(status)
+                self.send_header("Content-Type", ctype)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # the client gave up (a delayed answer after its timeout)
 
         def log_message(self, *a: object) -> None:
             pass

@@ -175,8 +175,10 @@ def test_prometheus_down_is_unavailable(dead_url: str, combine: bool) -> None:
     with pytest.raises(MetricsUnavailable, match="unreachable") as ei:
         src.signals(time.time())
     assert dead_url in str(ei.value)
-    assert src.queries_last_tick == 1  # the first query's failure ends the tick
-    assert src.combined_active is combine  # a transport failure is not a refusal
+    # the first query's failure ends the tick; a failed combined query is followed by
+    # one single query, to tell a query too heavy for Prometheus from Prometheus down
+    assert src.queries_last_tick == 1 + combine
+    assert src.combined_active is combine  # down: not a reason to stop combining
     with pytest.raises(MetricsUnavailable, match="unreachable"):
         src.history(0, 3600, 60)
 
@@ -442,23 +444,63 @@ def test_combined_query_comes_back_after_a_passing_error(
         assert len([r for r in caplog.records if r.levelno == logging.WARNING]) == 1
 
 
-def test_503_on_the_combined_query_is_retried_by_urllib3_not_a_refusal(prom: PromEnv) -> None:
+def test_503_on_the_combined_query_is_retried_by_urllib3_then_falls_back(
+    prom: PromEnv, caplog: pytest.LogCaptureFixture
+) -> None:
     """502/503/504 (Prometheus' 503: a query timed out) go through urllib3's ``Retry``; when
-    every try gets one, ``requests`` raises ``RetryError``: ``MetricsUnavailable`` for the
-    tick (hold), and combining stays on, as for any transport failure."""
+    every try of the combined query gets one but single queries answer, the tick reads
+    them and the source falls back as for a refusal (retry after ``combine_retry_s``)."""
     now = _trace_now(prom)
-    want = PrometheusSource(prom.url, queries=_TRACE_MIX, combine_queries=False).signals(now)
-    with counting_proxy(prom.url) as proxy:
-        src = PrometheusSource(proxy.url, queries=_TRACE_MIX)  # retries=1
+    each = PrometheusSource(prom.url, queries=_TRACE_MIX, combine_queries=False)
+    want, n = each.signals(now), len(each.rendered)
+    with counting_proxy(prom.url) as proxy, caplog.at_level(logging.WARNING):
+        src = PrometheusSource(proxy.url, queries=_TRACE_MIX, combine_retry_s=120.0)
         proxy.fail_next(1, status=503, containing="surgecast_signal")
         assert src.signals(now) == want  # the second try went through
         assert len(proxy.queries) == 2 and src.queries_last_tick == 1 and src.combined_active
         proxy.queries.clear()
         proxy.fail_next(2, status=503, containing="surgecast_signal")
-        with pytest.raises(MetricsUnavailable, match="RetryError"):
-            src.signals(now)
-        assert len(proxy.queries) == 2 and src.combined_active
-        assert src.combine_retry_at_s is None
+        assert src.signals(now) == want
+        assert len(proxy.queries) == 2 + n and not src.combined_active
+        assert src.combine_retry_at_s == now + 120.0
+        warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+        assert len(warned) == 1 and "RetryError" in warned[0] and "single ones" in warned[0]
+        proxy.queries.clear()
+        assert src.signals(now + 120.0) == each.signals(now + 120.0)  # combined again
+        assert len(proxy.queries) == 1
+
+
+def test_combined_query_too_slow_falls_back(
+    prom: PromEnv, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The combined query takes longer than the client's timeout while single queries are
+    quick (a loaded Prometheus): the tick still reads every signal, one query each, and the
+    next ticks do so until the retry; Prometheus hung for every query is unavailable and
+    leaves the state alone."""
+    now = _trace_now(prom)
+    each = PrometheusSource(prom.url, queries=_TRACE_MIX, combine_queries=False)
+    n = len(each.rendered)
+    with counting_proxy(prom.url) as proxy, caplog.at_level(logging.WARNING):
+        src = PrometheusSource(
+            proxy.url, queries=_TRACE_MIX, timeout_s=0.5, retries=0, combine_retry_s=300.0
+        )
+        proxy.delay_next(1, seconds=1.5, containing="surgecast_signal")
+        assert src.signals(now) == each.signals(now)
+        assert len(proxy.queries) == 1 + n and not src.combined_active
+        warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+        assert len(warned) == 1 and "did not answer within 0.5 s" in warned[0], warned
+        proxy.queries.clear()
+        assert src.signals(now + 60.0) == each.signals(now + 60.0)
+        assert len(proxy.queries) == n
+        # hung for everything at the retry: unavailable, and the wait is not restarted
+        proxy.queries.clear()
+        proxy.delay_next(2, seconds=1.5, containing="")
+        with pytest.raises(MetricsUnavailable, match=r"did not answer within 0\.5 s"):
+            src.signals(now + 300.0)
+        assert len(proxy.queries) == 2 and src.combine_retry_at_s == now + 300.0
+        proxy.queries.clear()
+        assert src.signals(now + 315.0) == each.signals(now + 315.0)
+        assert len(proxy.queries) == 1 and src.combined_active
 
 
 @pytest.mark.parametrize("kind", ["retry-off", "unclosed", "one-signal", "not-combined"])
