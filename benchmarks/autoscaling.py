@@ -54,6 +54,7 @@ from autoscaler.core.scenario import (
     make_clairvoyant,
     make_surgecast,
 )
+from autoscaler.core.scenario import split_history as scenario_split_history
 from autoscaler.core.settings import DEFAULT_FORECAST_MODEL
 from autoscaler.core.simulator import SimResult, weighted_quantile
 from forecasting.series import Series
@@ -283,15 +284,15 @@ def run_windows(
     every policy's % in SLO / x oracle per window and how often surgecast met the target."""
     todo = []
     for name, s in traces:
-        per = round(days * 86400 / s.step_s)
-        h = round(history_days * 86400 / s.step_s)
+        step = step_s if compatible_step(s.step_s, step_s) else s.step_s
         for k in range(count):
-            a = h + k * per
-            if a + per > len(s):
+            try:  # window k: its days, with history_days before it
+                win, hist = scenario_split_history(
+                    s.slice(round(k * days * 86400 / s.step_s)), history_days, days
+                )
+            except ValueError:
                 break
-            win = s.slice(a, a + per)
-            step = step_s if compatible_step(s.step_s, step_s) else s.step_s
-            todo.append((name, win, s.slice(a - h, a) if h else None, step, model))
+            todo.append((name, win, hist, step, model))
     if jobs > 1:
         with ProcessPoolExecutor(jobs) as pool:
             done = list(pool.map(_window_job, todo))
@@ -425,11 +426,10 @@ def main() -> int:
 def split_history(trace: Series, history_days: float, days: float) -> tuple[Series, Series | None]:
     """The replay (``days`` from ``history_days`` on) and the history before it; the whole
     first ``days`` and no history when the trace is shorter than both together."""
-    h = round(history_days * 86400 / trace.step_s)
-    n = max(2, round(days * 86400 / trace.step_s))
-    if h <= 0 or h + n > len(trace):
-        return trace.slice(0, n), None
-    return trace.slice(h, h + n), trace.slice(0, h)
+    try:
+        return scenario_split_history(trace, history_days, days)
+    except ValueError:
+        return scenario_split_history(trace, 0.0, min(days, len(trace) * trace.step_s / 86400))
 
 
 if __name__ == "__main__":

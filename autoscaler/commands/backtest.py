@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -96,17 +95,12 @@ def split_history(series: Series, days: float) -> tuple[Series, Series | None]:
     Raises:
         UsageError: ``days`` is negative or leaves less than two points to replay.
     """
-    if days < 0 or not math.isfinite(days):
-        raise UsageError(f"--history-days must be >= 0, got {days:g}")
-    h = round(days * 86400 / series.step_s)
-    if h == 0:
-        return series, None
-    if h > len(series) - 2:
-        span = len(series) * series.step_s / 86400
-        raise UsageError(
-            f"--history-days {days:g} leaves nothing to replay: the trace covers {span:.2f} days"
-        )
-    return series.slice(h), series.slice(0, h)
+    from autoscaler.core.scenario import split_history as split
+
+    try:
+        return split(series, days)
+    except ValueError as exc:
+        raise UsageError(f"--history-days {days:g}: {exc}") from None
 
 
 def add_scenario_arguments(parser: argparse.ArgumentParser, *, days: float | None) -> None:

@@ -45,6 +45,7 @@ __all__ = [
     "forecast_step",
     "make_clairvoyant",
     "make_surgecast",
+    "split_history",
     "trim_to_grid",
 ]
 
@@ -113,6 +114,29 @@ def compatible_step(trace_step_s: float, step_s: float) -> bool:
     big, small = max(trace_step_s, step_s), min(trace_step_s, step_s)
     k = big / small
     return abs(k - round(k)) < 1e-9
+
+
+def split_history(
+    trace: Series, history_days: float, days: float | None = None
+) -> tuple[Series, Series | None]:
+    """``(replay, history)``: ``days`` of ``trace`` (all the rest when ``None``) from day
+    ``history_days`` on, and the days before it (``None`` for none), for
+    :func:`make_surgecast`'s ``history``.
+
+    Raises:
+        ValueError: ``history_days`` is negative or not finite, or the trace ends before
+            two points of the replay (or, with ``days``, before all of them).
+    """
+    if not (history_days >= 0 and math.isfinite(history_days)):
+        raise ValueError(f"history must be >= 0 days, got {history_days:g}")
+    h = round(history_days * 86400 / trace.step_s)
+    n = len(trace) - h if days is None else max(2, round(days * 86400 / trace.step_s))
+    if n < 2 or h + n > len(trace):
+        raise ValueError(
+            f"{history_days:g} days of history leave too little to replay: the trace covers "
+            f"{len(trace) * trace.step_s / 86400:.2f} days"
+        )
+    return trace.slice(h, h + n), (trace.slice(0, h) if h else None)
 
 
 def trim_to_grid(trace: Series, step_s: float) -> Series:

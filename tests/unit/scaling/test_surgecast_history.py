@@ -117,3 +117,19 @@ def test_history_without_a_whole_bucket_or_any_observation_counts_as_none() -> N
         Series(start_s=5460.0, step_s=STEP, values=values[91:100], kind="rate"),  # 9 minutes
     ):
         assert _surgecast(hist).forecast(6001.0, view) is None
+
+
+def test_split_history_days() -> None:
+    """Day counts become whole steps; the replay starts where the history ends."""
+    from autoscaler.core.scenario import split_history
+
+    trace = Series(start_s=0.0, step_s=STEP, values=_daily(3), kind="rate", name="t")
+    replay, hist = split_history(trace, 1.0, 1.5)
+    assert hist is not None and len(hist) == DAY and hist.start_s == 0.0
+    assert replay.start_s == DAY * STEP and len(replay) == DAY * 3 // 2
+    assert split_history(trace, 0.7)[0].start_s == 1008 * STEP  # not 1007 (int() rounding)
+    assert split_history(trace, 0.0)[1] is None and len(split_history(trace, 0.0)[0]) == 3 * DAY
+    for h, d, why in ((-1.0, None, ">= 0"), (float("nan"), None, ">= 0"), (3.0, None, "too little"),
+                      (2.0, 1.5, "too little")):
+        with pytest.raises(ValueError, match=why):
+            split_history(trace, h, d)
