@@ -33,6 +33,7 @@ from autoscaler.core.policy import Policy, PolicyState
 from autoscaler.core.prediction_guard import GuardPlan, GuardSettings, PredictionGuard
 from autoscaler.core.settings import DEFAULT_FORECAST_MODEL, PolicySettings
 from autoscaler.core.signals import Signals
+from autoscaler.core.simulator import demand_rates
 from forecasting.errors import ForecastingError
 from forecasting.forecast import Forecast
 from forecasting.models import make
@@ -113,11 +114,9 @@ class SurgecastAutoscaler:
                     f"it starts ({view.start_s:.3f}); got step {hist.step_s:g} s ending at "
                     f"{end:.3f}"
                 )
-            fine = vals[len(vals) - pre * k :]
-            if np.isnan(fine).any():  # the simulator's replay has no gaps; neither does this
-                idx = np.arange(len(fine))
-                ok = ~np.isnan(fine)
-                fine = np.interp(idx, idx[ok], fine[ok])
+            # gaps filled as the simulator fills the replay's
+            filled = np.asarray(demand_rates(hist, view.step_s).values, dtype=np.float64)
+            fine = filled[len(filled) - pre * k :]
             self._pre, self._pre_fine = pre, fine
             self._buckets = [float(x) for x in fine.reshape(pre, k).mean(axis=1)]
         self._start_s = view.start_s - self._pre * self.forecast_step_s
