@@ -102,6 +102,10 @@ class ControllerMetrics:
         self.fallback = Gauge(p + "fallback_active",
                               "1 while the target runs on its fallback (no usable forecast).",
                               ["target"], registry=r)
+        self.applying = Gauge(p + "applying",
+                              "1 while this replica applies the target's decisions (mode Auto, "
+                              "leader), 0 while it only observes (mode Observe, or standby).",
+                              ["target"], registry=r)
         self.errors = Counter(p + "errors_total", "Errors, by target and kind.",
                               ["target", "kind"], registry=r)
         self.refits = Counter(p + "refits_total", "Forecaster refits, by target and result.",
@@ -165,6 +169,12 @@ class ControllerMetrics:
         """Whether ``target`` runs on its fallback."""
         with self._lock:
             self._set(self.fallback, 1.0 if active else 0.0, target)
+            self._version += 1
+
+    def set_applying(self, target: str, applying: bool) -> None:
+        """Whether this replica applies ``target``'s decisions (``False``: it only observes)."""
+        with self._lock:
+            self._set(self.applying, 1.0 if applying else 0.0, target)
             self._version += 1
 
     def count_error(self, target: str, kind: str) -> None:

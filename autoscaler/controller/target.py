@@ -93,6 +93,7 @@ class _Metrics(Protocol):
                                  reactive_mae: float | None, coverage: float | None,
                                  prediction_enabled: bool) -> None: ...
     def set_fallback(self, target: str, active: bool) -> None: ...
+    def set_applying(self, target: str, applying: bool) -> None: ...
     def count_error(self, target: str, kind: str) -> None: ...
     def count_refit(self, target: str, *, ok: bool, duration_s: float) -> None: ...
 
@@ -311,7 +312,7 @@ class TargetRunner:
         out = TickOutcome(now_s, signals, fc, decision, prediction_used=use is not None,
                           errors=errors, fetch_s=fetch_s)
         # -- act
-        writer = self.spec.mode == "Auto" and self.pods is not None and self.can_write()
+        writer = self._writes()
         if writer and self._needs_apply(decision, signals.pods):
             assert self.pods is not None
             try:
@@ -405,6 +406,7 @@ class TargetRunner:
                 prediction_enabled=out.prediction_used)
             self.metrics.set_fallback(self.key, self.conditions.status_of("FallbackActive")
                                       == "True")
+            self.metrics.set_applying(self.key, self._writes())
         if self.write_status is not None and self.can_write():
             st = self.status()
             sig = _significant(st)
@@ -415,6 +417,10 @@ class TargetRunner:
                     self._count("StatusWriteFailed")
                 else:
                     self._status_sig, self._status_at_s = sig, out.now_s
+
+    def _writes(self) -> bool:
+        """Whether this replica applies the decisions: mode Auto, an actuator, leadership."""
+        return self.spec.mode == "Auto" and self.pods is not None and self.can_write()
 
     def _lead_s(self) -> float:
         return self.state.lead.lead_s if self.state.lead else self.settings.cold_start_prior_s

@@ -166,6 +166,8 @@ class PrometheusServer:
         scrape_targets: ``host:port`` targets scraped every ``scrape_interval``.
         scrape_interval: e.g. ``"1s"``.
         extra_args: appended to the command line.
+        config: a whole ``prometheus.yml`` to use instead of the generated one (scrape jobs
+            with target labels, ``rule_files``); ``scrape_targets`` is then ignored.
     """
 
     def __init__(
@@ -176,8 +178,10 @@ class PrometheusServer:
         scrape_targets: Sequence[str] = (),
         scrape_interval: str = "1s",
         extra_args: Sequence[str] = (),
+        config: str | None = None,
     ) -> None:
         self.binary = binary
+        self.config = config
         self.storage_dir = storage_dir
         self.scrape_targets = list(scrape_targets)
         self.scrape_interval = scrape_interval
@@ -192,6 +196,8 @@ class PrometheusServer:
         return f"http://127.0.0.1:{self.port}"
 
     def _config(self) -> str:
+        if self.config is not None:
+            return self.config
         lines = [
             "global:",
             f"  scrape_interval: {self.scrape_interval}",

@@ -111,6 +111,10 @@ def test_quality_fallback_errors_refits_leader_targets() -> None:
     assert value(m, "fallback_active", target=T1) == 1
     m.set_fallback(T1, False)
     assert value(m, "fallback_active", target=T1) == 0
+    m.set_applying(T1, True)
+    assert value(m, "applying", target=T1) == 1
+    m.set_applying(T1, False)
+    assert value(m, "applying", target=T1) == 0
     m.count_error(T1, "MetricsUnavailable")
     m.count_error(T1, "MetricsUnavailable")
     m.count_error(T1, "ActuationConflict")
@@ -137,10 +141,11 @@ def test_remove_target_drops_every_series_of_that_target_only() -> None:
         m.observe_forecast_quality(t, mae=1.0, reactive_mae=2.0, coverage=0.9,
                                    prediction_enabled=True)
         m.set_fallback(t, False)
+        m.set_applying(t, True)
         m.count_error(t, "TargetNotFound")
         m.count_refit(t, ok=True, duration_s=0.1)
     before_t2 = series_of(m, T2)
-    assert len(series_of(m, T1)) == 19  # 16 metrics + the 3 counters' _created
+    assert len(series_of(m, T1)) == 20  # 17 metrics + the 3 counters' _created
     m.remove_target(T1)
     assert series_of(m, T1) == []
     assert series_of(m, T2) == before_t2

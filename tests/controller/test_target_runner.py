@@ -14,6 +14,7 @@ from replay_source import ReplaySource
 
 from autoscaler.adapters.kubernetes import KubernetesActuator
 from autoscaler.config import validate_spec
+from autoscaler.controller.metrics import ControllerMetrics
 from autoscaler.controller.target import TargetRunner
 from autoscaler.core.prediction_guard import GuardSettings
 from forecasting.series import Series
@@ -122,6 +123,22 @@ def test_observe_mode_and_standby_never_write(kube: FakeKube, nasa: Series,
     assert len(kube.writes()) == writes_before
     # Observe still reports its decision; a standby reports nothing (only the leader writes)
     assert len(statuses) == (1 if mode_or_writer == "observe" else 0)
+
+
+@pytest.mark.parametrize(("mode", "leader", "applying"),
+                         [("Auto", True, 1.0), ("Observe", True, 0.0), ("Auto", False, 0.0)])
+def test_applying_gauge_says_whether_this_replica_writes(
+        kube: FakeKube, nasa: Series, mode: str, leader: bool, applying: float) -> None:
+    kube.add_deployment(NS, DEP, replicas=1)
+    m = ControllerMetrics()
+    r = runner_for(kube, ReplaySource(nasa), spec(mode=mode), can_write=lambda: leader,
+                   metrics=m)
+    now = nasa.start_s + 3 * 86400 + 12 * 3600
+    r.refit(now)
+    out = r.tick(now)
+    assert out.applied is (applying == 1.0)
+    got = m.registry.get_sample_value("surgecast_controller_applying", {"target": f"{NS}/pa"})
+    assert got == applying
 
 
 def test_prometheus_outage_holds_and_never_scales_down(kube: FakeKube, nasa: Series) -> None:
