@@ -128,6 +128,7 @@ BUILTIN: tuple[tuple[str, str, str, str, bool, bool], ...] = (
     ("rbac.authorization.k8s.io", "v1", "clusterrolebindings", "ClusterRoleBinding", False,
      False),
     ("coordination.k8s.io", "v1", "leases", "Lease", True, False),
+    ("scheduling.k8s.io", "v1", "priorityclasses", "PriorityClass", False, False),
     ("events.k8s.io", "v1", "events", "Event", True, False),
     ("apiextensions.k8s.io", "v1", "customresourcedefinitions", "CustomResourceDefinition",
      False, True),

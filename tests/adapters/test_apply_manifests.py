@@ -79,6 +79,7 @@ def test_every_document_is_stored(
         ("Role", "surgecast-controller-leader-election", SYSTEM_NS),
         ("RoleBinding", "surgecast-controller-leader-election", SYSTEM_NS),
         ("Deployment", "surgecast-controller", SYSTEM_NS),
+        ("PriorityClass", "surgecast-inference", None),
         ("Deployment", "surgecast-worker", WORKER_NS),
         ("Service", "surgecast-worker", WORKER_NS),
         ("PodDisruptionBudget", "surgecast-worker", WORKER_NS),
@@ -90,7 +91,7 @@ def test_every_document_is_stored(
             "ServiceAccount": "serviceaccounts", "ClusterRole": "clusterroles",
             "ClusterRoleBinding": "clusterrolebindings", "Role": "roles",
             "RoleBinding": "rolebindings", "Deployment": "deployments", "Service": "services",
-            "PodDisruptionBudget": "poddisruptionbudgets",
+            "PodDisruptionBudget": "poddisruptionbudgets", "PriorityClass": "priorityclasses",
             "PredictiveAutoscaler": PLURAL}[o["kind"]]
         stored = kube.stored(api_version, plural, o["metadata"]["name"],
                              o["metadata"].get("namespace", ""))
@@ -118,6 +119,12 @@ def test_controller_objects_read_back_through_typed_apis(
     assert dep.status.replicas == 1  # the ReplicaSet stand-in made its pod
     worker = client.AppsV1Api(api).read_namespaced_deployment("surgecast-worker", WORKER_NS)
     assert worker.spec.replicas == 1  # left out of the manifest: the API server's default
+    # the class the pods name exists (a real API server's Priority admission refuses pods
+    # naming a missing one), and it preempts
+    pc = client.SchedulingV1Api(api).read_priority_class(
+        worker.spec.template.spec.priority_class_name)
+    assert pc.value > 0 and pc.preemption_policy == "PreemptLowerPriority"
+    assert not pc.global_default
     res = worker.spec.template.spec.containers[0].resources
     assert res.limits["nvidia.com/gpu"] == "1"
     svc = client.CoreV1Api(api).read_namespaced_service("surgecast-worker", WORKER_NS)

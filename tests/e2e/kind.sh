@@ -290,7 +290,7 @@ k apply -k "$WORK/controller"
 k wait --for condition=established --timeout=60s crd/predictiveautoscalers.surgecast.io
 k -n "$SYSTEM_NS" rollout status deploy/surgecast-controller --timeout=180s
 
-log "applying manifests/worker (Deployment, Service, PDB) in namespace $WORKER_NS"
+log "applying manifests/worker (PriorityClass, Deployment, Service, PDB) in namespace $WORKER_NS"
 k apply -k "$WORK/worker"
 k -n "$WORKER_NS" rollout status deploy/surgecast-worker --timeout=600s
 

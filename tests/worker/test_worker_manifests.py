@@ -36,4 +36,5 @@ def test_service_selects_active_pods_and_pdb_exists() -> None:
     pdb = yaml.safe_load((ROOT / "pdb.yaml").read_text())
     assert pdb["kind"] == "PodDisruptionBudget"
     kust = yaml.safe_load((ROOT / "kustomization.yaml").read_text())
-    assert sorted(kust["resources"]) == ["deployment.yaml", "pdb.yaml", "service.yaml"]
+    assert sorted(kust["resources"]) == ["deployment.yaml", "pdb.yaml", "priorityclass.yaml",
+                                         "service.yaml"]
