@@ -201,6 +201,11 @@ class Policy:
                 warm_plan=warm,
                 forecast_peak_rps=peak,
             )
+        elif s.warm_max > 0:
+            # no forecast (start-up, prediction off, a failed model): the pool's floor still
+            # holds, when a late reactive rule needs warm pods the most
+            warm = min(s.warm_min, s.warm_max)
+            comps["warm_plan"] = warm
 
         # -- reactive floor (HPA on demand per active pod) and tiers
         reactive = drain = 0

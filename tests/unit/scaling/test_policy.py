@@ -299,3 +299,17 @@ def test_a_climb_the_rate_limits_spread_over_ticks_starts_early_enough() -> None
     assert plain.total <= 6
     with pytest.raises(ConfigError, match="ramp_lookahead_s"):
         PolicySettings(CAP, ramp_lookahead_s=-1.0)
+
+
+def test_warm_pool_floor_holds_without_a_forecast() -> None:
+    # start-up, prediction switched off, a failed model: the reactive rule decides the
+    # active pods, and the configured warm floor stays on top (it used to drop to 0)
+    s = PolicySettings(CAP, max_replicas=1000, warm_min=2, warm_max=5)
+    dec, st = Policy(s).decide(at(0, 10, 70.0), None)  # 70 / 7 per pod -> 10 active
+    assert (dec.active, dec.warm, dec.total) == (10, 2, 12)
+    # with a forecast the pool is sized from its spread, still within [2, 5]
+    dec, _ = Policy(s).decide(at(0, 10, 70.0), fc(70.0))
+    assert 2 <= dec.warm <= 5
+    # no pool configured: nothing warm either way
+    dec, _ = Policy(PolicySettings(CAP, max_replicas=1000)).decide(at(0, 10, 70.0), None)
+    assert dec.warm == 0 and dec.total == 10
