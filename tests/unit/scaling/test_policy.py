@@ -305,7 +305,7 @@ def test_warm_pool_floor_holds_without_a_forecast() -> None:
     # start-up, prediction switched off, a failed model: the reactive rule decides the
     # active pods, and the configured warm floor stays on top (it used to drop to 0)
     s = PolicySettings(CAP, max_replicas=1000, warm_min=2, warm_max=5)
-    dec, st = Policy(s).decide(at(0, 10, 70.0), None)  # 70 / 7 per pod -> 10 active
+    dec, _ = Policy(s).decide(at(0, 10, 70.0), None)  # 70 / 7 per pod -> 10 active
     assert (dec.active, dec.warm, dec.total) == (10, 2, 12)
     # with a forecast the pool is sized from its spread, still within [2, 5]
     dec, _ = Policy(s).decide(at(0, 10, 70.0), fc(70.0))
