@@ -20,6 +20,7 @@ COMMANDS: tuple[str, ...] = (
     "autoscaler.commands.forecast",
     "autoscaler.commands.backtest",
     "autoscaler.commands.dry_run",
+    "autoscaler.commands.history",
     "autoscaler.commands.run",
 )
 

@@ -7,6 +7,12 @@ per policy (rich table), writes ``capacity.png`` (demand vs serving capacity per
 ``forecast_fan.png`` (surgecast's forecast quantiles for the moment one cold-start lead
 ahead, as made at each tick, against the demand that came) and ``summary.json`` into
 ``--out``.
+
+With ``--config FILE`` (a ``PredictiveAutoscaler``), the scenario is the user's fleet instead:
+the simulated pods serve the spec's ``capacity.requestsPerSecondPerReplica`` and start in its
+``leadTime.coldStart``, and surgecast runs with the spec's settings, forecaster and the
+controller's prediction guard, as the controller would run it. ``surgecast history`` writes
+such a trace from Prometheus.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ from autoscaler.commands.forecast import UsageError, load_series
 from autoscaler.core.settings import DEFAULT_FORECAST_MODEL
 
 if TYPE_CHECKING:
+    from autoscaler.config import PredictiveAutoscalerSpec
     from autoscaler.core.decision import Decision
     from autoscaler.core.observation import Autoscaler, DemandView
     from autoscaler.core.scenario import Scenario
@@ -107,12 +114,25 @@ def add_scenario_arguments(parser: argparse.ArgumentParser, *, days: float | Non
     """The scenario options shared with ``surgecast dry-run``."""
     parser.add_argument("--column", default="requests", help="value column (default requests)")
     parser.add_argument(
-        "--peak-replicas", type=int, default=40,
-        help="replicas the trace's peak needs at 70%% utilisation (sets capacity; default 40)",
+        "--config", default=None, metavar="FILE",
+        help="a PredictiveAutoscaler YAML (or its bare spec): surgecast runs with its settings "
+        "and forecaster (and the controller's prediction guard), the simulated pods serve its "
+        "capacity.requestsPerSecondPerReplica and start in its leadTime.coldStart, demand is "
+        "averaged over its signals.window",
     )
-    parser.add_argument("--cold-start", default="120s", help="median cold start (default 120s)")
     parser.add_argument(
-        "--warm-promotion", default="5s", help="warm -> serving delay (default 5s)"
+        "--peak-replicas", type=int, default=None,
+        help="replicas the trace's peak needs at 70%% utilisation (sets capacity; default 40; "
+        "not with --config, whose capacity sets it)",
+    )
+    parser.add_argument(
+        "--cold-start", default=None,
+        help="median cold start of the simulated pods (default: --config's "
+        "leadTime.coldStart, else 120s)",
+    )
+    parser.add_argument(
+        "--warm-promotion", default=None,
+        help="warm -> serving delay (default: --config's leadTime.warmPromotion, else 5s)",
     )
     parser.add_argument("--slo", default="500ms", help="latency SLO (default 500ms)")
     parser.add_argument("--step", default="15s", help="simulation step (default 15s)")
@@ -122,10 +142,62 @@ def add_scenario_arguments(parser: argparse.ArgumentParser, *, days: float | Non
         + (f" (default {days:g})" if days else " (default: all)"),
     )
     parser.add_argument(
-        "--model", default=DEFAULT_FORECAST_MODEL,
+        "--model", default=None,
         help="surgecast's forecaster (nowcast, seasonal_naive, ets, mstl, gbm, auto, ...; "
-        f"default {DEFAULT_FORECAST_MODEL})",
+        f"default {DEFAULT_FORECAST_MODEL}; not with --config: its forecast.model)",
     )
+
+
+def load_spec(args: argparse.Namespace) -> PredictiveAutoscalerSpec | None:
+    """The ``--config`` spec (``None`` without one); a usage error for a bad file or for
+    flags it decides itself."""
+    from autoscaler.config import load_config
+    from autoscaler.errors import ConfigError
+
+    path = getattr(args, "config", None)
+    if path is None:
+        return None
+    try:
+        spec = load_config(path)
+    except ConfigError as exc:
+        raise UsageError(str(exc)) from None
+    if args.peak_replicas is not None:
+        raise UsageError("--peak-replicas and --config exclude each other: the spec's "
+                         "capacity.requestsPerSecondPerReplica sizes the pods")
+    if args.model is not None:
+        raise UsageError("--model and --config exclude each other: the spec's forecast.model "
+                         "is used")
+    return spec
+
+
+def model_name(args: argparse.Namespace, spec: PredictiveAutoscalerSpec | None) -> str:
+    """surgecast's forecaster: the spec's, ``--model``, or the default."""
+    if spec is not None:
+        return spec.forecast.model
+    return str(args.model or DEFAULT_FORECAST_MODEL)
+
+
+def make_policies(
+    scenario: Scenario, series: Series, names: list[str], args: argparse.Namespace,
+    spec: PredictiveAutoscalerSpec | None, history: Series | None,
+) -> dict[str, Autoscaler]:
+    """The policies by table label: the benchmark's surgecast, or the spec's (its settings,
+    forecaster and the controller's default prediction guard, as ``surgecast run`` has)."""
+    from autoscaler.core.scenario import build_policies
+
+    if spec is None:
+        return build_policies(scenario, series, names, model=model_name(args, None),
+                              history=history)
+    from autoscaler.config import forecaster_kwargs, to_policy_settings
+    from autoscaler.core.prediction_guard import GuardSettings
+    from autoscaler.errors import ConfigError
+
+    try:
+        settings = to_policy_settings(spec)
+    except ConfigError as exc:
+        raise UsageError(f"--config: {exc}") from None
+    return build_policies(scenario, series, names, history=history, settings=settings,
+                          forecaster=forecaster_kwargs(spec), guard=GuardSettings())
 
 
 def _duration(flag: str, raw: str) -> float:
@@ -140,20 +212,26 @@ def _duration(flag: str, raw: str) -> float:
     return value
 
 
-def prepare(series: Series, args: argparse.Namespace) -> tuple[Series, Scenario]:
-    """Slice the trace to ``--days``, check the flags and build the scenario."""
+def prepare(series: Series, args: argparse.Namespace,
+            spec: PredictiveAutoscalerSpec | None = None) -> tuple[Series, Scenario]:
+    """Slice the trace to ``--days``, check the flags and build the scenario (the user's
+    fleet with ``spec``: see :func:`load_spec`)."""
     from autoscaler.core.scenario import build_scenario, compatible_step
     from forecasting.models import REGISTRY as MODELS
 
     step_s = _duration("--step", args.step)
-    cold_s = _duration("--cold-start", args.cold_start)
-    promo_s = _duration("--warm-promotion", args.warm_promotion)
+    lead = spec.lead_time if spec is not None else None
+    cold_s = _duration("--cold-start", args.cold_start or (lead.cold_start if lead else "120s"))
+    promo_s = _duration("--warm-promotion",
+                        args.warm_promotion or (lead.warm_promotion if lead else "5s"))
     slo_s = _duration("--slo", args.slo)
-    if args.peak_replicas < 1:
-        raise UsageError(f"--peak-replicas must be >= 1, got {args.peak_replicas}")
-    if args.model not in MODELS:
+    peak_replicas = 40 if args.peak_replicas is None else args.peak_replicas
+    if peak_replicas < 1:
+        raise UsageError(f"--peak-replicas must be >= 1, got {peak_replicas}")
+    model = model_name(args, spec)
+    if model not in MODELS:
         raise UsageError(
-            f"unknown model {args.model!r}; available: {', '.join(sorted(MODELS))}"
+            f"unknown model {model!r}; available: {', '.join(sorted(MODELS))}"
         )
     if args.days is not None:
         if not args.days > 0:
@@ -173,8 +251,12 @@ def prepare(series: Series, args: argparse.Namespace) -> tuple[Series, Scenario]
         )
     try:
         scenario = build_scenario(
-            series, step_s, peak_replicas=args.peak_replicas, cold_start_s=cold_s,
+            series, step_s, peak_replicas=peak_replicas, cold_start_s=cold_s,
             warm_promotion_s=promo_s, slo_s=slo_s,
+            capacity_rps=None if spec is None
+            else spec.capacity.requests_per_second_per_replica,
+            rate_window_s=60.0 if spec is None else _duration("signals.window",
+                                                               spec.signals.window),
         )
     except ValueError as exc:
         raise UsageError(str(exc).replace("slo_s", "--slo")) from None
@@ -215,16 +297,17 @@ def backtest_and_report(series: Series, names: list[str], args: argparse.Namespa
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from autoscaler.core.scenario import build_policies, compare
+    from autoscaler.core.scenario import compare
 
+    spec = load_spec(args)
     series, history = split_history(series, getattr(args, "history_days", 0.0))
-    series, scenario = prepare(series, args)
+    series, scenario = prepare(series, args, spec)
     out = Path(args.out)
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise UsageError(f"cannot create --out folder {out}: {exc}") from None
-    policies = build_policies(scenario, series, names, model=args.model, history=history)
+    policies = make_policies(scenario, series, names, args, spec, history)
     fan = FanRecorder(policies["surgecast"]) if "surgecast" in policies else None
     if fan is not None:
         policies["surgecast"] = fan
@@ -254,7 +337,7 @@ def backtest_and_report(series: Series, names: list[str], args: argparse.Namespa
         fan_png = out / "forecast_fan.png"
         _plot_fan(fan_png, fan, next(res for _, res in results if res.name == "surgecast"))
         written.append(fan_png)
-    payload = summary_payload(series, scenario, args, results)
+    payload = summary_payload(series, scenario, args, results, spec)
     js = out / "summary.json"
     js.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
     written.append(js)
@@ -265,6 +348,7 @@ def backtest_and_report(series: Series, names: list[str], args: argparse.Namespa
 def summary_payload(
     series: Series, scenario: Scenario, args: argparse.Namespace,
     results: list[tuple[dict[str, float | str], SimResult]],
+    spec: PredictiveAutoscalerSpec | None = None,
 ) -> dict[str, Any]:
     """What ``summary.json`` holds: the scenario and one summary row per policy."""
     cfg = scenario.config
@@ -274,10 +358,12 @@ def summary_payload(
         "trace_step_s": series.step_s,
         "start_s": series.start_s,
         "duration_s": len(series) * series.step_s,
-        "model": args.model,
+        "model": model_name(args, spec),
+        "config": getattr(args, "config", None),
         "history_days": getattr(args, "history_days", 0.0),
         "scenario": {
             "step_s": cfg.step_s,
+            "rate_window_s": cfg.rate_window_s,
             "peak_replicas": scenario.peak_replicas,
             "capacity_rps_per_replica": cfg.capacity_rps_per_replica,
             "cold_start_s": cfg.cold_start_s,

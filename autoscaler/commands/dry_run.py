@@ -22,7 +22,7 @@ from importlib.abc import Traversable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from autoscaler.commands.backtest import add_scenario_arguments, prepare
+from autoscaler.commands.backtest import add_scenario_arguments, load_spec, make_policies, prepare
 from autoscaler.commands.forecast import UsageError, load_series
 from autoscaler.commands.live import add_kube_arguments, add_prometheus_arguments
 
@@ -61,8 +61,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     live.add_argument("--target", default=None, metavar="NS/NAME",
                       help="the PredictiveAutoscaler to evaluate (its spec is read from the "
                            "cluster unless --config is given)")
-    live.add_argument("--config", default=None,
-                      help="YAML spec to use instead of the cluster's resource")
     live.add_argument("--once", action="store_true", help="one decision, then exit")
     live.add_argument("--ticks", type=int, default=None,
                       help="stop after N decisions (default: until Ctrl-C)")
@@ -131,19 +129,22 @@ def format_tick(t: Tick) -> str:
 
 def dry_run(series: Series, args: argparse.Namespace) -> int:
     """Simulate surgecast on the trace and print the selected ticks and a summary."""
-    from autoscaler.core.scenario import RecordingAutoscaler, make_surgecast
+    from autoscaler.commands.backtest import model_name
+    from autoscaler.core.scenario import RecordingAutoscaler
     from autoscaler.core.simulator import simulate
 
-    trace, scenario = prepare(series, args)
-    rec = RecordingAutoscaler(make_surgecast(scenario, trace.step_s, args.model))
+    spec = load_spec(args)
+    trace, scenario = prepare(series, args, spec)
+    rec = RecordingAutoscaler(
+        make_policies(scenario, trace, ["surgecast"], args, spec, None)["surgecast"])
     res = simulate(trace, rec, scenario.config, name="surgecast")
     cfg = scenario.config
     print(
         f"{trace.name}: {len(trace) * trace.step_s / 3600:.2f} h, {len(rec.ticks)} ticks of "
         f"{rec.interval_s:g} s, {cfg.capacity_rps_per_replica:.3g} req/s per replica, "
-        f"cold start {cfg.cold_start_s:g} s, model {args.model}; demand = the delayed rate() "
-        f"the controller saw, p50/p{100 * rec.quantile:g} = forecast peaks over the lead window "
-        "(req/s)"
+        f"cold start {cfg.cold_start_s:g} s, model {model_name(args, spec)}; demand = the "
+        f"delayed rate() the controller saw, p50/p{100 * rec.quantile:g} = forecast peaks over "
+        "the lead window (req/s)"
     )
     print(header(rec.quantile))
     printed = 0

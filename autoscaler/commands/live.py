@@ -20,6 +20,8 @@ __all__ = [
     "add_prometheus_arguments",
     "make_source",
     "prometheus_url",
+    "read_only_cluster",
+    "target_spec",
 ]
 
 PROMETHEUS_ENV = "SURGECAST_PROMETHEUS_URL"
@@ -105,3 +107,54 @@ class StaticPods:
     def event(self, reason: str, message: str, *, type_: str = "Normal") -> None:
         """Never called in read-only runs."""
         raise RuntimeError("StaticPods cannot write")
+
+
+def read_only_cluster(args: argparse.Namespace) -> tuple[Any | None, str]:
+    """A read-only API client (``--kubeconfig``/``--context``, in-cluster), or ``None`` with
+    the reason (``--no-cluster``, no configuration found); a usage error when an explicit
+    ``--kubeconfig`` does not load."""
+    if getattr(args, "no_cluster", False):
+        return None, "--no-cluster"
+    from autoscaler.adapters.kubernetes import load_api_client
+    from autoscaler.errors import ConfigError
+
+    try:
+        return load_api_client(args.kubeconfig, context=args.context, read_only=True), ""
+    except ConfigError as exc:
+        if args.kubeconfig is not None:
+            raise UsageError(str(exc)) from None
+        return None, str(exc)
+
+
+def target_spec(args: argparse.Namespace, api: Any | None, ns: str, name: str
+                ) -> PredictiveAutoscalerSpec:
+    """The ``--config`` spec, else the ``PredictiveAutoscaler`` ``ns/name`` read through
+    ``api``; usage errors name what to give instead."""
+    from autoscaler.config import load_config, validate_resource
+    from autoscaler.errors import ConfigError
+
+    if args.config is not None:
+        try:
+            return load_config(args.config)
+        except ConfigError as exc:
+            raise UsageError(str(exc)) from None
+    if api is None:
+        raise UsageError("no cluster to read the PredictiveAutoscaler from: give --config FILE")
+    from kubernetes import client as k8s
+    from kubernetes.client.exceptions import ApiException
+
+    from autoscaler.controller.status import GROUP, PLURAL, VERSION
+
+    try:
+        obj = k8s.CustomObjectsApi(api).get_namespaced_custom_object(
+            GROUP, VERSION, ns, PLURAL, name)
+    except ApiException as exc:
+        raise UsageError(f"cannot read PredictiveAutoscaler {ns}/{name} ({exc.status} "
+                         f"{exc.reason}); give --config FILE") from None
+    except Exception as exc:  # unreachable API server
+        raise UsageError(f"cannot read PredictiveAutoscaler {ns}/{name}: {exc}; "
+                         "give --config FILE") from None
+    try:
+        return validate_resource(obj).spec
+    except ConfigError as exc:
+        raise UsageError(f"PredictiveAutoscaler {ns}/{name} is invalid: {exc}") from None

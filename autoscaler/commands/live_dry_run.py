@@ -20,10 +20,15 @@ from typing import TYPE_CHECKING, Any
 
 from autoscaler.commands.dry_run import header
 from autoscaler.commands.forecast import UsageError
-from autoscaler.commands.live import StaticPods, make_source, prometheus_url
+from autoscaler.commands.live import (
+    StaticPods,
+    make_source,
+    prometheus_url,
+    read_only_cluster,
+    target_spec,
+)
 
 if TYPE_CHECKING:
-    from autoscaler.config import PredictiveAutoscalerSpec
     from autoscaler.controller.target import TargetRunner, TickOutcome
 
 __all__ = ["format_outcome", "live_dry_run"]
@@ -48,53 +53,6 @@ def format_outcome(runner: TargetRunner, out: TickOutcome) -> str:
                    f"{d.message}{pred}")
 
 
-def _cluster(args: argparse.Namespace) -> tuple[Any | None, str]:
-    """A read-only API client, or ``None`` with the reason."""
-    if args.no_cluster:
-        return None, "--no-cluster"
-    from autoscaler.adapters.kubernetes import load_api_client
-    from autoscaler.errors import ConfigError
-
-    try:
-        return load_api_client(args.kubeconfig, context=args.context, read_only=True), ""
-    except ConfigError as exc:
-        if args.kubeconfig is not None:
-            raise UsageError(str(exc)) from None
-        return None, str(exc)
-
-
-def _spec(args: argparse.Namespace, api: Any | None, ns: str, name: str
-          ) -> PredictiveAutoscalerSpec:
-    from autoscaler.config import load_config, validate_resource
-    from autoscaler.errors import ConfigError
-
-    if args.config is not None:
-        try:
-            return load_config(args.config)
-        except ConfigError as exc:
-            raise UsageError(str(exc)) from None
-    if api is None:
-        raise UsageError("no cluster to read the PredictiveAutoscaler from: give --config FILE")
-    from kubernetes import client as k8s
-    from kubernetes.client.exceptions import ApiException
-
-    from autoscaler.controller.status import GROUP, PLURAL, VERSION
-
-    try:
-        obj = k8s.CustomObjectsApi(api).get_namespaced_custom_object(
-            GROUP, VERSION, ns, PLURAL, name)
-    except ApiException as exc:
-        raise UsageError(f"cannot read PredictiveAutoscaler {ns}/{name} ({exc.status} "
-                         f"{exc.reason}); give --config FILE") from None
-    except Exception as exc:  # unreachable API server
-        raise UsageError(f"cannot read PredictiveAutoscaler {ns}/{name}: {exc}; "
-                         "give --config FILE") from None
-    try:
-        return validate_resource(obj).spec
-    except ConfigError as exc:
-        raise UsageError(f"PredictiveAutoscaler {ns}/{name} is invalid: {exc}") from None
-
-
 def live_dry_run(args: argparse.Namespace) -> int:
     """Refit, then tick and print until ``--once``/``--ticks``/Ctrl-C."""
     from autoscaler.adapters.kubernetes import KubernetesActuator
@@ -113,8 +71,8 @@ def live_dry_run(args: argparse.Namespace) -> int:
         key = TargetKey.parse(args.target)
     except ConfigError as exc:
         raise UsageError(str(exc)) from None
-    api, why_not = _cluster(args)
-    spec = _spec(args, api, key.namespace, key.name)
+    api, why_not = read_only_cluster(args)
+    spec = target_spec(args, api, key.namespace, key.name)
     pods: Any
     if api is not None:
         pods = KubernetesActuator(api, key.namespace, spec.scale_target_ref.name,

@@ -160,14 +160,22 @@ def build_scenario(
     warm_promotion_s: float = 5.0,
     slo_s: float = 0.5,
     seed: int = 0,
+    capacity_rps: float | None = None,
+    rate_window_s: float = 60.0,
 ) -> Scenario:
-    """Size the cluster so that the trace's peak needs ``peak_replicas`` at 70 % utilisation.
+    """Size the cluster so that the trace's peak needs ``peak_replicas`` at 70 % utilisation,
+    or, with ``capacity_rps`` (a real fleet's per-replica throughput at saturation, e.g. a
+    ``PredictiveAutoscaler``'s), take that capacity and report the replicas the peak needs.
+    ``rate_window_s`` is the ``rate()`` window the autoscalers' demand signal averages over.
 
     Raises:
-        ValueError: no demand at all, a bad step, or a non-positive ``peak_replicas``.
+        ValueError: no demand at all, a bad step, a non-positive ``peak_replicas`` or
+            ``capacity_rps``.
     """
     if peak_replicas < 1:
         raise ValueError(f"peak_replicas must be >= 1, got {peak_replicas}")
+    if capacity_rps is not None and not (capacity_rps > 0 and math.isfinite(capacity_rps)):
+        raise ValueError(f"capacity_rps must be > 0, got {capacity_rps:g}")
     rates = np.asarray(demand_rates(trace, step_s).values, dtype=np.float64)
     if np.isnan(rates).any():
         raise ValueError(
@@ -177,12 +185,17 @@ def build_scenario(
     peak = float(rates.max())
     if not peak > 0:
         raise ValueError("the demand trace is zero everywhere: nothing to scale")
-    cap = peak / peak_replicas / 0.7
+    if capacity_rps is None:
+        cap = peak / peak_replicas / 0.7
+    else:
+        cap = float(capacity_rps)
+        peak_replicas = max(1, math.ceil(peak / (cap * 0.7) - 1e-9))
     cfg = SimConfig(
         capacity_rps_per_replica=cap,
         step_s=step_s,
         cold_start_s=cold_start_s,
         warm_promotion_s=warm_promotion_s,
+        rate_window_s=rate_window_s,
         slo_s=slo_s,
         seed=seed,
     )
@@ -245,13 +258,17 @@ def make_surgecast(
         refit_every_s=6 * 3600.0,
         guard=guard,
         partial_bucket=partial_bucket,
-        # whole simulation buckets only: a partly covered last one would end after the
-        # replay's first bucket starts (a trace finer than the step, cut off its grid)
-        history=(
-            None if history is None
-            else demand_rates(trim_to_grid(history, scenario.step_s), scenario.step_s)
-        ),
+        history=_history_rates(scenario, history),
     )
+
+
+def _history_rates(scenario: Scenario, history: Series | None) -> Series | None:
+    """``history`` as req/s on the simulation grid, for surgecast's forecaster."""
+    if history is None:
+        return None
+    # whole simulation buckets only: a partly covered last one would end after the
+    # replay's first bucket starts (a trace finer than the step, cut off its grid)
+    return demand_rates(trim_to_grid(history, scenario.step_s), scenario.step_s)
 
 
 def make_clairvoyant(
@@ -280,20 +297,35 @@ def build_policies(
     *,
     model: str = DEFAULT_FORECAST_MODEL,
     history: Series | None = None,
+    settings: PolicySettings | None = None,
+    forecaster: Mapping[str, Any] | None = None,
+    guard: GuardSettings | None = None,
 ) -> dict[str, Autoscaler]:
     """The autoscalers called ``names`` (keys of :data:`POLICY_LABELS`), by table label;
     surgecast's forecaster starts with ``history`` (see :func:`make_surgecast`).
+
+    With ``settings`` (a ``PredictiveAutoscaler``'s, as the controller derives them),
+    surgecast and the ``exact`` yardstick run with them instead of the benchmark's
+    defaults, surgecast's forecaster with ``forecaster`` (``SurgecastAutoscaler`` keyword
+    arguments: ``model``, ``forecast_step_s``, ``refit_every_s``, ``partial_bucket``; ``model``
+    is then ignored) and the prediction ``guard``, and every baseline is capped at the
+    spec's ``max_replicas``.
 
     Raises:
         KeyError: an unknown policy name.
     """
     cap = scenario.capacity
+    max_replicas = MAX_REPLICAS if settings is None else settings.max_replicas
+    fk: dict[str, Any] = {"model": model, **(forecaster or {})}
     out: dict[str, Autoscaler] = {}
     for name in names:
         if name not in POLICY_LABELS:
             raise KeyError(name)
         pol: Autoscaler
-        if name == "surgecast":
+        if name == "surgecast" and settings is not None:
+            pol = SurgecastAutoscaler(settings, **fk, guard=guard,
+                                      history=_history_rates(scenario, history))
+        elif name == "surgecast":
             pol = make_surgecast(scenario, trace.step_s, model, history=history)
         elif name == "static":
             pol = REGISTRY["static"](math.ceil(float(scenario.rates.max()) / cap))
@@ -306,15 +338,20 @@ def build_policies(
                 cap,
                 max_cold_start_s=cfg.cold_start_s * cfg.cold_start_max_ratio,
             )
+        elif name == "exact" and settings is not None:
+            pol = ClairvoyantSurgecast(
+                settings, scenario.rates, trace.start_s, scenario.step_s,
+                forecast_step_s=fk.get("forecast_step_s") or forecast_step(trace.step_s),
+            )
         elif name == "exact":
             # yardstick: surgecast's policy fed the true demand of each forecast bucket
             pol = make_clairvoyant(scenario, trace.start_s, forecast_step(trace.step_s))
         elif name == "phpa":
             pol = REGISTRY["phpa"](
-                cap, max_replicas=MAX_REPLICAS, season_length=5760, refit_every=240
+                cap, max_replicas=max_replicas, season_length=5760, refit_every=240
             )
         else:
-            pol = REGISTRY[name](cap, max_replicas=MAX_REPLICAS)
+            pol = REGISTRY[name](cap, max_replicas=max_replicas)
         out[POLICY_LABELS[name]] = pol
     return out
 
