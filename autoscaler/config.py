@@ -205,6 +205,9 @@ class Signals(_Wire):
     """rate() window, a duration such as 1m."""
     queries: Queries = Field(default_factory=Queries)
     """Per-signal PromQL overrides."""
+    combine_retry: DurationOrZero = "10m"
+    """After Prometheus refuses or fails the one combined query per tick, query each signal
+    on its own for this long, then try the combined query again (0s: never again)."""
 
     @model_validator(mode="after")
     def _render(self) -> Signals:
@@ -550,6 +553,7 @@ def source_kwargs(spec: PredictiveAutoscalerSpec) -> dict[str, Any]:
         "selector": s.selector,
         "gpu_selector": s.gpu_selector,
         "window": s.window,
+        "combine_retry_s": _seconds_or_zero(s.combine_retry),
     }
 
 

@@ -149,6 +149,14 @@ def test_query_set_is_the_preset_with_gpu_source_and_overrides() -> None:
     src = PrometheusSource("http://prometheus:9090", **source_kwargs(spec))
     assert src.rendered["demand_rps"] == 'sum(rate(my_requests_total{app="w"}[2m]))'
     assert src.rendered["gpu_util_ratio"] == 'avg(DCGM_FI_DEV_GPU_UTIL{app="w"}) / 100'
+    assert src.combine_retry_s == 600.0  # the default 10m
+
+
+@pytest.mark.parametrize(("raw", "seconds"), [("10m", 600.0), ("90s", 90.0), ("0s", 0.0)])
+def test_combine_retry_reaches_the_source(raw: str, seconds: float) -> None:
+    spec = validate_spec(spec_with(signals={"combineRetry": raw}))
+    src = PrometheusSource("http://prometheus:9090", **source_kwargs(spec))
+    assert src.combine_retry_s == seconds
 
 
 # ----------------------------------------------------------------------------- round trips
