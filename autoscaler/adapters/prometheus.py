@@ -285,6 +285,11 @@ class PrometheusSource:
             log.warning("PromQL for %s has unclosed brackets or strings; querying each signal "
                         "separately", ", ".join(unclosed(self._wanted)))
         self._fell_back_at_s: float | None = None  # now_s of the latest fallback
+        # Prometheus failed the last tick in transport, combined and single queries alike:
+        # each tick then sends one query, combined and single in turn (a hung server costs
+        # one timeout per tick, not two), until one answers
+        self._down = False
+        self._probe_each = False
         self.queries_last_tick = 0
 
     @property
@@ -361,16 +366,32 @@ class PrometheusSource:
     def signals(self, now_s: float) -> Signals:
         """One tick's observations, each query evaluated at ``now_s``.
 
+        A tick whose combined query and first single query both fail in transport finds
+        Prometheus down. Until a query answers, each later tick sends one query, combined
+        and single in turn: a hung server costs one timeout per tick, and whichever kind it
+        answers first ends the outage (the following tick combines again).
+
         Raises:
             MetricsUnavailable: the server is unreachable, or every query failed.
         """
         self.queries_last_tick = 0
         retry_at = self.combine_retry_at_s
         due = self._fell_back_at_s is None or (retry_at is not None and now_s >= retry_at)
-        if self._combined is not None and due:
-            got = self._read_combined(self._combined, now_s)
-        else:
-            got = self._read_each(now_s)
+        combining = self._combined is not None and due
+        try:
+            if combining and self._down and self._probe_each:
+                got = self._read_each(now_s)  # the next tick combines again
+            elif combining:
+                assert self._combined is not None
+                got = self._read_combined(self._combined, now_s)
+            else:
+                got = self._read_each(now_s)
+        except MetricsUnavailable:
+            if combining:
+                self._probe_each = self._down and not self._probe_each
+                self._down = True
+            raise
+        self._down = False
         if got.refused and len(got.refused) == len(self._wanted):
             raise MetricsUnavailable(
                 f"every query to Prometheus at {self.base_url} failed; first: "
@@ -421,7 +442,7 @@ class PrometheusSource:
         signal: if those answer, the combined query was the trouble (too slow for
         Prometheus while single ones are not) and the source falls back as for a refusal;
         if they fail too, Prometheus is down, the state stays as it was and the error
-        propagates.
+        propagates. While it stays down, a tick sends one query only (see :meth:`signals`).
         """
         retrying = self._fell_back_at_s is not None
         try:
@@ -429,6 +450,8 @@ class PrometheusSource:
         except PrometheusApiClientException as exc:
             why = f"refused the combined signal query ({_short(exc)})"
         except MetricsUnavailable as exc:
+            if self._down:  # and still: this tick's probe failed, leave the next one to try
+                raise
             why = f"failed the combined signal query ({exc}) but answers single ones"
         else:
             groups = by_signal(result, self._wanted)

@@ -503,6 +503,54 @@ def test_combined_query_too_slow_falls_back(
         assert len(proxy.queries) == 1 and src.combined_active
 
 
+@pytest.mark.parametrize("recovers_with", ["combined", "single"])
+def test_hung_prometheus_costs_one_timeout_per_tick(prom: PromEnv, recovers_with: str) -> None:
+    """Hung for every query: the first tick spends two timeouts (combined, then one single
+    query, to tell a heavy query from a dead server); later ticks one each, combined and
+    single in turn. The first query that answers ends the outage."""
+    now = _trace_now(prom)
+    each = PrometheusSource(prom.url, queries=_TRACE_MIX, combine_queries=False)
+    n = len(each.rendered)
+    with counting_proxy(prom.url) as proxy:
+        src = PrometheusSource(proxy.url, queries=_TRACE_MIX, timeout_s=0.5, retries=0)
+        proxy.delay_next(10_000, seconds=1.0, containing="")
+        sent = []
+        for k in range(4):
+            proxy.queries.clear()
+            t0 = time.monotonic()
+            with pytest.raises(MetricsUnavailable, match=r"did not answer within 0\.5 s"):
+                src.signals(now + 15.0 * k)
+            took = time.monotonic() - t0
+            sent.append(["combined" if "surgecast_signal" in q else "single"
+                         for q in proxy.queries])
+            assert took < 0.5 * len(proxy.queries) + 0.4  # one timeout per query sent
+        assert sent == [["combined", "single"], ["combined"], ["single"], ["combined"]]
+        assert src.combined_active  # down is no reason to stop combining
+        # it comes back; the 5th tick probes with a single query, the 6th would combine
+        if recovers_with == "single":
+            proxy.delay_next(0, seconds=0.0, containing="")
+            proxy.queries.clear()
+            assert src.signals(now + 60.0) == each.signals(now + 60.0)
+            assert len(proxy.queries) == n
+            proxy.queries.clear()
+            assert src.signals(now + 75.0) == each.signals(now + 75.0)
+            assert len(proxy.queries) == 1 and src.combined_active
+        else:  # hung once more for the single probe, then answering everything
+            proxy.delay_next(1, seconds=1.0, containing="")
+            with pytest.raises(MetricsUnavailable):
+                src.signals(now + 60.0)
+            proxy.queries.clear()
+            assert src.signals(now + 75.0) == each.signals(now + 75.0)
+            assert len(proxy.queries) == 1 and src.combined_active
+        # up again: the next outage starts with two timeouts again
+        proxy.delay_next(10_000, seconds=1.0, containing="")
+        proxy.queries.clear()
+        with pytest.raises(MetricsUnavailable):
+            src.signals(now + 90.0)
+        assert len(proxy.queries) == 2
+        proxy.delay_next(0, seconds=0.0, containing="")
+
+
 @pytest.mark.parametrize("kind", ["retry-off", "unclosed", "one-signal", "not-combined"])
 def test_never_combined_is_never_retried(prom: PromEnv, kind: str) -> None:
     """``combine_retry_s <= 0`` after a refusal, and templates that are never combined:
