@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from functools import cached_property
 
 import numpy as np
 
@@ -36,9 +37,9 @@ class LeadTimeEstimate:
         kept = (self.samples + good)[-self.keep :]
         return replace(self, samples=kept)
 
-    @property
+    @cached_property
     def lead_s(self) -> float:
-        """The lead to plan with, seconds."""
+        """The lead to plan with, seconds (computed once per estimate: it is immutable)."""
         if not self.learn or len(self.samples) < self.min_samples:
             return self.prior_s
         x = np.asarray(self.samples)

@@ -85,6 +85,9 @@ class SurgecastAutoscaler:
         self._buckets: list[float] = []
         self._start_s: float | None = None
         self._fed = 0
+        #: the model's last forecast, reused while neither the model nor the horizon changed
+        #: (ticks within one forecast bucket): (model, (buckets fed, h, levels), forecast)
+        self._base: tuple[Forecaster, tuple[int, int, tuple[float, ...]], Forecast] | None = None
         self._fit_at_s = -math.inf
         self.last_forecast: Forecast | None = None
         self.last_error = ""
@@ -179,7 +182,12 @@ class SurgecastAutoscaler:
                 self.model.update(self._series(self._fed, n))
                 self._fed = n
             _, h = self._horizon(now_s)
-            fc = self.model.predict(h, self._quantiles())
+            key = (self._fed, h, tuple(self._quantiles()))
+            if self._base is not None and self._base[0] is self.model and self._base[1] == key:
+                fc = self._base[2]  # the model has not changed since: same forecast
+            else:
+                fc = self.model.predict(h, list(key[2]))
+                self._base = (self.model, key, fc)
             if self.partial_bucket:
                 fc = self._condition(fc, view)
         except (ForecastingError, ValueError, np.linalg.LinAlgError) as exc:
