@@ -396,7 +396,8 @@ def test_alerts_for_the_written_state_are_pending_for_the_leader_only(live: Live
     assert "of requests in llm are refused with 429" in shed["annotations"]["summary"]
     # one leader, everything fast, nothing loading: these stay quiet
     for quiet in ("SurgecastLeaderCount", "SurgecastControllerAbsent", "SurgecastTickSlow",
-                  "SurgecastWorkerStuckLoading", "SurgecastTargetStalled"):
+                  "SurgecastWorkerStuckLoading", "SurgecastTargetStalled",
+                  "SurgecastPredictionOff"):
         assert quiet not in by
 
 
