@@ -84,7 +84,7 @@ def write_trace(series: Series, path: Path) -> int:
         if not math.isfinite(v):
             continue  # missing: no row, as in the shared traces
         t = datetime.fromtimestamp(series.start_s + i * series.step_s, tz=UTC)
-        rows.append(f"{t.strftime('%Y-%m-%dT%H:%M:%SZ')},{v * series.step_s:.6g},{v:.6g}")
+        rows.append(f"{t.strftime('%Y-%m-%dT%H:%M:%SZ')},{v * series.step_s:.10g},{v:.10g}")
     path.write_text("\n".join(rows) + "\n", encoding="utf-8")
     return len(rows) - 1
 

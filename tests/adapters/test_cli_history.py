@@ -58,7 +58,7 @@ def test_history_writes_the_demand_as_a_trace_that_reads_back_exactly(
     got = Series.from_csv(out)
     assert got.start_s == end - 2 * 86400 and got.step_s == 60 and len(got) == 2880
     # requests per minute, as the trace holds them: nothing lost or shifted on the way
-    np.testing.assert_allclose(got.values, prom.trace_values[-2880:], rtol=1e-6)
+    np.testing.assert_allclose(got.values, prom.trace_values[-2880:], rtol=1e-9)
     assert Series.from_csv(out, column="rate_rps").values[0] == pytest.approx(
         prom.trace_values[-2880] / 60, rel=1e-6)
 
