@@ -702,6 +702,9 @@ def _structural(node: Any, defs: Mapping[str, Any]) -> Any:
             continue  # Kubernetes prunes unknown fields; false is not allowed with properties
         if key == "default" and value is None:
             continue
+        if key == "description" and isinstance(value, str):
+            out[key] = " ".join(value.split())  # docstrings' line breaks are layout only
+            continue
         if key == "const":
             out["enum"] = [value]
             continue

@@ -288,3 +288,23 @@ def test_built_in_kinds_validate_strictly_against_the_kubernetes_openapi_schemas
     bad["spec"]["template"]["spec"]["containers"][0]["readinessProbe"]["httpGet"]["paht"] = "/"
     with pytest.raises(kubernetes_validate.ValidationError):
         kubernetes_validate.validate(bad, kubernetes_validate.latest_version(), strict=True)
+
+
+def test_crd_descriptions_are_one_paragraph() -> None:
+    """``kubectl explain`` wraps descriptions itself: docstrings' line breaks are dropped."""
+    found: list[str] = []
+
+    def walk(node: object) -> None:
+        if isinstance(node, dict):
+            for k, v in node.items():
+                if k == "description" and isinstance(v, str):
+                    found.append(v)
+                else:
+                    walk(v)
+        elif isinstance(node, list):
+            for x in node:
+                walk(x)
+
+    walk(crd())
+    assert len(found) > 40
+    assert not [d for d in found if "\n" in d or "  " in d]
