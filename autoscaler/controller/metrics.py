@@ -95,6 +95,10 @@ class ControllerMetrics:
         self.coverage = Gauge(p + "forecast_coverage_ratio",
                               "Rolling share of observations at or below the scaling quantile.",
                               ["target"], registry=r)
+        self.scaling_quantile = Gauge(p + "scaling_quantile",
+                                      "The forecast quantile the policy sizes for "
+                                      "(spec.forecast.quantile): coverage should be near it.",
+                                      ["target"], registry=r)
         self.prediction_enabled = Gauge(p + "prediction_enabled",
                                         "1 while the forecast drives scaling, 0 while it is "
                                         "switched off for being worse than the reactive rule.",
@@ -156,12 +160,15 @@ class ControllerMetrics:
 
     def observe_forecast_quality(self, target: str, *, mae: float | None,
                                  reactive_mae: float | None, coverage: float | None,
-                                 prediction_enabled: bool) -> None:
-        """Rolling forecast error and coverage of ``target``; ``None`` removes the series."""
+                                 prediction_enabled: bool, quantile: float | None = None
+                                 ) -> None:
+        """Rolling forecast error and coverage of ``target``, and the quantile the coverage
+        should be near; ``None`` removes the series."""
         with self._lock:
             self._set_or_remove(self.forecast_mae, mae, target)
             self._set_or_remove(self.reactive_mae, reactive_mae, target)
             self._set_or_remove(self.coverage, coverage, target)
+            self._set_or_remove(self.scaling_quantile, quantile, target)
             self._set(self.prediction_enabled, 1.0 if prediction_enabled else 0.0, target)
             self._version += 1
 

@@ -102,6 +102,10 @@ def test_quality_fallback_errors_refits_leader_targets() -> None:
     assert value(m, "reactive_mae_requests_per_second", target=T1) == 5.0
     assert value(m, "forecast_coverage_ratio", target=T1) == 0.92
     assert value(m, "prediction_enabled", target=T1) == 1
+    assert value(m, "scaling_quantile", target=T1) is None  # not given: absent
+    m.observe_forecast_quality(T1, mae=1.0, reactive_mae=1.0, coverage=0.9,
+                               prediction_enabled=True, quantile=0.95)
+    assert value(m, "scaling_quantile", target=T1) == 0.95
     m.observe_forecast_quality(T1, mae=None, reactive_mae=None, coverage=None,
                                prediction_enabled=False)
     assert value(m, "forecast_mae_requests_per_second", target=T1) is None
@@ -139,13 +143,13 @@ def test_remove_target_drops_every_series_of_that_target_only() -> None:
     for t in (T1, T2):
         tick(m, target=t)
         m.observe_forecast_quality(t, mae=1.0, reactive_mae=2.0, coverage=0.9,
-                                   prediction_enabled=True)
+                                   prediction_enabled=True, quantile=0.95)
         m.set_fallback(t, False)
         m.set_applying(t, True)
         m.count_error(t, "TargetNotFound")
         m.count_refit(t, ok=True, duration_s=0.1)
     before_t2 = series_of(m, T2)
-    assert len(series_of(m, T1)) == 20  # 17 metrics + the 3 counters' _created
+    assert len(series_of(m, T1)) == 21  # 18 metrics + the 3 counters' _created
     m.remove_target(T1)
     assert series_of(m, T1) == []
     assert series_of(m, T2) == before_t2

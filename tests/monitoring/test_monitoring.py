@@ -55,7 +55,8 @@ TARGET = "llm/surgecast-worker"
 #: controller series with a ``target`` label: both replicas export them (the standby ticks too)
 PER_TARGET = re.compile(r"surgecast_controller_(desired_replicas|ready_replicas|active_replicas"
                         r"|warm_replicas|fallback_active|errors_total|last_tick|applying"
-                        r"|prediction_enabled|forecast_|demand_|decisions_total)")
+                        r"|prediction_enabled|forecast_|demand_|decisions_total"
+                        r"|scaling_quantile)")
 
 
 def _docs(path: Path) -> list[dict[str, Any]]:
@@ -265,7 +266,7 @@ def _controller(leader: bool) -> ControllerMetrics:
                    demand_rps=12.5, forecast_rps={0.5: 14.0, 0.9: 18.0}, duration_s=0.004,
                    fetch_s=0.002)
     m.observe_forecast_quality(TARGET, mae=1.2, reactive_mae=2.5, coverage=0.91,
-                               prediction_enabled=True)
+                               prediction_enabled=True, quantile=0.9)
     m.set_fallback(TARGET, True)  # the state the alert test expects pending
     m.set_applying(TARGET, leader)
     m.count_error(TARGET, "MetricsUnavailable")
@@ -397,7 +398,7 @@ def test_alerts_for_the_written_state_are_pending_for_the_leader_only(live: Live
     # one leader, everything fast, nothing loading: these stay quiet
     for quiet in ("SurgecastLeaderCount", "SurgecastControllerAbsent", "SurgecastTickSlow",
                   "SurgecastWorkerStuckLoading", "SurgecastTargetStalled",
-                  "SurgecastPredictionOff"):
+                  "SurgecastPredictionOff", "SurgecastForecastUnderCovers"):
         assert quiet not in by
 
 
