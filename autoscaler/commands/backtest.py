@@ -308,6 +308,11 @@ def backtest_and_report(series: Series, names: list[str], args: argparse.Namespa
     except OSError as exc:
         raise UsageError(f"cannot create --out folder {out}: {exc}") from None
     policies = make_policies(scenario, series, names, args, spec, history)
+    if spec is not None and scenario.peak_replicas > spec.max_replicas:
+        print(f"surgecast {NAME}: warning: the trace's peak needs {scenario.peak_replicas} "
+              f"replicas at 70 % utilisation, more than the spec's maxReplicas "
+              f"{spec.max_replicas}: every policy but the oracle is capped below the peak",
+              file=sys.stderr)
     fan = FanRecorder(policies["surgecast"]) if "surgecast" in policies else None
     if fan is not None:
         policies["surgecast"] = fan

@@ -293,6 +293,13 @@ def test_backtest_with_a_config_simulates_that_fleet(
                "surgecast", "--cold-start", "150s", "--out", str(out)])
     assert rc == 0
     assert json.loads((out / "summary.json").read_text())["scenario"]["cold_start_s"] == 150
+    assert "warning" not in capsys.readouterr().err
+    # a spec whose maxReplicas cannot hold the trace's peak says so
+    small = _pa(tmp_path, maxReplicas=5)
+    assert main(["backtest", "--trace", str(conv_slice), "--config", str(small),
+                 "--policies", "surgecast", "--out", str(out)]) == 0
+    err = capsys.readouterr().err
+    assert f"needs {sc['peak_replicas']} replicas" in err and "maxReplicas 5" in err
 
 
 def test_dry_run_with_a_config_runs_its_settings(
