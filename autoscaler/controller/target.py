@@ -34,7 +34,7 @@ from autoscaler.config import (
     to_policy_settings,
 )
 from autoscaler.core.decision import Decision, Reason
-from autoscaler.core.live_forecast import LiveForecaster, fit_model
+from autoscaler.core.live_forecast import SIMPLER_MODELS, LiveForecaster, fit_model
 from autoscaler.core.policy import Policy, PolicyState
 from autoscaler.core.prediction_guard import GuardPlan, GuardSettings, PredictionGuard
 from autoscaler.core.signals import PodCounts, Signals
@@ -48,6 +48,7 @@ from autoscaler.errors import (
 from autoscaler.ports import MetricsSource
 from forecasting.errors import ForecastingError
 from forecasting.forecast import Forecast
+from forecasting.models import make
 from forecasting.series import parse_duration
 
 from .status import ConditionSet
@@ -182,7 +183,12 @@ class TargetRunner:
         self.created_s = 0.0  # set by the loop (wall clock), for its liveness check
         self.ticks = 0
         self._prediction_on: bool | None = None
+        self._prediction_reason = ""
         self._fallback_on = False
+        #: the model the installed forecaster is (the spec's, or a simpler one after the
+        #: spec's failed to fit: then ``model_fallback`` says why)
+        self.model_in_use = spec.forecast.model
+        self.model_fallback = ""
         #: status is written when its significant part changes, else at most this often
         self.status_every_s = 60.0
         self._status_sig: object = None
@@ -251,24 +257,35 @@ class TargetRunner:
                 self.live.last_error = (f"not enough history: {got} of {need} buckets at "
                                         f"{self.step_s:g} s")
             return False
-        try:
-            model = fit_model(self.live.model, {}, snap)
-        except (ForecastingError, ValueError, ArithmeticError) as exc:
+        failed = ""
+        for name in (self.live.model, *(m for m in SIMPLER_MODELS if m != self.live.model)):
+            if failed and snap.n_observed < make(name).min_history(self.step_s):
+                continue  # a simpler model that needs more history than there is
+            try:
+                model = fit_model(name, {}, snap)
+            except (ForecastingError, ValueError, ArithmeticError) as exc:
+                why = f"{name} failed: {type(exc).__name__}: {exc}"
+                failed = f"{failed}; {why}" if failed else why
+                self._count("ModelFailed")
+                log.warning("%s: refit failed: %s", self.key, why)
+                continue
             with self._lock:
-                self.live.drop(f"fit failed: {type(exc).__name__}: {exc}")
-            self._count("ModelFailed")
+                self.live.install(model, snap)
+            # the configured model is tried again at the next refit
+            self.model_in_use = name
+            self.model_fallback = f"{failed}; forecasting with {name}" if failed else ""
             if self.metrics is not None:
-                self.metrics.count_refit(self.key, ok=False,
+                self.metrics.count_refit(self.key, ok=not failed,
                                          duration_s=time.perf_counter() - t0)
-            log.warning("%s: refit failed: %s", self.key, exc)
-            return False
+            log.info("%s: refit %s on %d buckets in %.2f s", self.key, name, len(snap),
+                     time.perf_counter() - t0)
+            return True
         with self._lock:
-            self.live.install(model, snap)
+            self.live.drop(f"fit failed: {failed}")
+        self.model_in_use, self.model_fallback = "", ""
         if self.metrics is not None:
-            self.metrics.count_refit(self.key, ok=True, duration_s=time.perf_counter() - t0)
-        log.info("%s: refit %s on %d buckets in %.2f s", self.key, self.live.model,
-                 len(snap), time.perf_counter() - t0)
-        return True
+            self.metrics.count_refit(self.key, ok=False, duration_s=time.perf_counter() - t0)
+        return False
 
     # ------------------------------------------------------------------ the tick
     def tick(self, now_s: float) -> TickOutcome:
@@ -355,8 +372,10 @@ class TargetRunner:
         else:
             c.set("Ready", True, "Decided", f"{d.reason.value}: {d.message}", now)
         g = self.guard
-        if out.prediction_used:
-            on, reason, msg = True, "Forecasting", f"{self.live.model}; {g.reason}"
+        if out.prediction_used and self.model_fallback:
+            on, reason, msg = True, "SimplerModel", f"{self.model_fallback}; {g.reason}"
+        elif out.prediction_used:
+            on, reason, msg = True, "Forecasting", f"{self.model_in_use}; {g.reason}"
         elif out.forecast is not None:
             on, reason, msg = False, "WorseThanReactive", g.reason
         elif self._history_failed:
@@ -373,6 +392,8 @@ class TargetRunner:
               d.message if fallback else "demand observed and fresh", now)
         # visible transitions: events (leader only; the Event is a write)
         if writer and self.pods is not None:
+            if reason == "SimplerModel" and self._prediction_reason != "SimplerModel":
+                self.pods.event("ModelFallback", msg, type_="Warning")
             if self._prediction_on is not None and on != self._prediction_on:
                 if on:
                     self.pods.event("PredictionRecovered", f"Prediction back on: {msg}")
@@ -387,6 +408,7 @@ class TargetRunner:
             log.warning("%s: prediction %s (%s: %s)", self.key, "on" if on else "off",
                         reason, msg)
         self._prediction_on, self._fallback_on = on, fallback
+        self._prediction_reason = reason
 
     def _report(self, out: TickOutcome) -> None:
         self.last = out

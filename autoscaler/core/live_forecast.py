@@ -35,7 +35,7 @@ from forecasting.partial import PartialCalibration, apply_partial, calibrate
 from forecasting.protocol import Forecaster
 from forecasting.series import FloatArray, Series
 
-__all__ = ["LiveForecaster", "fit_model", "horizon_steps"]
+__all__ = ["SIMPLER_MODELS", "LiveForecaster", "fit_model", "horizon_steps"]
 
 
 def horizon_steps(now_s: float, history_end_s: float, lead_s: float, interval_s: float,
@@ -47,6 +47,12 @@ def horizon_steps(now_s: float, history_end_s: float, lead_s: float, interval_s:
     """
     span = now_s - history_end_s + lead_s + interval_s
     return max(1, math.ceil(span / step_s) + 1)
+
+
+#: what a refit fits, in this order, when the configured model fails to (its errors are
+#: counted and shown; the configured model is tried again at the next refit): the
+#: short-horizon default, then the plainest rule
+SIMPLER_MODELS: tuple[str, ...] = ("nowcast", "seasonal_naive")
 
 
 def fit_model(model: str, kwargs: Mapping[str, Any], history: Series) -> Forecaster:

@@ -291,3 +291,56 @@ def test_a_restarted_controller_seeds_its_readings_from_the_history() -> None:
     queries = src.range_queries - before
     assert r.refit(now + 60)
     assert src.range_queries - before - queries <= 1  # at most the history's own top-up
+
+
+def test_a_model_that_fails_to_fit_falls_back_to_a_simpler_one(
+        kube: FakeKube, nasa: Series, monkeypatch: pytest.MonkeyPatch) -> None:
+    """ETS fails (as a statsmodels fit can on odd data): the refit fits nowcast instead,
+    prediction stays on, visibly (condition, Event, error count); the next refit tries ETS
+    again, and when nothing at all fits the target runs reactive-only."""
+    import autoscaler.controller.target as target_mod
+    from forecasting.errors import ForecastingError
+
+    real = target_mod.fit_model
+    broken = {"ets"}
+
+    def flaky(name: str, kwargs: Any, history: Series) -> Any:
+        if name in broken:
+            raise ForecastingError(f"{name}: injected fit failure")
+        return real(name, kwargs, history)
+
+    monkeypatch.setattr(target_mod, "fit_model", flaky)
+    kube.add_deployment(NS, DEP, replicas=1)
+    m = ControllerMetrics()
+    r = runner_for(kube, ReplaySource(nasa), spec(forecast={
+        "model": "ets", "history": "3d", "step": "1m", "refitEvery": "1h"}), metrics=m)
+    now = nasa.start_s + 3 * 86400 + 12 * 3600
+    assert r.refit(now)
+    assert r.model_in_use == "nowcast" and "ets failed" in r.model_fallback
+    out = r.tick(now)
+    assert out.prediction_used and out.applied
+    cond = {c["type"]: c for c in r.status()["conditions"]}["PredictionReady"]
+    assert (cond["status"], cond["reason"]) == ("True", "SimplerModel")
+    assert "injected fit failure" in cond["message"]
+    assert "forecasting with nowcast" in cond["message"]
+    events = [o for (kind, _, _), o in kube.objects.items() if kind == "events"]
+    assert any(e.get("reason") == "ModelFallback" for e in events)
+    key = {"target": f"{NS}/pa"}
+    assert m.registry.get_sample_value(
+        "surgecast_controller_errors_total", {**key, "kind": "ModelFailed"}) == 1
+    assert m.registry.get_sample_value(
+        "surgecast_controller_refits_total", {**key, "result": "failed"}) == 1
+    # ETS fits again at the next refit: back to the configured model
+    broken.clear()
+    assert r.refit(now + 3600) and r.model_in_use == "ets" and r.model_fallback == ""
+    r.tick(now + 3600)
+    cond = {c["type"]: c for c in r.status()["conditions"]}["PredictionReady"]
+    assert cond["reason"] == "Forecasting" and cond["message"].startswith("ets;")
+    # nothing fits: reactive only, and the reason says why
+    broken.update({"ets", "nowcast", "seasonal_naive"})
+    assert not r.refit(now + 7200)
+    out = r.tick(now + 7200)
+    assert not out.prediction_used and out.decision is not None
+    cond = {c["type"]: c for c in r.status()["conditions"]}["PredictionReady"]
+    assert (cond["status"], cond["reason"]) == ("False", "ModelFailed")
+    assert "nowcast failed" in cond["message"] and "seasonal_naive failed" in cond["message"]
