@@ -99,6 +99,9 @@ class ControllerMetrics:
                                       "The forecast quantile the policy sizes for "
                                       "(spec.forecast.quantile): coverage should be near it.",
                                       ["target"], registry=r)
+        self.simpler_model = Gauge(p + "simpler_model",
+                                   "1 while a simpler model stands in for the spec's, which "
+                                   "failed to fit at the last refit.", ["target"], registry=r)
         self.prediction_enabled = Gauge(p + "prediction_enabled",
                                         "1 while the forecast drives scaling, 0 while it is "
                                         "switched off for being worse than the reactive rule.",
@@ -160,15 +163,16 @@ class ControllerMetrics:
 
     def observe_forecast_quality(self, target: str, *, mae: float | None,
                                  reactive_mae: float | None, coverage: float | None,
-                                 prediction_enabled: bool, quantile: float | None = None
-                                 ) -> None:
-        """Rolling forecast error and coverage of ``target``, and the quantile the coverage
-        should be near; ``None`` removes the series."""
+                                 prediction_enabled: bool, quantile: float | None = None,
+                                 simpler_model: bool = False) -> None:
+        """Rolling forecast error and coverage of ``target``, the quantile the coverage
+        should be near, and whether a simpler model stands in; ``None`` removes a series."""
         with self._lock:
             self._set_or_remove(self.forecast_mae, mae, target)
             self._set_or_remove(self.reactive_mae, reactive_mae, target)
             self._set_or_remove(self.coverage, coverage, target)
             self._set_or_remove(self.scaling_quantile, quantile, target)
+            self._set(self.simpler_model, 1.0 if simpler_model else 0.0, target)
             self._set(self.prediction_enabled, 1.0 if prediction_enabled else 0.0, target)
             self._version += 1
 

@@ -92,8 +92,8 @@ class _Metrics(Protocol):
                      duration_s: float, fetch_s: float) -> None: ...
     def observe_forecast_quality(self, target: str, *, mae: float | None,
                                  reactive_mae: float | None, coverage: float | None,
-                                 prediction_enabled: bool, quantile: float | None = None
-                                 ) -> None: ...
+                                 prediction_enabled: bool, quantile: float | None = None,
+                                 simpler_model: bool = False) -> None: ...
     def set_fallback(self, target: str, active: bool) -> None: ...
     def set_applying(self, target: str, applying: bool) -> None: ...
     def count_error(self, target: str, kind: str) -> None: ...
@@ -426,7 +426,8 @@ class TargetRunner:
             g = self.guard
             self.metrics.observe_forecast_quality(
                 self.key, mae=g.mae, reactive_mae=g.reactive_mae, coverage=g.coverage,
-                prediction_enabled=out.prediction_used, quantile=self.settings.quantile)
+                prediction_enabled=out.prediction_used, quantile=self.settings.quantile,
+                simpler_model=bool(self.model_fallback))
             self.metrics.set_fallback(self.key, self.conditions.status_of("FallbackActive")
                                       == "True")
             self.metrics.set_applying(self.key, self._writes())

@@ -330,12 +330,14 @@ def test_a_model_that_fails_to_fit_falls_back_to_a_simpler_one(
         "surgecast_controller_errors_total", {**key, "kind": "ModelFailed"}) == 1
     assert m.registry.get_sample_value(
         "surgecast_controller_refits_total", {**key, "result": "failed"}) == 1
+    assert m.registry.get_sample_value("surgecast_controller_simpler_model", key) == 1
     # ETS fits again at the next refit: back to the configured model
     broken.clear()
     assert r.refit(now + 3600) and r.model_in_use == "ets" and r.model_fallback == ""
     r.tick(now + 3600)
     cond = {c["type"]: c for c in r.status()["conditions"]}["PredictionReady"]
     assert cond["reason"] == "Forecasting" and cond["message"].startswith("ets;")
+    assert m.registry.get_sample_value("surgecast_controller_simpler_model", key) == 0
     # nothing fits: reactive only, and the reason says why
     broken.update({"ets", "nowcast", "seasonal_naive"})
     assert not r.refit(now + 7200)

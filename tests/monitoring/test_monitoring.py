@@ -56,7 +56,7 @@ TARGET = "llm/surgecast-worker"
 PER_TARGET = re.compile(r"surgecast_controller_(desired_replicas|ready_replicas|active_replicas"
                         r"|warm_replicas|fallback_active|errors_total|last_tick|applying"
                         r"|prediction_enabled|forecast_|demand_|decisions_total"
-                        r"|scaling_quantile)")
+                        r"|scaling_quantile|simpler_model)")
 
 
 def _docs(path: Path) -> list[dict[str, Any]]:
@@ -398,7 +398,8 @@ def test_alerts_for_the_written_state_are_pending_for_the_leader_only(live: Live
     # one leader, everything fast, nothing loading: these stay quiet
     for quiet in ("SurgecastLeaderCount", "SurgecastControllerAbsent", "SurgecastTickSlow",
                   "SurgecastWorkerStuckLoading", "SurgecastTargetStalled",
-                  "SurgecastPredictionOff", "SurgecastForecastUnderCovers"):
+                  "SurgecastPredictionOff", "SurgecastForecastUnderCovers",
+                  "SurgecastSimplerModel"):
         assert quiet not in by
 
 
