@@ -51,6 +51,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "surgecast-system)")
     parser.add_argument("--tick-workers", type=int, default=4,
                         help="threads running ticks (default 4)")
+    parser.add_argument("--refit-workers", type=int, default=1,
+                        help="threads fitting forecasters (default 1; raise it with many "
+                             "targets or slow models: a fit never delays a tick)")
     parser.add_argument("--log-level", default="INFO", help="logging level (default INFO)")
 
 
@@ -85,6 +88,8 @@ def _run(args: argparse.Namespace) -> int:
         raise UsageError("--config and --target go together")
     if args.tick_workers < 1:
         raise UsageError("--tick-workers must be >= 1")
+    if args.refit_workers < 1:
+        raise UsageError("--refit-workers must be >= 1")
     static: tuple[TargetKey, PredictiveAutoscalerSpec] | None = None
     if args.config is not None:
         static = (TargetKey.parse(args.target), load_config(args.config))
@@ -110,7 +115,7 @@ def _run(args: argparse.Namespace) -> int:
 
     ctl = Controller(source, pods, api_client=None if static else api,
                      namespace=args.namespace, can_write=can_write, metrics=metrics,
-                     tick_workers=args.tick_workers)
+                     tick_workers=args.tick_workers, refit_workers=args.refit_workers)
     server = ControllerServer(metrics, host=args.metrics_host, port=args.metrics_port,
                               healthy=ctl.healthy, ready=ctl.ready)
     stop = threading.Event()

@@ -76,6 +76,8 @@ class Controller:
         metrics: ``ControllerMetrics`` (optional).
         clock: wall clock (Unix seconds) for the ticks' ``now``.
         tick_workers: threads running ticks.
+        refit_workers: threads running refits (a slow fit delays only other targets'
+            refits, never a tick; more workers let several targets refit at once).
         guard: prediction-guard settings for every target.
     """
 
@@ -90,6 +92,7 @@ class Controller:
         metrics: Any | None = None,
         clock: Callable[[], float] = time.time,
         tick_workers: int = 4,
+        refit_workers: int = 1,
         guard: GuardSettings | None = None,
         watch_timeout_s: int = 300,
     ) -> None:
@@ -108,7 +111,7 @@ class Controller:
         self._watch_thread: threading.Thread | None = None
         self.scheduler = BackgroundScheduler(
             executors={"default": ThreadPoolExecutor(tick_workers),
-                       "refit": ThreadPoolExecutor(1)},
+                       "refit": ThreadPoolExecutor(refit_workers)},
             job_defaults={"coalesce": True, "max_instances": 1},
             timezone=UTC,
         )
