@@ -141,6 +141,7 @@ class Controller:
             self.invalid.pop(key, None)
             if self.metrics is not None:
                 self.metrics.set_targets(len(self.runners))
+                self.metrics.target_added(str(key))
         interval = runner.settings.interval_s
         now = datetime.now(tz=UTC)
         self.scheduler.add_job(

@@ -85,7 +85,8 @@ class ControllerMetrics:
                                         "Duration of the metrics fetch of one tick.",
                                         buckets=TICK_BUCKETS_S, registry=r)
         self.last_tick = Gauge(p + "last_tick_timestamp_seconds",
-                               "Unix time of the last completed tick.", ["target"], registry=r)
+                               "Unix time of the last completed tick (before the first: when "
+                               "the target was added).", ["target"], registry=r)
         self.forecast_mae = Gauge(p + "forecast_mae_requests_per_second",
                                   "Rolling mean absolute error of the forecast.",
                                   ["target"], registry=r)
@@ -180,6 +181,13 @@ class ControllerMetrics:
         """Whether ``target`` runs on its fallback."""
         with self._lock:
             self._set(self.fallback, 1.0 if active else 0.0, target)
+            self._version += 1
+
+    def target_added(self, target: str, now_s: float | None = None) -> None:
+        """Start ``target``'s ``last_tick_timestamp_seconds`` at the time it was added, so a
+        target none of whose ticks ever completes shows as stalled too (not as absent)."""
+        with self._lock:
+            self._set(self.last_tick, time.time() if now_s is None else now_s, target)
             self._version += 1
 
     def set_applying(self, target: str, applying: bool) -> None:

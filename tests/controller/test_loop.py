@@ -267,3 +267,20 @@ def test_refit_workers_let_targets_refit_side_by_side(trace: Series, workers: in
     finally:
         both.set()
         ctl.stop()
+
+
+def test_a_target_that_never_ticks_still_has_a_last_tick_time(trace: Series) -> None:
+    """The stalled-target alert needs the series from the moment the target is added: a
+    target whose every tick fails (Deployment gone, RBAC) never completes one."""
+    from autoscaler.config import validate_resource
+
+    m = ControllerMetrics()
+    ctl = Controller(lambda key, spec: ReplaySource(trace), None, metrics=m)
+    before = time.time()
+    ctl.upsert(TargetKey(NS, "pa"), validate_resource(resource()).spec)  # not started
+    got = m.registry.get_sample_value("surgecast_controller_last_tick_timestamp_seconds",
+                                      {"target": f"{NS}/pa"})
+    assert got is not None and before <= got <= time.time()
+    ctl.remove(TargetKey(NS, "pa"))
+    assert m.registry.get_sample_value("surgecast_controller_last_tick_timestamp_seconds",
+                                       {"target": f"{NS}/pa"}) is None
