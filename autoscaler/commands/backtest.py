@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -183,12 +184,24 @@ def make_policies(
 ) -> dict[str, Autoscaler]:
     """The policies by table label: the benchmark's surgecast, or the spec's (its settings,
     forecaster and the controller's default prediction guard, as ``surgecast run`` has)."""
-    from autoscaler.core.scenario import build_policies
+    from autoscaler.config import forecaster_kwargs
+    from autoscaler.core.scenario import build_policies, forecast_step
 
+    if {"surgecast", "exact"} & set(names):
+        fstep = (forecast_step(series.step_s) if spec is None
+                 else float(forecaster_kwargs(spec)["forecast_step_s"]))
+        k = fstep / scenario.step_s
+        if abs(k - round(k)) > 1e-9 or round(k) < 1:
+            whose = "the spec's forecast.step" if spec is not None else "its forecast step"
+            raise UsageError(
+                f"--step {scenario.step_s:g} s: surgecast forecasts in buckets of {fstep:g} s "
+                f"({whose}), which must be a whole multiple of the simulation step; use a "
+                "--step that divides it (15s does for whole minutes)"
+            )
     if spec is None:
         return build_policies(scenario, series, names, model=model_name(args, None),
                               history=history)
-    from autoscaler.config import forecaster_kwargs, to_policy_settings
+    from autoscaler.config import to_policy_settings
     from autoscaler.core.prediction_guard import GuardSettings
     from autoscaler.errors import ConfigError
 
@@ -257,6 +270,7 @@ def prepare(series: Series, args: argparse.Namespace,
             else spec.capacity.requests_per_second_per_replica,
             rate_window_s=60.0 if spec is None else _duration("signals.window",
                                                                spec.signals.window),
+            replica_bounds=None if spec is None else (spec.min_replicas, spec.max_replicas),
         )
     except ValueError as exc:
         raise UsageError(str(exc).replace("slo_s", "--slo")) from None
@@ -308,11 +322,15 @@ def backtest_and_report(series: Series, names: list[str], args: argparse.Namespa
     except OSError as exc:
         raise UsageError(f"cannot create --out folder {out}: {exc}") from None
     policies = make_policies(scenario, series, names, args, spec, history)
-    if spec is not None and scenario.peak_replicas > spec.max_replicas:
-        print(f"surgecast {NAME}: warning: the trace's peak needs {scenario.peak_replicas} "
-              f"replicas at 70 % utilisation, more than the spec's maxReplicas "
-              f"{spec.max_replicas}: every policy but the oracle is capped below the peak",
-              file=sys.stderr)
+    if spec is not None:
+        util = spec.capacity.target_utilization
+        need = math.ceil(float(scenario.rates.max())
+                         / (scenario.capacity * util) - 1e-9)
+        if need > spec.max_replicas:
+            print(f"surgecast {NAME}: warning: the trace's peak needs {need} replicas at the "
+                  f"spec's {100 * util:g} % utilisation, more than its maxReplicas "
+                  f"{spec.max_replicas}: every policy but the oracle is capped below that",
+                  file=sys.stderr)
     fan = FanRecorder(policies["surgecast"]) if "surgecast" in policies else None
     if fan is not None:
         policies["surgecast"] = fan

@@ -4,10 +4,13 @@ It evaluates the target's own demand query (``signals``: preset, selector, windo
 overrides; the ``history`` override when there is one), the same chunked range query the
 controller's refit backfills ``forecast.history`` with, over ``--days`` up to ``--end``. It
 writes a trace CSV in the format of ``shared/traces/`` (``timestamp`` in ISO-8601 UTC,
-``requests`` per bucket, ``rate_rps``), skipping the buckets Prometheus has no value for
-(missing, not zero). ``surgecast backtest --trace FILE --config PA.yaml`` then replays the
-fleet's own traffic through surgecast with its own settings, and the baselines;
-``surgecast forecast --trace FILE`` backtests forecasters on it.
+``requests``, ``rate_rps``), skipping the buckets Prometheus has no value for (missing,
+not zero). A ``rate()`` evaluated at ``t`` averages the window that *ends* at ``t``, so the
+row of the bucket ``[t - step, t)`` holds the query at ``t``: its ``requests`` are that
+bucket's count when ``signals.window`` equals ``--step`` (1m both by default), and a
+``window``-long moving average otherwise. ``surgecast backtest --trace FILE --config
+PA.yaml`` then replays the fleet's own traffic through surgecast with its own settings,
+and the baselines; ``surgecast forecast --trace FILE`` backtests forecasters on it.
 
 Read-only: Prometheus queries and, without ``--config``, one GET of the resource.
 """
@@ -74,10 +77,11 @@ def _end_s(raw: str, step_s: float) -> float:
 
 
 def write_trace(series: Series, path: Path) -> int:
-    """``series`` (req/s) as a trace CSV: one row per bucket with a value; the row count.
+    """``series`` (req/s, each value labelled with its bucket's start) as a trace CSV: one
+    row per bucket with a value; the row count.
 
-    ``requests`` is the bucket's request count (rate x step, fractional: a ``rate()`` is an
-    average), which :meth:`forecasting.series.Series.from_csv` reads back as the same rates.
+    ``requests`` is rate x step (fractional: a ``rate()`` is an average), which
+    :meth:`forecasting.series.Series.from_csv` reads back as the same rates.
     """
     rows = ["timestamp,requests,rate_rps"]
     for i, v in enumerate(series.values):
@@ -133,9 +137,12 @@ def _history(args: argparse.Namespace) -> int:
         raise UsageError(str(exc)) from None
     promql = source.rendered.get("history") or source.rendered.get("demand_rps")
     try:
-        series = source.history(start_s, end_s, step_s)
+        # the query at t describes the bucket that ends at t: evaluate one step later, then
+        # label each value with the start of its bucket
+        at_ends = source.history(start_s + step_s, end_s + step_s, step_s)
     except (MetricsUnavailable, ConfigError) as exc:
         raise UsageError(str(exc)) from None
+    series = at_ends.replace(start_s=at_ends.start_s - step_s)
     n_values = int(sum(1 for v in series.values if math.isfinite(v)))
     if n_values == 0:
         raise UsageError(

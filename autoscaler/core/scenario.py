@@ -162,11 +162,13 @@ def build_scenario(
     seed: int = 0,
     capacity_rps: float | None = None,
     rate_window_s: float = 60.0,
+    replica_bounds: tuple[int, int] | None = None,
 ) -> Scenario:
     """Size the cluster so that the trace's peak needs ``peak_replicas`` at 70 % utilisation,
     or, with ``capacity_rps`` (a real fleet's per-replica throughput at saturation, e.g. a
     ``PredictiveAutoscaler``'s), take that capacity and report the replicas the peak needs.
-    ``rate_window_s`` is the ``rate()`` window the autoscalers' demand signal averages over.
+    ``rate_window_s`` is the ``rate()`` window the autoscalers' demand signal averages over;
+    ``replica_bounds`` (``(min, max)``, a spec's) clamp the pods running at the start.
 
     Raises:
         ValueError: no demand at all, a bad step, a non-positive ``peak_replicas`` or
@@ -190,6 +192,9 @@ def build_scenario(
     else:
         cap = float(capacity_rps)
         peak_replicas = max(1, math.ceil(peak / (cap * 0.7) - 1e-9))
+    init = max(1, math.ceil(float(np.mean(rates[: max(1, int(60 / step_s))])) / (cap * 0.7)))
+    if replica_bounds is not None:
+        init = min(max(init, replica_bounds[0]), replica_bounds[1])
     cfg = SimConfig(
         capacity_rps_per_replica=cap,
         step_s=step_s,
@@ -198,8 +203,8 @@ def build_scenario(
         rate_window_s=rate_window_s,
         slo_s=slo_s,
         seed=seed,
+        initial_replicas=init,
     )
-    init = max(1, math.ceil(float(np.mean(rates[: max(1, int(60 / step_s))])) / (cap * 0.7)))
     orc = oracle_gpu_hours(
         rates, step_s, cap, cfg.cold_start_s * cfg.cold_start_min_ratio, initial_replicas=init
     )
@@ -328,7 +333,8 @@ def build_policies(
         elif name == "surgecast":
             pol = make_surgecast(scenario, trace.step_s, model, history=history)
         elif name == "static":
-            pol = REGISTRY["static"](math.ceil(float(scenario.rates.max()) / cap))
+            pol = REGISTRY["static"](
+                min(math.ceil(float(scenario.rates.max()) / cap), max_replicas))
         elif name == "oracle":
             cfg = scenario.config
             pol = REGISTRY["oracle"](

@@ -14,7 +14,7 @@ import pytest
 import yaml
 from fake_kube import FakeKube
 from kubernetes import client as k8s
-from prom_fixture import STEP_S, PromEnv
+from prom_fixture import PromEnv
 
 from autoscaler.cli import main
 from autoscaler.config import crd
@@ -47,7 +47,9 @@ def iso(t: float) -> str:
 
 def test_history_writes_the_demand_as_a_trace_that_reads_back_exactly(
         prom: PromEnv, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    end = float(prom.trace_ts[-1]) + STEP_S  # the range [end - 2 days, end)
+    # the range [end - 2 days, end): its last bucket's row holds the query at `end`, so the
+    # last trace sample must be there
+    end = float(prom.trace_ts[-1])
     out = tmp_path / "demand.csv"
     rc = main(["history", "--prometheus", prom.url, "--config", str(spec_file(tmp_path)),
                "--days", "2", "--end", iso(end), "--out", str(out)])
@@ -57,15 +59,17 @@ def test_history_writes_the_demand_as_a_trace_that_reads_back_exactly(
     assert "surgecast backtest --trace" in text.out
     got = Series.from_csv(out)
     assert got.start_s == end - 2 * 86400 and got.step_s == 60 and len(got) == 2880
-    # requests per minute, as the trace holds them: nothing lost or shifted on the way
+    # the row of bucket [t - 60, t) holds the query at t (for a rate(), the window ending
+    # there): the gauge's samples, one bucket earlier, nothing lost on the way
     np.testing.assert_allclose(got.values, prom.trace_values[-2880:], rtol=1e-9)
+    assert got.start_s == prom.trace_ts[-2880] - 60
     assert Series.from_csv(out, column="rate_rps").values[0] == pytest.approx(
-        prom.trace_values[-2880] / 60, rel=1e-6)
+        prom.trace_values[-2880] / 60, rel=1e-9)
 
 
 def test_history_then_backtest_with_the_same_config(
         prom: PromEnv, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    end = float(prom.trace_ts[-1]) + STEP_S
+    end = float(prom.trace_ts[-1])
     csv, cfg = tmp_path / "demand.csv", spec_file(tmp_path)
     assert main(["history", "--prometheus", prom.url, "--config", str(cfg), "--days", "3",
                  "--end", iso(end), "--out", str(csv)]) == 0
@@ -90,7 +94,7 @@ def test_history_then_backtest_with_the_same_config(
 
 def test_history_reads_the_resource_from_the_cluster(
         prom: PromEnv, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    end = float(prom.trace_ts[-1]) + STEP_S
+    end = float(prom.trace_ts[-1])
     with FakeKube() as kube:
         api = kube.api_client()
         k8s.ApiextensionsV1Api(api).create_custom_resource_definition(crd())
@@ -118,7 +122,7 @@ def test_history_reads_the_resource_from_the_cluster(
 
 def test_history_outside_retention_is_missing_and_says_so(
         prom: PromEnv, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    end = float(prom.trace_ts[-1]) + STEP_S
+    end = float(prom.trace_ts[-1])
     out = tmp_path / "d.csv"
     # 20 days back: only the last 8 have data; the rest is missing, never zero
     rc = main(["history", "--prometheus", prom.url, "--config", str(spec_file(tmp_path)),
@@ -127,7 +131,7 @@ def test_history_outside_retention_is_missing_and_says_so(
     assert rc == 0, text.err
     assert "have no value" in text.err
     got = Series.from_csv(out)
-    assert got.start_s == prom.trace_ts[0]  # rows start where the data does
+    assert got.start_s == prom.trace_ts[0] - 60  # rows start where the data does
     assert len(got) == len(prom.trace_values)
 
 

@@ -300,6 +300,16 @@ def test_backtest_with_a_config_simulates_that_fleet(
                  "--policies", "surgecast", "--out", str(out)]) == 0
     err = capsys.readouterr().err
     assert f"needs {sc['peak_replicas']} replicas" in err and "maxReplicas 5" in err
+    # ... and the spec's bounds hold for the baselines and the start too: the static fleet
+    # runs its 5 pods from the first step (not the 10 the first minute's demand needs)
+    assert main(["backtest", "--trace", str(conv_slice), "--config", str(small),
+                 "--policies", "static", "--out", str(out)]) == 0
+    capsys.readouterr()
+    data = json.loads((out / "summary.json").read_text())
+    assert data["scenario"]["initial_replicas"] == 5
+    static = data["policies"][0]
+    # (the simulation grid covers a partial 15-s bucket at each end: within 1 %)
+    assert static["gpu_hours"] == pytest.approx(5 * data["duration_s"] / 3600, rel=0.01)
 
 
 def test_dry_run_with_a_config_runs_its_settings(
@@ -325,6 +335,7 @@ def test_dry_run_with_a_config_runs_its_settings(
 @pytest.mark.parametrize(("extra", "message"), [
     (["--peak-replicas", "10"], "--peak-replicas and --config exclude each other"),
     (["--model", "ets"], "--model and --config exclude each other"),
+    (["--step", "2m"], "surgecast forecasts in buckets of 60 s (the spec's forecast.step)"),
 ])
 def test_config_conflicts_and_bad_configs_exit_2(
     conv_slice: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
@@ -338,3 +349,16 @@ def test_config_conflicts_and_bad_configs_exit_2(
     assert "requestsPerSecondPerReplica" in capsys.readouterr().err
     assert main(["dry-run", "--trace", str(conv_slice), "--config", "nope.yaml"]) == 2
     assert "cannot read config file nope.yaml" in capsys.readouterr().err
+
+
+def test_a_step_that_does_not_divide_the_forecast_step_is_a_usage_error(
+    conv_slice: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # it used to end in a traceback from inside the simulation
+    assert main(["backtest", "--trace", str(conv_slice), "--step", "2m",
+                 "--out", str(tmp_path / "o")]) == 2
+    assert "surgecast forecasts in buckets of 60 s (its forecast step)" in (
+        capsys.readouterr().err)
+    # the baselines alone do not forecast: any step works
+    assert main(["backtest", "--trace", str(conv_slice), "--step", "2m",
+                 "--policies", "hpa,oracle", "--out", str(tmp_path / "o")]) == 0
