@@ -13,59 +13,15 @@ from typing import Any
 import httpx
 import pytest
 
-CHAT_TEMPLATE = (
-    "{% for m in messages %}<|{{ m['role'] }}|> {{ m['content'] }}</s>{% endfor %}"
-    "{% if add_generation_prompt %}<|assistant|> {% endif %}"
-)
-CORPUS = [
-    "The quick brown fox jumps over the lazy dog.",
-    "Autoscaling keeps GPU workers ready before the peak arrives.",
-    "Hello world, this is a tiny language model for tests.",
-    "Warm pods are loaded and idle; active pods serve traffic.",
-] * 20
-
+from model_worker.random_model import SIZES, build_random_llama
 
 #: the tiny random decoder's shape (2 layers, hidden 64, grouped-query attention)
-TINY_DIMS: dict[str, int] = {
-    "hidden_size": 64,
-    "intermediate_size": 128,
-    "num_hidden_layers": 2,
-    "num_attention_heads": 4,
-    "num_key_value_heads": 2,
-    "max_position_embeddings": 256,
-}
+TINY_DIMS: dict[str, int] = SIZES["tiny"]
 
 
 def build_tiny_model(dest: Path) -> Path:
     """Save a 2-layer random Llama and its tokenizer to ``dest`` with save_pretrained."""
-    import torch
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
-
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=400,
-        special_tokens=["<pad>", "<s>", "</s>"],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    tok.train_from_iterator(CORPUS, trainer=trainer)
-    fast = PreTrainedTokenizerFast(
-        tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>"
-    )
-    fast.chat_template = CHAT_TEMPLATE
-    fast.save_pretrained(dest)
-    torch.manual_seed(0)
-    cfg = LlamaConfig(
-        vocab_size=len(fast),
-        **TINY_DIMS,
-        bos_token_id=fast.bos_token_id,
-        eos_token_id=fast.eos_token_id,
-        pad_token_id=fast.pad_token_id,
-    )
-    LlamaForCausalLM(cfg).save_pretrained(dest)
+    build_random_llama(dest, "tiny")
     return dest
 
 
