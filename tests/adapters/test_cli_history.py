@@ -45,16 +45,24 @@ def iso(t: float) -> str:
     return datetime.fromtimestamp(t, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def run_history(prom: PromEnv, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                days: str, end: float) -> tuple[Path, Any]:
+    """``surgecast history`` with the test spec up to ``end``; asserts exit 0, returns the
+    CSV's path and the captured output."""
+    out = tmp_path / "demand.csv"
+    rc = main(["history", "--prometheus", prom.url, "--config", str(spec_file(tmp_path)),
+               "--days", days, "--end", iso(end), "--out", str(out)])
+    text = capsys.readouterr()
+    assert rc == 0, text.err
+    return out, text
+
+
 def test_history_writes_the_demand_as_a_trace_that_reads_back_exactly(
         prom: PromEnv, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     # the range [end - 2 days, end): its last bucket's row holds the query at `end`, so the
     # last trace sample must be there
     end = float(prom.trace_ts[-1])
-    out = tmp_path / "demand.csv"
-    rc = main(["history", "--prometheus", prom.url, "--config", str(spec_file(tmp_path)),
-               "--days", "2", "--end", iso(end), "--out", str(out)])
-    text = capsys.readouterr()
-    assert rc == 0, text.err
+    out, text = run_history(prom, tmp_path, capsys, "2", end)
     assert f"wrote {out}: 2880 buckets of 60 s" in text.out and "0 missing" in text.out
     assert "surgecast backtest --trace" in text.out
     got = Series.from_csv(out)
@@ -122,13 +130,8 @@ def test_history_reads_the_resource_from_the_cluster(
 
 def test_history_outside_retention_is_missing_and_says_so(
         prom: PromEnv, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    end = float(prom.trace_ts[-1])
-    out = tmp_path / "d.csv"
     # 20 days back: only the last 8 have data; the rest is missing, never zero
-    rc = main(["history", "--prometheus", prom.url, "--config", str(spec_file(tmp_path)),
-               "--days", "20", "--end", iso(end), "--out", str(out)])
-    text = capsys.readouterr()
-    assert rc == 0, text.err
+    out, text = run_history(prom, tmp_path, capsys, "20", float(prom.trace_ts[-1]))
     assert "have no value" in text.err
     got = Series.from_csv(out)
     assert got.start_s == prom.trace_ts[0] - 60  # rows start where the data does
