@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[2] / "manifests" / "worker"
@@ -38,3 +39,24 @@ def test_service_selects_active_pods_and_pdb_exists() -> None:
     kust = yaml.safe_load((ROOT / "kustomization.yaml").read_text())
     assert sorted(kust["resources"]) == ["deployment.yaml", "pdb.yaml", "priorityclass.yaml",
                                          "service.yaml"]
+
+
+def test_worker_manifests_validate_strictly_from_kubernetes_1_30() -> None:
+    """Every worker object against the Kubernetes OpenAPI schemas, strict (no unknown field).
+
+    1.30 is the floor docs/model-worker.md states: the ``preStop`` ``sleep`` action is beta and
+    on by default from 1.30 (1.29 has the field, alpha, behind a gate that is off); an older API
+    server drops it and the drain races the endpoint removal. The Deployment must fail on 1.28's
+    schema, which has no such field: the check can see the floor.
+    """
+    import kubernetes_validate
+
+    objects = [d for name in ("priorityclass", "deployment", "service", "pdb")
+               for d in yaml.safe_load_all((ROOT / f"{name}.yaml").read_text()) if d]
+    assert [o["kind"] for o in objects] == ["PriorityClass", "Deployment", "Service",
+                                            "PodDisruptionBudget"]
+    for version in ("1.30", kubernetes_validate.latest_version()):
+        for obj in objects:
+            kubernetes_validate.validate(obj, version, strict=True)
+    with pytest.raises(kubernetes_validate.ValidationError, match="sleep"):
+        kubernetes_validate.validate(objects[1], "1.28", strict=True)
