@@ -53,6 +53,7 @@ from autoscaler.core.settings import (
     ScheduleWindow,
 )
 from autoscaler.errors import ConfigError
+from forecasting.adaptive import DEFAULT_STEP, default_bounds
 from forecasting.models import REGISTRY
 from forecasting.series import parse_duration
 
@@ -216,6 +217,26 @@ class Signals(_Wire):
         return self
 
 
+class AdaptiveQuantile(_Wire):
+    """Adaptive conformal inference on the scaling quantile: after every forecast bucket the
+    level the forecast is read at moves up by step x quantile when demand came out above it
+    and down by step x (1 - quantile) otherwise, so runs of misses are answered within a few
+    buckets and the long-run share of buckets above the forecast stays 1 - quantile."""
+
+    step: float = Field(default=DEFAULT_STEP, ge=0, le=0.5)
+    """How far one bucket moves the level (0: off, the quantile is read as configured)."""
+    min: float | None = Field(default=None, gt=0, lt=1)
+    """Lowest level read, at most forecast.quantile (default: forecast.quantile - 0.05)."""
+    max: float | None = Field(default=None, gt=0, lt=1)
+    """Highest level read, at least forecast.quantile (default: 0.98, or the quantile when
+    higher)."""
+
+    def bounds(self, quantile: float) -> tuple[float, float]:
+        """``(min, max)`` of the level for ``quantile``, defaults filled in."""
+        lo, hi = default_bounds(quantile)
+        return (lo if self.min is None else self.min), (hi if self.max is None else self.max)
+
+
 class ForecastSpec(_Wire):
     """The forecaster: model, quantile sized for, history length, refit cadence, step."""
 
@@ -240,6 +261,8 @@ class ForecastSpec(_Wire):
     rate limits need several ticks to climb to (0s: off)."""
     partial_bucket: bool = True
     """Condition the forecast's bucket in progress on the demand read so far within it."""
+    adaptive_quantile: AdaptiveQuantile = Field(default_factory=AdaptiveQuantile)
+    """Move the level the quantile is read at with the forecast's recent misses."""
 
     @field_validator("model")
     @classmethod
@@ -252,6 +275,12 @@ class ForecastSpec(_Wire):
     def _steps(self) -> ForecastSpec:
         if parse_duration(self.history) < 2 * parse_duration(self.step):
             raise ValueError("history must be at least two steps")
+        lo, hi = self.adaptive_quantile.bounds(self.quantile)
+        if not lo <= self.quantile <= hi:
+            raise ValueError(
+                f"adaptiveQuantile needs min <= quantile <= max, got {lo:g} <= "
+                f"{self.quantile:g} <= {hi:g}"
+            )
         return self
 
 
@@ -565,7 +594,18 @@ def forecaster_kwargs(spec: PredictiveAutoscalerSpec) -> dict[str, Any]:
         "forecast_step_s": parse_duration(f.step),
         "refit_every_s": parse_duration(f.refit_every),
         "partial_bucket": f.partial_bucket,
+        "adaptive": adaptive_kwargs(f),
     }
+
+
+def adaptive_kwargs(f: ForecastSpec) -> dict[str, float] | None:
+    """``AdaptiveLevel`` keyword arguments (``step``, ``lo``, ``hi``) for ``f``'s
+    ``adaptiveQuantile``; ``None`` when its step is 0 (off)."""
+    a = f.adaptive_quantile
+    if a.step <= 0:
+        return None
+    lo, hi = a.bounds(f.quantile)
+    return {"step": a.step, "lo": lo, "hi": hi}
 
 
 # ----------------------------------------------------------------------------- validation

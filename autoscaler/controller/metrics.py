@@ -100,6 +100,10 @@ class ControllerMetrics:
                                       "The forecast quantile the policy sizes for "
                                       "(spec.forecast.quantile): coverage should be near it.",
                                       ["target"], registry=r)
+        self.quantile_read = Gauge(p + "scaling_quantile_read",
+                                   "The level the scaling quantile is read at: moved by the "
+                                   "forecast's recent misses (spec.forecast.adaptiveQuantile), "
+                                   "else scaling_quantile.", ["target"], registry=r)
         self.simpler_model = Gauge(p + "simpler_model",
                                    "1 while a simpler model stands in for the spec's, which "
                                    "failed to fit at the last refit.", ["target"], registry=r)
@@ -165,14 +169,18 @@ class ControllerMetrics:
     def observe_forecast_quality(self, target: str, *, mae: float | None,
                                  reactive_mae: float | None, coverage: float | None,
                                  prediction_enabled: bool, quantile: float | None = None,
-                                 simpler_model: bool = False) -> None:
+                                 simpler_model: bool = False,
+                                 quantile_read: float | None = None) -> None:
         """Rolling forecast error and coverage of ``target``, the quantile the coverage
-        should be near, and whether a simpler model stands in; ``None`` removes a series."""
+        should be near and the level it is read at, and whether a simpler model stands in;
+        ``None`` removes a series."""
         with self._lock:
             self._set_or_remove(self.forecast_mae, mae, target)
             self._set_or_remove(self.reactive_mae, reactive_mae, target)
             self._set_or_remove(self.coverage, coverage, target)
             self._set_or_remove(self.scaling_quantile, quantile, target)
+            self._set_or_remove(self.quantile_read,
+                                quantile if quantile_read is None else quantile_read, target)
             self._set(self.simpler_model, 1.0 if simpler_model else 0.0, target)
             self._set(self.prediction_enabled, 1.0 if prediction_enabled else 0.0, target)
             self._version += 1

@@ -93,7 +93,8 @@ class _Metrics(Protocol):
     def observe_forecast_quality(self, target: str, *, mae: float | None,
                                  reactive_mae: float | None, coverage: float | None,
                                  prediction_enabled: bool, quantile: float | None = None,
-                                 simpler_model: bool = False) -> None: ...
+                                 simpler_model: bool = False,
+                                 quantile_read: float | None = None) -> None: ...
     def set_fallback(self, target: str, active: bool) -> None: ...
     def set_applying(self, target: str, applying: bool) -> None: ...
     def count_error(self, target: str, kind: str) -> None: ...
@@ -170,6 +171,7 @@ class TargetRunner:
         self.live = LiveForecaster(
             fk["model"], self.step_s, self.history_s,
             fine_step_s=self.settings.interval_s if fk["partial_bucket"] else None,
+            scaling_quantile=self.settings.quantile, adaptive=fk["adaptive"],
         )
         self.source, self.pods = source, pods
         self.can_write, self.write_status, self.metrics = can_write, write_status, metrics
@@ -427,7 +429,7 @@ class TargetRunner:
             self.metrics.observe_forecast_quality(
                 self.key, mae=g.mae, reactive_mae=g.reactive_mae, coverage=g.coverage,
                 prediction_enabled=out.prediction_used, quantile=self.settings.quantile,
-                simpler_model=bool(self.model_fallback))
+                simpler_model=bool(self.model_fallback), quantile_read=self._quantile_read())
             self.metrics.set_fallback(self.key, self.conditions.status_of("FallbackActive")
                                       == "True")
             self.metrics.set_applying(self.key, self._writes())
@@ -479,8 +481,15 @@ class TargetRunner:
                                  "reactiveMae": _num(g.reactive_mae),
                                  "planLoss": _num(g.plan_loss),
                                  "reactivePlanLoss": _num(g.reactive_plan_loss),
-                                 "coverage": _num(g.coverage), "predictionEnabled": g.enabled}
+                                 "coverage": _num(g.coverage), "predictionEnabled": g.enabled,
+                                 "quantileRead": self._quantile_read()}
         return st
+
+    def _quantile_read(self) -> float:
+        """The level the scaling quantile is read at now (spec.forecast.adaptiveQuantile)."""
+        with self._lock:
+            lv = self.live.level
+            return self.settings.quantile if lv is None else lv.level
 
 
 def _significant(st: dict[str, Any]) -> object:

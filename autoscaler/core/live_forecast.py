@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from forecasting.adaptive import AdaptiveLevel, relabel
 from forecasting.errors import ForecastingError
 from forecasting.forecast import Forecast
 from forecasting.models import make
@@ -77,6 +78,10 @@ class LiveForecaster:
         fine_step_s: the spacing of the demand readings given to :meth:`observe` (the
             controller's interval); ``None`` (or a step that leaves fewer than two readings
             per bucket) leaves the bucket in progress as the model forecast it.
+        scaling_quantile: the level the policy sizes for.
+        adaptive: :class:`~forecasting.adaptive.AdaptiveLevel` keyword arguments: read
+            ``scaling_quantile`` at a level moved by the forecast's misses, scored on every
+            complete bucket :meth:`extend` adds (``None``: read it as it is).
     """
 
     model: str
@@ -84,6 +89,8 @@ class LiveForecaster:
     history_s: float
     model_kwargs: Mapping[str, Any] | None = None
     fine_step_s: float | None = None
+    scaling_quantile: float = 0.9
+    adaptive: Mapping[str, float] | None = None
 
     #: buckets of readings kept for :meth:`observe` (enough for a 0.98 quantile's window)
     readings_buckets = 120
@@ -112,6 +119,9 @@ class LiveForecaster:
         self._newest = -1
         self._version = 0  # bumped when a reading lands in a bucket already complete
         self._cal: tuple[tuple[int, tuple[float, ...], int], PartialCalibration] | None = None
+        #: the level ``scaling_quantile`` is read at (``None``: adaptive off)
+        self.level = (AdaptiveLevel(self.scaling_quantile, **dict(self.adaptive))
+                      if self.adaptive is not None else None)
 
     # ------------------------------------------------------------------ readings
     def _slot(self, t_s: float) -> int:
@@ -231,6 +241,11 @@ class LiveForecaster:
         if len(merged) > self.max_buckets:
             merged = merged.tail(self.max_buckets)
         self.history = merged
+        if self.level is not None and added:  # the new buckets move the level
+            k = min(added, len(merged))
+            first = round(merged.start_s / self.step_s) + len(merged) - k
+            for i, v in enumerate(merged.values[len(merged) - k :]):
+                self.level.score(first + i, float(v))
         self._feed()
         return added
 
@@ -287,15 +302,21 @@ class LiveForecaster:
         if self.fitted is None or self.history is None:
             return None
         h = horizon_steps(now_s, self.history.end_s, lead_s, interval_s, self.step_s)
-        # the forecast depends only on the model's state and the horizon: ticks between
-        # two buckets reuse it (benchmarks/controller_loop.py: half the tick's cost)
-        key = (self._fed_until_s, h, tuple(quantiles))
+        nominal = tuple(quantiles)
+        read = self.level.levels(nominal) if self.level is not None else nominal
+        # the forecast depends only on the model's state, the horizon and the levels: ticks
+        # between two buckets reuse it (benchmarks/controller_loop.py: half the tick's cost)
+        key = (self._fed_until_s, h, tuple(sorted(set(read))))
         if self._cache is not None and self._cache[0] is self.fitted and self._cache[1] == key:
-            return self._condition(self._cache[2], now_s)
-        try:
-            fc = self.fitted.predict(h, quantiles)
-        except (ForecastingError, ValueError, np.linalg.LinAlgError) as exc:
-            self.drop(f"predict failed: {type(exc).__name__}: {exc}")
-            return None
-        self._cache = (self.fitted, key, fc)
-        return self._condition(fc, now_s)
+            fc = self._cache[2]
+        else:
+            try:
+                fc = self.fitted.predict(h, key[2])
+            except (ForecastingError, ValueError, np.linalg.LinAlgError) as exc:
+                self.drop(f"predict failed: {type(exc).__name__}: {exc}")
+                return None
+            self._cache = (self.fitted, key, fc)
+        if self.level is not None:  # the first bucket, forecast before it is complete
+            lv = self.level.level
+            self.level.expect(round(fc.start_s / self.step_s), float(fc.quantile(lv)[0]))
+        return relabel(self._condition(fc, now_s), read, nominal)

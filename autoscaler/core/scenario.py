@@ -15,6 +15,7 @@ import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any
 
 import numpy as np
@@ -244,6 +245,7 @@ def make_surgecast(
     guard: GuardSettings | None = None,
     partial_bucket: bool = True,
     history: Series | None = None,
+    adaptive: Mapping[str, float] | None = MappingProxyType({}),
 ) -> SurgecastAutoscaler:
     """surgecast with the scenario's capacity, cold start and warm promotion; the other
     settings are :class:`PolicySettings`' defaults. ``warm_max = 0`` (no warm pool) because
@@ -255,7 +257,9 @@ def make_surgecast(
     (:func:`~forecasting.partial.condition_first_bucket`); ``history`` is the demand
     before the replay (any kind and step; it must end where the replay starts), which the
     forecaster starts with, as the live controller's first refit backfills
-    ``forecast.history`` from Prometheus (``None``: no history, a fresh install)."""
+    ``forecast.history`` from Prometheus (``None``: no history, a fresh install);
+    ``adaptive`` the :class:`~forecasting.adaptive.AdaptiveLevel` keyword arguments the
+    scaling quantile is read with (empty: its defaults, as the CRD's; ``None``: off)."""
     return SurgecastAutoscaler(
         _surgecast_settings(scenario, warm_max, overrides),
         model=model,
@@ -264,6 +268,7 @@ def make_surgecast(
         guard=guard,
         partial_bucket=partial_bucket,
         history=_history_rates(scenario, history),
+        adaptive=adaptive,
     )
 
 
@@ -312,7 +317,8 @@ def build_policies(
     With ``settings`` (a ``PredictiveAutoscaler``'s, as the controller derives them),
     surgecast and the ``exact`` yardstick run with them instead of the benchmark's
     defaults, surgecast's forecaster with ``forecaster`` (``SurgecastAutoscaler`` keyword
-    arguments: ``model``, ``forecast_step_s``, ``refit_every_s``, ``partial_bucket``; ``model``
+    arguments: ``model``, ``forecast_step_s``, ``refit_every_s``, ``partial_bucket``,
+    ``adaptive``; ``model``
     is then ignored) and the prediction ``guard``, and every baseline is capped at the
     spec's ``max_replicas``.
 

@@ -23,6 +23,7 @@ scraped before).
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -34,6 +35,7 @@ from autoscaler.core.prediction_guard import GuardPlan, GuardSettings, Predictio
 from autoscaler.core.settings import DEFAULT_FORECAST_MODEL, PolicySettings
 from autoscaler.core.signals import Signals
 from autoscaler.core.simulator import demand_rates
+from forecasting.adaptive import AdaptiveLevel, relabel
 from forecasting.errors import ForecastingError
 from forecasting.forecast import Forecast
 from forecasting.models import make
@@ -71,6 +73,7 @@ class SurgecastAutoscaler:
         guard: GuardSettings | None = None,
         partial_bucket: bool = True,
         history: Series | None = None,
+        adaptive: Mapping[str, float] | None = None,
     ) -> None:
         self.settings = settings
         self.policy = Policy(settings)
@@ -96,6 +99,10 @@ class SurgecastAutoscaler:
         self.partial_bucket = partial_bucket
         self._cal: tuple[tuple[int, tuple[float, ...]], PartialCalibration] | None = None
         self._backfill = history
+        #: the level the scaling quantile is read at (``None``: the nominal one)
+        self.adaptive = (AdaptiveLevel(settings.quantile, **adaptive)
+                         if adaptive is not None else None)
+        self._scored = 0  # buckets scored by ``adaptive``
         self._pre = 0  # buckets of backfilled history before the replay's first bucket
         self._pre_fine: np.ndarray = np.empty(0)
 
@@ -171,6 +178,10 @@ class SurgecastAutoscaler:
         """Bring the model up to date with ``view`` and forecast over the lead."""
         self._history(view)
         n = len(self._buckets)
+        if self.adaptive is not None:
+            for i in range(self._scored, n):  # buckets completed since: move the level
+                self.adaptive.score(i, self._buckets[i])
+            self._scored = n
         try:
             if self.model is None or now_s - self._fit_at_s >= self.refit_every_s:
                 m = make(self.model_name, **self.model_kwargs)
@@ -182,14 +193,20 @@ class SurgecastAutoscaler:
                 self.model.update(self._series(self._fed, n))
                 self._fed = n
             _, h = self._horizon(now_s)
-            key = (self._fed, h, tuple(self._quantiles()))
+            nominal = tuple(self._quantiles())
+            read = self.adaptive.levels(nominal) if self.adaptive is not None else nominal
+            key = (self._fed, h, tuple(sorted(set(read))))
             if self._base is not None and self._base[0] is self.model and self._base[1] == key:
                 fc = self._base[2]  # the model has not changed since: same forecast
             else:
                 fc = self.model.predict(h, list(key[2]))
                 self._base = (self.model, key, fc)
+            if self.adaptive is not None:  # the bucket in progress, forecast before it began
+                lv = self.adaptive.level
+                self.adaptive.expect(n, float(fc.quantile(lv)[0]))
             if self.partial_bucket:
                 fc = self._condition(fc, view)
+            fc = relabel(fc, read, nominal)
         except (ForecastingError, ValueError, np.linalg.LinAlgError) as exc:
             self.last_error = f"{type(exc).__name__}: {exc}"
             self.model = None

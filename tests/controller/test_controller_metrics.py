@@ -149,7 +149,7 @@ def test_remove_target_drops_every_series_of_that_target_only() -> None:
         m.count_error(t, "TargetNotFound")
         m.count_refit(t, ok=True, duration_s=0.1)
     before_t2 = series_of(m, T2)
-    assert len(series_of(m, T1)) == 22  # 19 metrics + the 3 counters' _created
+    assert len(series_of(m, T1)) == 23  # 20 metrics + the 3 counters' _created
     m.remove_target(T1)
     assert series_of(m, T1) == []
     assert series_of(m, T2) == before_t2

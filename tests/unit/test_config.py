@@ -115,7 +115,7 @@ def test_sample_converts_to_policy_settings_field_by_field() -> None:
     )
     assert forecaster_kwargs(spec) == {
         "model": "nowcast", "forecast_step_s": 60.0, "refit_every_s": 3600.0,
-        "partial_bucket": True,
+        "partial_bucket": True, "adaptive": {"step": 0.05, "lo": 0.85, "hi": 0.98},
     }
     assert s.ramp_lookahead_s == 120.0
 
@@ -227,6 +227,22 @@ BAD: list[tuple[dict[str, Any], str]] = [
     (spec_with(forecast={"model": "prophet"}), "spec.forecast.model: must be one of auto,"),
     (spec_with(forecast={"quantile": 0}), "spec.forecast.quantile: must be > 0"),
     (spec_with(forecast={"history": "1m", "step": "1m"}), "spec.forecast: history must be"),
+    (
+        spec_with(forecast={"quantile": 0.9, "adaptiveQuantile": {"min": 0.95}}),
+        "spec.forecast: adaptiveQuantile needs min <= quantile <= max, got 0.95 <= 0.9 <= 0.98",
+    ),
+    (
+        spec_with(forecast={"quantile": 0.9, "adaptiveQuantile": {"max": 0.8}}),
+        "spec.forecast: adaptiveQuantile needs min <= quantile <= max, got 0.85 <= 0.9 <= 0.8",
+    ),
+    (
+        spec_with(forecast={"adaptiveQuantile": {"step": 0.9}}),
+        "spec.forecast.adaptiveQuantile.step: must be <= 0.5",
+    ),
+    (
+        spec_with(forecast={"adaptiveQuantile": {"gamma": 0.1}}),
+        "spec.forecast.adaptiveQuantile.gamma: unknown field",
+    ),
     (spec_with(leadTime={"mode": "Learned"}), "spec.leadTime.mode: must be one of Auto, Fixed"),
     (spec_with(leadTime={"coldStart": "-5s"}), "spec.leadTime.coldStart: must be a duration"),
     (spec_with(fallback={"failureThreshold": 0}), "spec.fallback.failureThreshold: must be >= 1"),
@@ -349,3 +365,17 @@ def test_forecast_sizing_knobs_reach_the_core_and_zero_means_off() -> None:
                 {"targetUtilizationWhilePredicting": 1.2}):
         with pytest.raises(ConfigError):
             validate_spec({**base, "capacity": {"requestsPerSecondPerReplica": 2, **bad}})
+
+
+def test_adaptive_quantile_defaults_follow_the_quantile_and_step_zero_is_off() -> None:
+    from autoscaler.config import adaptive_kwargs
+
+    assert adaptive_kwargs(validate_spec(MINIMAL).forecast) == {
+        "step": 0.05, "lo": 0.85, "hi": 0.98}
+    hi_q = validate_spec(spec_with(forecast={"quantile": 0.99})).forecast
+    assert adaptive_kwargs(hi_q) == {"step": 0.05, "lo": 0.94, "hi": 0.99}
+    own = validate_spec(spec_with(forecast={"quantile": 0.8, "adaptiveQuantile": {
+        "step": 0.01, "min": 0.7, "max": 0.9}})).forecast
+    assert adaptive_kwargs(own) == {"step": 0.01, "lo": 0.7, "hi": 0.9}
+    off = validate_spec(spec_with(forecast={"adaptiveQuantile": {"step": 0}})).forecast
+    assert adaptive_kwargs(off) is None

@@ -149,3 +149,43 @@ def test_seeding_fills_only_empty_slots() -> None:
     assert lf.readings(lf._slot(600.0 * 100 + 5), 1)[0] == 7.0
     assert lf.readings(lf._slot(600.0 * 99), 1)[0] == 3.0
     assert LiveForecaster("nowcast", 600.0, 86400.0).seed(fine) == 0
+
+
+def test_the_adaptive_level_is_scored_on_new_buckets_and_read_by_predict() -> None:
+    """Every bucket ``extend`` adds is scored against the forecast ``predict`` made for it;
+    misses raise the level, and the 0.9 row ``predict`` returns is the model's row at that
+    level (the warm pool's 0.95 row at least that)."""
+    rng = np.random.default_rng(1)
+    t0 = 1_700_000_040.0
+    hist = Series(start_s=t0, step_s=STEP, values=10.0 + rng.normal(0, 1, 200), kind="rate",
+                  name="d")
+    lf = LiveForecaster("nowcast", STEP, 86400.0, scaling_quantile=0.9,
+                        adaptive={"step": 0.05})
+    off = LiveForecaster("nowcast", STEP, 86400.0)
+    assert off.level is None and lf.level is not None and lf.level.level == 0.9
+    for f in (lf, off):
+        f.extend(hist)
+        snap = f.snapshot()
+        assert snap is not None
+        f.install(fit_model("nowcast", {}, snap), snap)
+    qs = (0.5, 0.9, 0.95)
+    for _ in range(3):  # three buckets far above the forecast: three misses
+        end = lf.history_end_s
+        assert end is not None
+        assert lf.predict(end + 20.0, 120.0, 15.0, qs) is not None
+        lf.extend(Series(start_s=end, step_s=STEP, values=np.array([40.0]), kind="rate",
+                         name="d"))
+    assert (lf.level.scored, lf.level.missed) == (3, 3)
+    assert lf.level.level == 0.98  # 0.9 + 3 * 0.045, at most hi
+    end = lf.history_end_s
+    assert end is not None
+    fc = lf.predict(end + 20.0, 120.0, 15.0, qs)
+    assert fc is not None and fc.quantiles == qs and "q0.9 read at q0.98" in fc.detail
+    assert lf.fitted is not None
+    raw = lf.fitted.predict(fc.horizon, (0.5, 0.98))
+    np.testing.assert_array_equal(fc.quantile(0.9), raw.quantile(0.98))
+    np.testing.assert_array_equal(fc.quantile(0.95), raw.quantile(0.98))
+    np.testing.assert_array_equal(fc.quantile(0.5), raw.quantile(0.5))
+    lf.extend(Series(start_s=end, step_s=STEP, values=np.array([math.nan]), kind="rate",
+                     name="d"))  # a missing bucket moves nothing
+    assert (lf.level.scored, lf.level.level) == (3, 0.98)

@@ -62,3 +62,34 @@ def test_reused_forecast_decides_like_a_fresh_one(
     assert n_fresh == ticks  # one model forecast per tick without reuse
     # with it, one per 60-s bucket (4 ticks), plus one where the horizon grows in a bucket
     assert ticks / 4 <= n_reused <= ticks / 2
+
+
+def test_adaptive_level_step_zero_is_off_and_a_step_moves_the_plan(
+    load_trace: Callable[[str], Series],
+) -> None:
+    """ServeGen large, day 1 (10-minute buckets that jump): with ``step`` 0 the adaptive
+    level decides exactly as without it; with the default step the level moves with the
+    forecast's misses, the policy reads the forecast at it, and the plan changes."""
+    trace = load_trace("servegen_language_m_large")
+    replay = trace.slice(round(86400 / trace.step_s), round(2 * 86400 / trace.step_s))
+    scenario = build_scenario(replay, 15.0)
+    runs = {}
+    for label, adaptive in (("off", None), ("zero", {"step": 0.0}), ("on", {})):
+        pol = make_surgecast(scenario, replay.step_s, adaptive=adaptive)
+        levels: list[float] = []
+        inner = pol.forecast
+
+        def spy(now_s: float, view: DemandView, _f: Any = inner, _p: Any = pol,
+                _l: list[float] = levels) -> Any:
+            fc = _f(now_s, view)
+            _l.append(_p.adaptive.level if _p.adaptive is not None else 0.9)
+            return fc
+
+        pol.forecast = spy  # type: ignore[method-assign]
+        res = simulate(replay, pol, scenario.config)
+        runs[label] = (res.desired, pol, levels)
+    np.testing.assert_array_equal(runs["off"][0], runs["zero"][0])
+    on = runs["on"][1]
+    assert on.adaptive is not None and on.adaptive.scored > 100
+    assert max(runs["on"][2]) > 0.9 and min(runs["on"][2]) < 0.9  # up after misses, down after calm
+    assert not np.array_equal(runs["off"][0], runs["on"][0])
