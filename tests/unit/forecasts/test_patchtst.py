@@ -51,7 +51,9 @@ def test_real_trace_forecast_shape_monotone_and_budget(wiki: Series) -> None:
     assert rep.stopped_by == "budget"
     # the budget is checked after every optimiser step: one step of slack at most
     assert rep.seconds < budget + 1.0
-    assert elapsed < budget + 8.0  # plus planning, windowing and the lazy imports
+    # plus planning, windowing and the lazy imports; generous, as other jobs share the cores
+    # (14.5 s seen with four at once): 10,000 epochs without the budget would take minutes
+    assert elapsed < budget + 30.0
     assert rep.steps > 0 and np.isfinite(rep.final_loss)
     fc = model.predict(24, QS)
     assert fc.values.shape == (len(QS), 24)
