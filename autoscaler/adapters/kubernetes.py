@@ -26,7 +26,8 @@ when it promotes it and ``warm`` otherwise. A starting pod without the label get
 ignored; pods not Ready count as ``starting``. :meth:`KubernetesActuator.release` hands the
 pool back (every pod ``active``) when the controller stops writing for a target.
 
-Errors (:mod:`autoscaler.errors`): 404 -> :class:`TargetNotFound`; 403 ->
+Errors (:mod:`autoscaler.errors`): 404 -> :class:`TargetNotFound` (and a selector that
+cannot be listed -> :class:`UnsupportedSelector`, a ``TargetNotFound``); 403 ->
 :class:`ActuationForbidden` naming the verb and resource; 409 -> re-read and retry, then
 :class:`ActuationConflict`; 429/5xx/unreachable -> back off (honouring ``Retry-After``)
 and retry, then :class:`ActuationConflict` with ``delay_s``.
@@ -68,6 +69,8 @@ __all__ = [
     "PodState",
     "ReadOnlyApiClient",
     "ReadOnlyViolation",
+    "UnsupportedSelector",
+    "label_selector",
     "load_api_client",
 ]
 
@@ -126,6 +129,47 @@ def _status_body(exc: ApiException) -> dict[str, Any]:
     except (TypeError, ValueError):
         return {}
     return body if isinstance(body, dict) else {}
+
+
+class UnsupportedSelector(TargetNotFound):
+    """The target's ``spec.selector`` cannot be turned into a label selector (an empty one,
+    an unknown operator, ``In`` without values): the pods cannot be found, so the target is
+    reported like a missing one (a condition, no crash) until its selector is fixed."""
+
+
+_SET_OPERATORS = {"In": "in", "NotIn": "notin"}
+
+
+def label_selector(selector: Any, what: str = "the target") -> str:
+    """A ``metav1.LabelSelector`` (``matchLabels`` and ``matchExpressions``, ANDed) as the
+    ``labelSelector`` query string: ``k=v``, ``k in (a,b)``, ``k notin (a,b)``, ``k``, ``!k``.
+
+    Raises:
+        UnsupportedSelector: no requirement at all (it would select every pod of the
+            namespace), or an expression the API server's LabelSelector would refuse.
+    """
+    sel = selector if isinstance(selector, dict) else {}
+    terms = [f"{k}={v}" for k, v in sorted((sel.get("matchLabels") or {}).items())]
+    for i, e in enumerate(sel.get("matchExpressions") or []):
+        where = f"{what}: spec.selector.matchExpressions[{i}]"
+        if not isinstance(e, dict) or not e.get("key"):
+            raise UnsupportedSelector(f"{where} has no key")
+        key, op, values = str(e["key"]), e.get("operator"), e.get("values") or []
+        if op in _SET_OPERATORS:
+            if not values:
+                raise UnsupportedSelector(f"{where}: operator {op} needs values")
+            terms.append(f"{key} {_SET_OPERATORS[op]} ({','.join(sorted(map(str, values)))})")
+        elif op in ("Exists", "DoesNotExist"):
+            if values:
+                raise UnsupportedSelector(f"{where}: operator {op} takes no values")
+            terms.append(key if op == "Exists" else f"!{key}")
+        else:
+            raise UnsupportedSelector(
+                f"{where}: operator {op!r} is not one of In, NotIn, Exists, DoesNotExist")
+    if not terms:
+        raise UnsupportedSelector(f"{what} has an empty spec.selector (it would select "
+                                  "every pod of the namespace)")
+    return ",".join(terms)
 
 
 class _Retryable(Exception):
@@ -262,11 +306,8 @@ class KubernetesActuator:
         return int((dep.get("spec") or {}).get("replicas") or 0)
 
     def _pods(self, dep: dict[str, Any]) -> list[PodState]:
-        labels = ((dep.get("spec") or {}).get("selector") or {}).get("matchLabels") or {}
-        selector = ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
-        if not selector:
-            raise ConfigError(f"Deployment {self.namespace}/{self.deployment} has no "
-                              "matchLabels selector")
+        selector = label_selector((dep.get("spec") or {}).get("selector"),
+                                  f"Deployment {self.namespace}/{self.deployment}")
         lst = self._read_json("list", "pods", self.core.list_namespaced_pod, self.namespace,
                               label_selector=selector)
         out: list[PodState] = []

@@ -11,6 +11,8 @@ from fake_kube import DELETION_COST, FakeKube
 from autoscaler.adapters.kubernetes import (
     ROLE_LABEL,
     KubernetesActuator,
+    UnsupportedSelector,
+    label_selector,
     load_api_client,
 )
 from autoscaler.core.signals import PodCounts
@@ -146,6 +148,63 @@ def test_unlabelled_starting_pods_get_the_active_start_role(kube: FakeKube) -> N
     act.apply(1, 3)
     roles = [p["metadata"]["labels"].get(ROLE_LABEL) for p in kube.pod_list(NS)]
     assert roles == ["active", "warm", "active", "active"]
+
+
+@pytest.mark.parametrize(("selector", "query"), [
+    ({"matchLabels": {"b": "2", "a": "1"}}, "a=1,b=2"),
+    ({"matchExpressions": [{"key": "app", "operator": "In", "values": ["w", "v"]}]},
+     "app in (v,w)"),
+    ({"matchLabels": {"app": "w"},
+      "matchExpressions": [{"key": "tier", "operator": "NotIn", "values": ["canary"]},
+                           {"key": "gpu", "operator": "Exists"},
+                           {"key": "debug", "operator": "DoesNotExist"}]},
+     "app=w,tier notin (canary),gpu,!debug"),
+])
+def test_label_selector_from_match_labels_and_expressions(selector: dict[str, object],
+                                                          query: str) -> None:
+    assert label_selector(selector) == query
+
+
+@pytest.mark.parametrize(("selector", "words"), [
+    ({}, "empty spec.selector"),
+    (None, "empty spec.selector"),
+    ({"matchExpressions": [{"key": "a", "operator": "Gt", "values": ["1"]}]},
+     r"matchExpressions\[0\]: operator 'Gt' is not one of In, NotIn, Exists, DoesNotExist"),
+    ({"matchExpressions": [{"key": "a", "operator": "In", "values": []}]}, "needs values"),
+    ({"matchExpressions": [{"operator": "Exists"}]}, "has no key"),
+])
+def test_unusable_selector_is_reported_like_a_missing_target(selector: object,
+                                                             words: str) -> None:
+    """The runner turns TargetNotFound (and so UnsupportedSelector) into a condition: an odd
+    selector must not escape as a ConfigError that crashes every tick."""
+    with pytest.raises(UnsupportedSelector, match=words) as ei:
+        label_selector(selector, "Deployment llm/w")
+    assert isinstance(ei.value, TargetNotFound)
+
+
+def test_match_expressions_select_the_target_pods(kube: FakeKube) -> None:
+    """A Deployment selecting with matchExpressions only is read and scaled; with matchLabels
+    and matchExpressions the expressions are not ignored (another Deployment's pods that
+    share the matchLabels are not counted or labelled)."""
+    kube.add_deployment(NS, "exprs", replicas=2, labels={"app": "exprs"})
+    kube.add_deployment(NS, "main", replicas=2, labels={"app": "w", "tier": "main"})
+    kube.add_deployment(NS, "canary", replicas=3, labels={"app": "w", "tier": "canary"})
+    with kube._lock:  # valid in Kubernetes, but the fake creates only matchLabels selectors
+        kube.objects[("deployments", NS, "exprs")]["spec"]["selector"] = {"matchExpressions": [
+            {"key": "app", "operator": "In", "values": ["exprs"]}]}
+        kube.objects[("deployments", NS, "main")]["spec"]["selector"] = {
+            "matchLabels": {"app": "w"},
+            "matchExpressions": [{"key": "tier", "operator": "NotIn", "values": ["canary"]}]}
+    api = kube.api_client(retries=False)
+    exprs = KubernetesActuator(api, NS, "exprs", sleep=lambda s: None)
+    assert exprs.pod_counts() == PodCounts(active=0, warm=2, starting=0, desired=2)
+    exprs.apply(2, 0)
+    assert exprs.pod_counts() == PodCounts(active=2, warm=0, starting=0, desired=2)
+    main = KubernetesActuator(api, NS, "main", sleep=lambda s: None)
+    assert main.pod_counts() == PodCounts(active=0, warm=2, starting=0, desired=2)
+    main.apply(2, 0)
+    canary = [p for p in kube.pod_list(NS) if p["metadata"]["labels"].get("tier") == "canary"]
+    assert [p["metadata"]["labels"].get(ROLE_LABEL) for p in canary] == [None] * 3
 
 
 def test_demotion_and_scale_down_remove_warm_pods_first(kube: FakeKube,
