@@ -41,6 +41,7 @@ from pydantic import (
     model_validator,
 )
 from pydantic.alias_generators import to_camel
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from autoscaler.adapters.prometheus import QuerySet, preset
 from autoscaler.core.settings import (
@@ -82,6 +83,8 @@ PLURAL = "predictiveautoscalers"
 _CORE = PolicySettings(capacity_rps_per_replica=1.0)
 _CORE_BEHAVIOR = Behavior()
 _CORE_FALLBACK = Fallback()
+#: The shortest controller tick a spec may ask for, seconds.
+MIN_INTERVAL_S = 1.0
 
 _DURATION_RE = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h|d|w))+$"
 
@@ -255,7 +258,7 @@ class ForecastSpec(_Wire):
     """How long the forecast's replica count is held before it may fall (the reactive side
     keeps behavior.scaleDown's window)."""
     step: Duration = "1m"
-    """Forecast grid step, a duration."""
+    """Forecast grid step, a whole number of seconds, at least the interval."""
     ramp_lookahead: DurationOrZero = _secs(_CORE.ramp_lookahead_s)
     """How far beyond the cold start the forecast is read for a rise that the scale-up
     rate limits need several ticks to climb to (0s: off)."""
@@ -269,6 +272,15 @@ class ForecastSpec(_Wire):
     def _known(cls, value: str) -> str:
         if value not in REGISTRY:
             raise ValueError(f"must be one of {', '.join(sorted(REGISTRY))}")
+        return value
+
+    @field_validator("step")
+    @classmethod
+    def _whole_seconds(cls, value: str) -> str:
+        step_s = parse_duration(value)
+        if not (step_s >= 1 and float(step_s).is_integer()):
+            # Prometheus range queries and the forecast grid take whole seconds
+            raise ValueError(f"must be a whole number of seconds >= 1s, got {value!r}")
         return value
 
     @model_validator(mode="after")
@@ -380,8 +392,10 @@ class FallbackSpec(_Wire):
 
     failure_threshold: int = Field(default=_CORE_FALLBACK.failure_threshold, ge=1)
     """Failed ticks in a row before falling back."""
-    replicas: int = Field(default=_CORE_FALLBACK.replicas, ge=0)
-    """Replicas to hold while failing."""
+    # required, as in KEDA: no default knows the load (a default of 1 with behavior static
+    # dropped a 10-replica Deployment to 1 in a long Prometheus outage)
+    replicas: int = Field(ge=0)
+    """Replicas to hold while failing (required, as in KEDA)."""
     behavior: Literal[
         "static", "currentReplicas", "currentReplicasIfHigher", "currentReplicasIfLower"
     ] = _CORE_FALLBACK.behavior
@@ -440,7 +454,16 @@ class PredictiveAutoscalerSpec(_Wire):
     mode: Literal["Auto", "Observe"] = "Auto"
     """Auto writes replicas; Observe computes and reports, never writes."""
     interval: Duration = _secs(_CORE.interval_s)
-    """The controller's tick, a duration."""
+    """The controller's tick, a duration of at least 1s."""
+
+    @field_validator("interval")
+    @classmethod
+    def _tick_floor(cls, value: str) -> str:
+        # each tick is a Prometheus query plus a Deployment read and a pod list: "15ms" for
+        # "15s" would send ~70 API requests a second
+        if parse_duration(value) < MIN_INTERVAL_S:
+            raise ValueError(f"must be at least {MIN_INTERVAL_S:g}s, got {value!r}")
+        return value
 
     @model_validator(mode="after")
     def _whole(self) -> PredictiveAutoscalerSpec:
@@ -448,6 +471,13 @@ class PredictiveAutoscalerSpec(_Wire):
             raise ValueError(
                 f"minReplicas ({self.min_replicas}) must be <= maxReplicas ({self.max_replicas})"
             )
+        if parse_duration(self.forecast.step) < parse_duration(self.interval):
+            # a bucket needs at least one tick's reading; the error names the field
+            raise ValidationError.from_exception_data(type(self).__name__, [InitErrorDetails(
+                type=PydanticCustomError(
+                    "value_error", "must be at least the interval ({interval}), got {step}",
+                    {"interval": self.interval, "step": self.forecast.step}),
+                loc=("forecast", "step"), input=self.forecast.step)])
         _core(lambda: to_policy_settings(self))
         return self
 

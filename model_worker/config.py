@@ -70,7 +70,9 @@ class WorkerConfig(BaseModel):
     role_file: Path | None = Field(
         None, description="downward-API labels file; its surgecast.io/role sets the role"
     )
-    start_role: Role = Field("active", description="role before any promotion (pods: warm)")
+    start_role: Role = Field(
+        "active", description="role until the labels file or /admin/promote|demote says otherwise"
+    )
     offload_when_warm: bool = Field(
         False,
         description="move the weights to host memory while the role is warm and back on "

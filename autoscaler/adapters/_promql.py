@@ -2,7 +2,8 @@
 
 :func:`combined` joins the signals' queries into one, each series tagged with a
 :data:`SIGNAL_LABEL` naming its signal, and :func:`by_signal` splits the answer again;
-:func:`one_sample` reads one signal's value from an instant query's result. No I/O here.
+:func:`one_sample` reads one signal's value from an instant query's result and
+:func:`drop_negative` makes impossible negative values missing. No I/O here.
 """
 
 from __future__ import annotations
@@ -46,6 +47,19 @@ def one_sample(result: Any) -> tuple[float, float]:
     if not math.isfinite(v):
         raise LookupError(f"value is {v} (e.g. 0/0): missing")
     return v, t
+
+
+def drop_negative(got: Readings, names: tuple[str, ...], queries: Mapping[str, str]) -> None:
+    """Make a negative value of the ``names`` signals (rates, counts, ratios: never below 0)
+    missing, with the reason in ``got.errors``, as NaN is: acting on it would scale down."""
+    for name in names:
+        v = got.values.get(name)
+        if v is not None and v < 0:
+            del got.values[name]
+            got.errors[name] = (
+                f"value is {v:g}, negative (impossible for this signal: a wrong query, e.g. "
+                f"a difference or a counter without rate()): missing: {queries.get(name, '')}"
+            )
 
 
 def is_vector(result: Any) -> bool:

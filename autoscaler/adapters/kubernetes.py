@@ -3,12 +3,16 @@
 Thin by design: it carries out ``apply(active, warm)`` decided by the pure core and reports
 what the cluster holds; it decides nothing about *how many*.
 
-Warm-pool protocol (DESIGN.md): one Deployment holds active and warm pods; the pod label
-``surgecast.io/role`` (``active`` | ``warm``) decides who serves (the Service selects
-``active``); readiness means "loaded and able to serve" for both. ``apply``:
+Warm-pool protocol (DESIGN.md, made fail-safe): one Deployment holds active and warm pods;
+the pod label ``surgecast.io/role`` (``active`` | ``warm``) decides who serves (the Service
+selects ``active``); readiness means "loaded and able to serve" for both. New pods start
+``active`` (the pod template's label), so they serve as soon as they are Ready, as in a
+Deployment without surgecast: without a controller that writes (``mode: Observe``, a deleted
+``PredictiveAutoscaler``, a controller that is down) every new pod serves. Only a writing
+controller makes pods warm. ``apply``:
 
-1. promotes ready warm pods (oldest first) or demotes active ones (newest first) by patching
-   the role label, so that ``active`` ready pods serve;
+1. promotes ready warm pods (oldest first) or demotes the excess ready active ones (newest
+   first: the least busy) by patching the role label, so that ``active`` ready pods serve;
 2. before lowering replicas, annotates pods with ``controller.kubernetes.io/pod-deletion-cost``
    (warm ``-100``, active ``100``) so the ReplicaSet removes warm, then newest, pods first;
 3. writes ``spec.replicas = active + warm`` through the ``scale`` subresource with optimistic
@@ -16,10 +20,14 @@ Warm-pool protocol (DESIGN.md): one Deployment holds active and warm pods; the p
 4. records a core/v1 Event (``SuccessfulRescale``, ``WarmPoolPromoted``, ...).
 
 Ready pods **without** the role label count as *warm*: the Service selects
-``role=active``, so an unlabelled pod receives no traffic; ``apply`` labels it when it
-promotes it. Pods being deleted are ignored; pods not Ready count as ``starting``.
+``role=active``, so an unlabelled pod receives no traffic; ``apply`` labels it ``active``
+when it promotes it and ``warm`` otherwise. A starting pod without the label gets
+``active``, the start role the template should have given it. Pods being deleted are
+ignored; pods not Ready count as ``starting``. :meth:`KubernetesActuator.release` hands the
+pool back (every pod ``active``) when the controller stops writing for a target.
 
-Errors (:mod:`autoscaler.errors`): 404 -> :class:`TargetNotFound`; 403 ->
+Errors (:mod:`autoscaler.errors`): 404 -> :class:`TargetNotFound` (and a selector that
+cannot be listed -> :class:`UnsupportedSelector`, a ``TargetNotFound``); 403 ->
 :class:`ActuationForbidden` naming the verb and resource; 409 -> re-read and retry, then
 :class:`ActuationConflict`; 429/5xx/unreachable -> back off (honouring ``Retry-After``)
 and retry, then :class:`ActuationConflict` with ``delay_s``.
@@ -61,6 +69,8 @@ __all__ = [
     "PodState",
     "ReadOnlyApiClient",
     "ReadOnlyViolation",
+    "UnsupportedSelector",
+    "label_selector",
     "load_api_client",
 ]
 
@@ -119,6 +129,47 @@ def _status_body(exc: ApiException) -> dict[str, Any]:
     except (TypeError, ValueError):
         return {}
     return body if isinstance(body, dict) else {}
+
+
+class UnsupportedSelector(TargetNotFound):
+    """The target's ``spec.selector`` cannot be turned into a label selector (an empty one,
+    an unknown operator, ``In`` without values): the pods cannot be found, so the target is
+    reported like a missing one (a condition, no crash) until its selector is fixed."""
+
+
+_SET_OPERATORS = {"In": "in", "NotIn": "notin"}
+
+
+def label_selector(selector: Any, what: str = "the target") -> str:
+    """A ``metav1.LabelSelector`` (``matchLabels`` and ``matchExpressions``, ANDed) as the
+    ``labelSelector`` query string: ``k=v``, ``k in (a,b)``, ``k notin (a,b)``, ``k``, ``!k``.
+
+    Raises:
+        UnsupportedSelector: no requirement at all (it would select every pod of the
+            namespace), or an expression the API server's LabelSelector would refuse.
+    """
+    sel = selector if isinstance(selector, dict) else {}
+    terms = [f"{k}={v}" for k, v in sorted((sel.get("matchLabels") or {}).items())]
+    for i, e in enumerate(sel.get("matchExpressions") or []):
+        where = f"{what}: spec.selector.matchExpressions[{i}]"
+        if not isinstance(e, dict) or not e.get("key"):
+            raise UnsupportedSelector(f"{where} has no key")
+        key, op, values = str(e["key"]), e.get("operator"), e.get("values") or []
+        if op in _SET_OPERATORS:
+            if not values:
+                raise UnsupportedSelector(f"{where}: operator {op} needs values")
+            terms.append(f"{key} {_SET_OPERATORS[op]} ({','.join(sorted(map(str, values)))})")
+        elif op in ("Exists", "DoesNotExist"):
+            if values:
+                raise UnsupportedSelector(f"{where}: operator {op} takes no values")
+            terms.append(key if op == "Exists" else f"!{key}")
+        else:
+            raise UnsupportedSelector(
+                f"{where}: operator {op!r} is not one of In, NotIn, Exists, DoesNotExist")
+    if not terms:
+        raise UnsupportedSelector(f"{what} has an empty spec.selector (it would select "
+                                  "every pod of the namespace)")
+    return ",".join(terms)
 
 
 class _Retryable(Exception):
@@ -255,11 +306,8 @@ class KubernetesActuator:
         return int((dep.get("spec") or {}).get("replicas") or 0)
 
     def _pods(self, dep: dict[str, Any]) -> list[PodState]:
-        labels = ((dep.get("spec") or {}).get("selector") or {}).get("matchLabels") or {}
-        selector = ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
-        if not selector:
-            raise ConfigError(f"Deployment {self.namespace}/{self.deployment} has no "
-                              "matchLabels selector")
+        selector = label_selector((dep.get("spec") or {}).get("selector"),
+                                  f"Deployment {self.namespace}/{self.deployment}")
         lst = self._read_json("list", "pods", self.core.list_namespaced_pod, self.namespace,
                               label_selector=selector)
         out: list[PodState] = []
@@ -383,10 +431,11 @@ class KubernetesActuator:
             for p in list(reversed(ready_active))[: len(ready_active) - active]:  # newest
                 if self._set_role(p.name, WARM):
                     demoted.append(p.name)
-        # label every unlabelled pod warm, so the Service never picks it up by accident
+        # an unlabelled ready pod was counted and planned as warm: say so; an unlabelled
+        # starting pod gets the start role the pod template should have given it
         for p in pods:
             if not p.labelled and p.name not in promoted:
-                self._set_role(p.name, WARM)
+                self._set_role(p.name, WARM if p.ready else ACTIVE)
         current = self._replicas(dep)
         if want < current:
             roles = {p.name: p.role for p in pods}
@@ -408,6 +457,27 @@ class KubernetesActuator:
         if demoted:
             self.event("WarmPoolDemoted", f"Demoted {len(demoted)} active pod(s) to warm: "
                                           f"{', '.join(demoted)}")
+
+    def release(self, *, reason: str = "") -> list[str]:
+        """Hand the warm pool back: label every warm or unlabelled pod ``active``.
+
+        For the controller to call when it stops writing for a target (its
+        ``PredictiveAutoscaler`` was deleted or set to ``mode: Observe``): pods it had made
+        warm would otherwise stay out of the Service for good. Writes nothing when every pod
+        is already active. Returns the pods it relabelled.
+
+        Raises:
+            TargetNotFound, ActuationForbidden, ActuationConflict: see the module docstring.
+        """
+        self._observed = None
+        pods = self.pods()
+        released = [p.name for p in pods
+                    if p.role != ACTIVE and self._set_role(p.name, ACTIVE)]
+        if released:
+            self.event("WarmPoolReleased",
+                       f"Released {len(released)} warm pod(s) to active"
+                       f"{' (' + reason + ')' if reason else ''}: {', '.join(released)}")
+        return released
 
     def _write_scale(self, replicas: int) -> None:
         scale: Any = self._call("get", "deployments/scale",

@@ -14,9 +14,9 @@ combines). History for fitting comes from range queries cut into chunks of at mo
 :data:`PRESETS` (``surgecast``, ``vllm``, ``tgi``) and :data:`GPU_PRESETS` (``worker``,
 ``dcgm``).
 
-Missing is never zero: a query that matches nothing, returns NaN or fails leaves its signal
-``None`` with the reason in ``Signals.errors`` (the KEDA #3065 lesson). Only an unreachable
-or wholly failing server raises :class:`~autoscaler.errors.MetricsUnavailable`.
+Missing is never zero: a query that matches nothing, returns NaN, a negative value or fails
+leaves its signal ``None`` with the reason in ``Signals.errors`` (the KEDA #3065 lesson).
+Only an unreachable or wholly failing server raises :class:`~autoscaler.errors.MetricsUnavailable`.
 """
 
 from __future__ import annotations
@@ -43,6 +43,7 @@ from autoscaler.adapters._promql import (
     Readings,
     by_signal,
     combined,
+    drop_negative,
     is_vector,
     one_sample,
     unclosed,
@@ -397,6 +398,7 @@ class PrometheusSource:
                 f"every query to Prometheus at {self.base_url} failed; first: "
                 f"{next(iter(got.errors.values()))}"
             )
+        drop_negative(got, _SIGNAL_FIELDS, self._wanted)
         values, errors = got.values, got.errors
         observed = values.get("freshness")
         demand = values.get("demand_rps")

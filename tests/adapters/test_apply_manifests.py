@@ -132,6 +132,23 @@ def test_controller_objects_read_back_through_typed_apis(
     assert client.CoreV1Api(api).read_namespace(SYSTEM_NS).status.phase == "Active"
 
 
+def test_worker_pods_serve_without_a_controller(
+        applied: tuple[FakeKube, client.ApiClient, list[dict[str, Any]]]) -> None:
+    """The shipped worker and sample (mode Observe) with no controller writing: once Ready,
+    every pod matches the Service's selector, so the Service has endpoints."""
+    kube, api, _ = applied
+    core = client.CoreV1Api(api)
+    svc = core.read_namespaced_service("surgecast-worker", WORKER_NS)
+    selector = ",".join(f"{k}={v}" for k, v in sorted(svc.spec.selector.items()))
+    kube.advance(3600)  # past any start-up delay
+    pods = core.list_namespaced_pod(WORKER_NS, label_selector="app.kubernetes.io/name="
+                                    "surgecast-worker").items
+    endpoints = core.list_namespaced_pod(WORKER_NS, label_selector=selector).items
+    assert pods and {p.metadata.name for p in endpoints} == {p.metadata.name for p in pods}
+    assert all(c.status == "True" for p in endpoints for c in p.status.conditions
+               if c.type == "Ready")
+
+
 def test_applied_crd_is_the_generated_one(
         applied: tuple[FakeKube, client.ApiClient, list[dict[str, Any]]]) -> None:
     kube, api, _ = applied

@@ -11,6 +11,8 @@ from fake_kube import DELETION_COST, FakeKube
 from autoscaler.adapters.kubernetes import (
     ROLE_LABEL,
     KubernetesActuator,
+    UnsupportedSelector,
+    label_selector,
     load_api_client,
 )
 from autoscaler.core.signals import PodCounts
@@ -38,6 +40,7 @@ def sleeps() -> list[float]:
 
 @pytest.fixture
 def act(kube: FakeKube, sleeps: list[float]) -> KubernetesActuator:
+    # three ready pods that are warm (as the controller leaves them after demoting)
     kube.add_deployment(NS, "worker", replicas=3, pod_labels={ROLE_LABEL: "warm"})
     # retries=False: no urllib3 retries inside the client, so our own backoff is what runs
     return KubernetesActuator(kube.api_client(retries=False), NS, "worker",
@@ -87,10 +90,121 @@ def test_scale_up_promotes_warm_and_records_events(kube: FakeKube,
                                          "name": "worker", "namespace": NS}
     assert rescale["type"] == "Normal" and rescale["source"]["component"] == "surgecast"
     assert "WarmPoolPromoted" in _reasons(kube)
-    # new pods become ready as warm; the next apply promotes them
+    # (this fixture's template starts pods warm, the protocol before the fail-safe start
+    # role: still handled) new pods become ready as warm; the next apply promotes them
     kube.advance(46)
     act.apply(4, 1)
     assert act.pod_counts() == PodCounts(active=4, warm=1, starting=0, desired=5)
+
+
+def test_new_pods_serve_without_the_controller_and_excess_ones_are_demoted(
+        kube: FakeKube) -> None:
+    """The fail-safe start role: pods of a template labelled ``active`` serve once Ready
+    with no controller write at all (mode Observe, a deleted CR, a controller that is down);
+    the controller makes warm only the excess it plans, newest first."""
+    from kubernetes import client
+
+    kube.add_deployment(NS, "w", replicas=2, pod_labels={ROLE_LABEL: "active"})
+    act = KubernetesActuator(kube.api_client(retries=False), NS, "w", sleep=lambda s: None)
+    assert act.pod_counts() == PodCounts(active=2, warm=0, starting=0, desired=2)
+    kube.advance(2)  # creation times are whole seconds: keep the generations apart
+    # someone else (a person, a rollout) raises replicas: the controller writes nothing
+    client.AppsV1Api(kube.api_client()).patch_namespaced_deployment_scale(
+        "w", NS, {"spec": {"replicas": 4}})
+    kube.advance(46)
+    assert act.pod_counts() == PodCounts(active=4, warm=0, starting=0, desired=4)
+    oldest = [p["metadata"]["name"] for p in kube.pod_list(NS)][:2]
+    n = len(kube.writes())
+    act.apply(2, 2)  # the plan wants 2 of them warm: the two newest are demoted
+    assert act.pod_counts() == PodCounts(active=2, warm=2, starting=0, desired=4)
+    assert {n_ for n_, r in _roles(kube).items() if r == "active"} == set(oldest)
+    assert [w[:2] for w in kube.writes()[n:]].count(("patch", "pods")) == 2
+    assert "WarmPoolDemoted" in _reasons(kube)
+
+
+def test_release_hands_the_warm_pool_back(kube: FakeKube, act: KubernetesActuator) -> None:
+    """When the controller stops writing (CR deleted or set to Observe), warm pods it made
+    go back to active; a second release writes nothing."""
+    act.apply(1, 2)
+    assert act.pod_counts() == PodCounts(active=1, warm=2, starting=0, desired=3)
+    released = act.release(reason="PredictiveAutoscaler deleted")
+    assert len(released) == 2
+    assert act.pod_counts() == PodCounts(active=3, warm=0, starting=0, desired=3)
+    assert "WarmPoolReleased" in _reasons(kube)
+    n = len(kube.writes())
+    assert act.release() == []
+    assert kube.writes()[n:] == []
+
+
+def test_unlabelled_starting_pods_get_the_active_start_role(kube: FakeKube) -> None:
+    """A template without the role label: starting pods are labelled active (the start
+    role), ready ones count as warm (no traffic) and are labelled as planned."""
+    kube.add_deployment(NS, "bare", replicas=2)
+    act = KubernetesActuator(kube.api_client(retries=False), NS, "bare", sleep=lambda s: None)
+    assert act.pod_counts() == PodCounts(active=0, warm=2, starting=0, desired=2)
+    act.apply(1, 3)  # promote one unlabelled ready pod, keep one warm, add two
+    roles = [p["metadata"]["labels"].get(ROLE_LABEL) for p in kube.pod_list(NS)]
+    assert roles == ["active", "warm", None, None]  # the new ones not seen yet
+    act.apply(1, 3)
+    roles = [p["metadata"]["labels"].get(ROLE_LABEL) for p in kube.pod_list(NS)]
+    assert roles == ["active", "warm", "active", "active"]
+
+
+@pytest.mark.parametrize(("selector", "query"), [
+    ({"matchLabels": {"b": "2", "a": "1"}}, "a=1,b=2"),
+    ({"matchExpressions": [{"key": "app", "operator": "In", "values": ["w", "v"]}]},
+     "app in (v,w)"),
+    ({"matchLabels": {"app": "w"},
+      "matchExpressions": [{"key": "tier", "operator": "NotIn", "values": ["canary"]},
+                           {"key": "gpu", "operator": "Exists"},
+                           {"key": "debug", "operator": "DoesNotExist"}]},
+     "app=w,tier notin (canary),gpu,!debug"),
+])
+def test_label_selector_from_match_labels_and_expressions(selector: dict[str, object],
+                                                          query: str) -> None:
+    assert label_selector(selector) == query
+
+
+@pytest.mark.parametrize(("selector", "words"), [
+    ({}, "empty spec.selector"),
+    (None, "empty spec.selector"),
+    ({"matchExpressions": [{"key": "a", "operator": "Gt", "values": ["1"]}]},
+     r"matchExpressions\[0\]: operator 'Gt' is not one of In, NotIn, Exists, DoesNotExist"),
+    ({"matchExpressions": [{"key": "a", "operator": "In", "values": []}]}, "needs values"),
+    ({"matchExpressions": [{"operator": "Exists"}]}, "has no key"),
+])
+def test_unusable_selector_is_reported_like_a_missing_target(selector: object,
+                                                             words: str) -> None:
+    """The runner turns TargetNotFound (and so UnsupportedSelector) into a condition: an odd
+    selector must not escape as a ConfigError that crashes every tick."""
+    with pytest.raises(UnsupportedSelector, match=words) as ei:
+        label_selector(selector, "Deployment llm/w")
+    assert isinstance(ei.value, TargetNotFound)
+
+
+def test_match_expressions_select_the_target_pods(kube: FakeKube) -> None:
+    """A Deployment selecting with matchExpressions only is read and scaled; with matchLabels
+    and matchExpressions the expressions are not ignored (another Deployment's pods that
+    share the matchLabels are not counted or labelled)."""
+    kube.add_deployment(NS, "exprs", replicas=2, labels={"app": "exprs"})
+    kube.add_deployment(NS, "main", replicas=2, labels={"app": "w", "tier": "main"})
+    kube.add_deployment(NS, "canary", replicas=3, labels={"app": "w", "tier": "canary"})
+    with kube._lock:  # valid in Kubernetes, but the fake creates only matchLabels selectors
+        kube.objects[("deployments", NS, "exprs")]["spec"]["selector"] = {"matchExpressions": [
+            {"key": "app", "operator": "In", "values": ["exprs"]}]}
+        kube.objects[("deployments", NS, "main")]["spec"]["selector"] = {
+            "matchLabels": {"app": "w"},
+            "matchExpressions": [{"key": "tier", "operator": "NotIn", "values": ["canary"]}]}
+    api = kube.api_client(retries=False)
+    exprs = KubernetesActuator(api, NS, "exprs", sleep=lambda s: None)
+    assert exprs.pod_counts() == PodCounts(active=0, warm=2, starting=0, desired=2)
+    exprs.apply(2, 0)
+    assert exprs.pod_counts() == PodCounts(active=2, warm=0, starting=0, desired=2)
+    main = KubernetesActuator(api, NS, "main", sleep=lambda s: None)
+    assert main.pod_counts() == PodCounts(active=0, warm=2, starting=0, desired=2)
+    main.apply(2, 0)
+    canary = [p for p in kube.pod_list(NS) if p["metadata"]["labels"].get("tier") == "canary"]
+    assert [p["metadata"]["labels"].get(ROLE_LABEL) for p in canary] == [None] * 3
 
 
 def test_demotion_and_scale_down_remove_warm_pods_first(kube: FakeKube,

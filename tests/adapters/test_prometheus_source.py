@@ -137,6 +137,32 @@ def test_empty_query_is_missing_not_zero(prom: PromEnv) -> None:
     assert sig.queue_depth == prom.trace_values[10]
 
 
+@pytest.mark.parametrize("combine", [True, False])
+def test_negative_values_are_missing_not_a_scale_down(prom: PromEnv, combine: bool) -> None:
+    """A demand query answering -5 (e.g. a difference) once scaled 10 replicas to 1: no
+    rate, count or ratio can be negative, so the value is missing (the policy holds), with
+    the reason and the query in the errors; zero and positive values pass."""
+    src = PrometheusSource(prom.url, combine_queries=combine, queries=QuerySet(
+        demand_rps="vector(-5)", tokens_per_s=f"-1 * sum({GAUGE})", queue_depth="vector(0)",
+        running=f"sum({GAUGE})", gpu_util_ratio="vector(-0.25)"))
+    sig = src.signals(float(prom.trace_ts[10]))
+    assert (sig.demand_rps, sig.tokens_per_s, sig.gpu_util_ratio) == (None, None, None)
+    assert sig.errors["demand_rps"].startswith("value is -5, negative")
+    assert sig.errors["demand_rps"].endswith(": missing: vector(-5)")
+    assert "-1 * sum(" in sig.errors["tokens_per_s"]
+    assert sig.queue_depth == 0.0 and sig.running == prom.trace_values[10]
+    assert set(sig.errors) == {"demand_rps", "tokens_per_s", "gpu_util_ratio"}
+
+
+def test_negative_history_is_refused(prom: PromEnv) -> None:
+    """A Series cannot hold a negative demand: the history fetch fails (the runner keeps the
+    model it has and says so) instead of fitting on it."""
+    src = PrometheusSource(prom.url, queries=QuerySet(demand_rps=f"sum({GAUGE})",
+                                                      history=f"-1 * sum({GAUGE})"))
+    with pytest.raises(MetricsUnavailable, match="non-negative"):
+        src.history(prom.trace_ts[0], prom.trace_ts[0] + 600.0, STEP_S)
+
+
 def test_bad_promql_is_a_per_signal_error(prom: PromEnv) -> None:
     src = PrometheusSource(
         prom.url, queries=QuerySet(demand_rps="sum(rate(", queue_depth=f"sum({GAUGE})")

@@ -65,11 +65,54 @@ def test_defaults_are_the_hpa_and_keda_numbers_of_reference_md() -> None:
     assert wire["leadTime"] == {"mode": "Auto", "coldStart": "120s", "warmPromotion": "5s"}
     assert wire["warmPool"]["maxReplicas"] == 0  # warm pool off unless asked for
     assert "fallback" not in wire  # off unless configured, like KEDA
-    assert validate_spec(spec_with(fallback={})).to_wire()["fallback"] == {
+    assert validate_spec(spec_with(fallback={"replicas": 6})).to_wire()["fallback"] == {
         "failureThreshold": 3,
-        "replicas": 1,
+        "replicas": 6,
         "behavior": "static",  # KEDA's default fallback behavior
     }
+
+
+def test_fallback_needs_its_replicas() -> None:
+    """``fallback: {}`` once meant static 1 replica: a Prometheus outage longer than the
+    scale-down window took a loaded Deployment from 10 replicas to 1. As in KEDA, the count
+    must be written; an absent block still means no fallback (hold)."""
+    with pytest.raises(ConfigError, match=r"^spec\.fallback\.replicas: is required$"):
+        validate_spec(spec_with(fallback={}))
+    with pytest.raises(ConfigError, match=r"spec\.fallback\.replicas: is required"):
+        validate_spec(spec_with(fallback={"failureThreshold": 5,
+                                          "behavior": "currentReplicasIfHigher"}))
+    assert validate_spec(MINIMAL).fallback is None
+
+
+@pytest.mark.parametrize(("changes", "error"), [
+    ({"interval": "15ms"}, "spec.interval: must be at least 1s, got '15ms'"),
+    ({"interval": "0.5s"}, "spec.interval: must be at least 1s, got '0.5s'"),
+    ({"interval": 0}, "spec.interval: "),
+    ({"forecast": {"step": "1500ms", "history": "1h"}},
+     "spec.forecast.step: must be a whole number of seconds >= 1s, got '1500ms'"),
+    ({"forecast": {"step": "500ms", "history": "1h"}, "interval": "1s"},
+     "spec.forecast.step: must be a whole number of seconds >= 1s, got '500ms'"),
+    ({"forecast": {"step": "10s"}},
+     "spec.forecast.step: must be at least the interval (15s), got 10s"),
+    ({"forecast": {"step": "1m"}, "interval": "2m"},
+     "spec.forecast.step: must be at least the interval (2m), got 1m"),
+])
+def test_tick_and_grid_floors(changes: dict[str, Any], error: str) -> None:
+    """``15ms`` for ``15s`` ticked back to back (~70 API requests a second); a step that is
+    not whole seconds failed every refit forever; a step below the tick has buckets no tick
+    reads. Each is refused up front, naming the field."""
+    with pytest.raises(ConfigError) as info:
+        validate_spec(spec_with(**changes))
+    assert str(info.value).startswith(error)
+
+
+@pytest.mark.parametrize("changes", [
+    {"interval": "1s", "forecast": {"step": "1s", "history": "1h"}},
+    {"interval": "1500ms", "forecast": {"step": "2s", "history": "1h"}},
+    {"interval": "15s", "forecast": {"step": "15s"}},
+])
+def test_tick_and_grid_at_their_floors_are_accepted(changes: dict[str, Any]) -> None:
+    validate_spec(spec_with(**changes))
 
 
 def test_default_behavior_equals_the_cores_behavior() -> None:
