@@ -47,6 +47,27 @@ def _error(exc: ServingError) -> JSONResponse:
     return JSONResponse(exc.body.model_dump(), status_code=exc.status, headers=exc.headers)
 
 
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request body, or a 413 as soon as it is known to exceed ``limit`` bytes (from
+    ``Content-Length``, else while it streams in): a huge body is never held in memory."""
+    too_large = ServingError(
+        413,
+        f"request body exceeds the {limit} byte limit",
+        code="request_too_large",
+    )
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise too_large
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise too_large
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
 def create_app(
     cfg: WorkerConfig, engine_factory: Callable[[WorkerConfig], Engine] | None = None
 ) -> FastAPI:
@@ -131,13 +152,13 @@ def create_app(
         try:
             s = serving()
             s.check_api_key(request.headers.get("authorization"))
-            raw = await request.body()
+            raw = await read_body(request, cfg.max_body_bytes)
             parsed: CompletionRequest | ChatCompletionRequest = (
                 s.parse(CompletionRequest, raw)
                 if kind == "completion"
                 else s.parse(ChatCompletionRequest, raw)
             )
-            prep = s.prepare(parsed)
+            prep = await s.prepare(parsed)
             if prep.stream:
                 lines = await s.stream(prep)
                 metrics.count_request(endpoint, 200)

@@ -12,7 +12,8 @@ import logging
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -37,6 +38,9 @@ __all__ = ["OpenAIServing", "Prepared", "Result", "ResultCache", "ServingError",
 log = logging.getLogger("model_worker")
 R = TypeVar("R", bound=BaseModel)
 MAX_SEED = 2**63 - 1
+#: a prompt longer than ``max_context * MAX_CHARS_PER_TOKEN`` characters cannot fit the
+#: context (no tokenizer's tokens average this many characters): refused before tokenizing
+MAX_CHARS_PER_TOKEN = 64
 WARMUP_TIMEOUT_S = 600.0
 
 
@@ -87,6 +91,8 @@ class OpenAIServing:
         self.scheduler = Scheduler(engine, metrics, cfg)
         self.cache = ResultCache(cfg.cache_size)
         self.created = int(time.time())
+        # one thread: fast tokenizers are not safe to call concurrently from several threads
+        self._tokenize = ThreadPoolExecutor(1, "tokenize")
 
     # ---- auth ---------------------------------------------------------------------------
     def check_api_key(self, authorization: str | None) -> None:
@@ -122,8 +128,8 @@ class OpenAIServing:
             loc = ".".join(str(p) for p in err["loc"])
             raise bad_request(f"{loc}: {err['msg']}", param=loc or None) from None
 
-    def prepare(self, req: CompletionRequest | ChatCompletionRequest) -> Prepared:
-        """Validate sampling fields and tokenize; raises 400s."""
+    def _max_tokens(self, req: CompletionRequest | ChatCompletionRequest) -> int:
+        """Validate the model and sampling fields; returns ``max_tokens``."""
         if req.model != self.engine.model_name:
             raise bad_request(
                 f"model {req.model!r} does not exist; this worker serves "
@@ -145,6 +151,28 @@ class OpenAIServing:
             raise bad_request("top_p must be in (0, 1]", param="top_p")
         if req.seed is not None and not 0 <= req.seed <= MAX_SEED:
             raise bad_request(f"seed must be in [0, {MAX_SEED}]", param="seed")
+        return max_tokens
+
+    def _check_length(self, chars: int, param: str) -> None:
+        """400 ``context_length_exceeded`` before tokenizing when ``chars`` characters cannot
+        fit the context even at :data:`MAX_CHARS_PER_TOKEN` characters per token."""
+        ctx = self.engine.max_context
+        if chars > ctx * MAX_CHARS_PER_TOKEN:
+            raise bad_request(
+                f"{param} has {chars} characters: more than the context length {ctx} can "
+                f"hold at {MAX_CHARS_PER_TOKEN} characters per token",
+                param=param,
+                code="context_length_exceeded",
+            )
+
+    async def _encode(self, fn: Callable[[Any], list[int]], arg: Any) -> list[int]:
+        """Tokenize on the tokenizer thread, so a long prompt never stalls the event loop."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._tokenize, fn, arg)
+
+    async def prepare(self, req: CompletionRequest | ChatCompletionRequest) -> Prepared:
+        """Validate sampling fields and tokenize (off the event loop); raises 400s."""
+        max_tokens = self._max_tokens(req)
         try:
             if isinstance(req, CompletionRequest):
                 kind = "completion"
@@ -153,13 +181,15 @@ class OpenAIServing:
                     raise bad_request("exactly one prompt per request is supported", "prompt")
                 if not prompts[0].strip():
                     raise bad_request("prompt is empty", param="prompt")
-                ids = self.engine.encode_prompt(prompts[0])
+                self._check_length(len(prompts[0]), "prompt")
+                ids = await self._encode(self.engine.encode_prompt, prompts[0])
             else:
                 kind = "chat"
                 msgs = [{"role": m.role, "content": m.text()} for m in req.messages]
                 if not any(m["content"].strip() for m in msgs):
                     raise bad_request("messages have no content", param="messages")
-                ids = self.engine.encode_chat(msgs)
+                self._check_length(sum(len(m["content"]) for m in msgs), "messages")
+                ids = await self._encode(self.engine.encode_chat, msgs)
         except EngineInputError as exc:
             raise bad_request(str(exc)) from None
         ctx = self.engine.max_context

@@ -1,0 +1,102 @@
+"""Requests that must not hurt the worker: oversized bodies, prompts that cannot fit the
+context, tokenization that must not stall the event loop, malformed inputs that used to be
+plain-text 500s. Real HTTP server, real tiny model."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from model_worker.engine import TransformersEngine
+
+
+@pytest.fixture(scope="module")
+def server(tiny_model_dir: Path, worker_starter: Any) -> Any:
+    srv = worker_starter(tiny_model_dir, max_tokens_cap=64, max_body_bytes=256 * 1024)
+    yield srv
+    srv.stop()
+
+
+def post(url: str, body: Any, path: str = "/v1/completions", **kw: Any) -> httpx.Response:
+    content = body if isinstance(body, bytes) else json.dumps(body).encode()
+    headers = {"Content-Type": "application/json"}
+    return httpx.post(url + path, content=content, headers=headers, timeout=30, **kw)
+
+
+def assert_openai_error(r: httpx.Response, status: int, code: str | None = None) -> dict[str, Any]:
+    assert r.status_code == status, r.text
+    assert r.headers["content-type"].startswith("application/json"), r.text
+    err: dict[str, Any] = r.json()["error"]
+    assert err["message"] and err["type"]
+    if code is not None:
+        assert err["code"] == code, err
+    return err
+
+
+def test_a_body_over_the_limit_is_413(server: Any) -> None:
+    big = {"model": "tiny", "prompt": "x" * (300 * 1024)}
+    assert_openai_error(post(server.url, big), 413, "request_too_large")
+
+    def chunks() -> Any:  # no Content-Length: the limit is enforced while reading
+        yield b'{"model": "tiny", "prompt": "'
+        for _ in range(40):
+            yield b"y" * 8192
+        yield b'"}'
+
+    r = httpx.post(server.url + "/v1/completions", content=chunks(), timeout=30)
+    assert_openai_error(r, 413, "request_too_large")
+    assert httpx.get(server.url + "/healthz").status_code == 200
+
+
+def test_a_prompt_that_cannot_fit_is_refused_before_tokenizing(server: Any) -> None:
+    # 200 kB: under the body limit, far beyond 256 tokens x 64 characters per token
+    t0 = time.perf_counter()
+    r = post(server.url, {"model": "tiny", "prompt": "fox " * 50_000})
+    assert_openai_error(r, 400, "context_length_exceeded")
+    r = post(
+        server.url,
+        {"model": "tiny", "messages": [{"role": "user", "content": "fox " * 50_000}]},
+        "/v1/chat/completions",
+    )
+    assert_openai_error(r, 400, "context_length_exceeded")
+    assert time.perf_counter() - t0 < 5
+
+
+def test_tokenization_runs_off_the_event_loop(make_server: Any) -> None:
+    entered, release = threading.Event(), threading.Event()
+
+    class GatedTokenizer(TransformersEngine):
+        def encode_prompt(self, text: str) -> list[int]:
+            if text == "hold me":
+                entered.set()
+                release.wait(20)
+            return super().encode_prompt(text)
+
+    def factory(cfg: Any) -> TransformersEngine:
+        e = TransformersEngine.load(cfg.model_path, cfg.served_name)
+        e.__class__ = GatedTokenizer
+        return e
+
+    srv = make_server(engine_factory=factory)
+    got: list[int] = []
+    t = threading.Thread(
+        target=lambda: got.append(
+            post(srv.url, {"model": "tiny", "prompt": "hold me", "max_tokens": 2}).status_code
+        )
+    )
+    t.start()
+    try:
+        assert entered.wait(20)
+        # the tokenizer is busy with the first request: the loop still answers
+        assert httpx.get(srv.url + "/healthz", timeout=5).status_code == 200
+        assert httpx.get(srv.url + "/readyz", timeout=5).status_code == 200
+    finally:
+        release.set()
+        t.join(30)
+    assert got == [200]
