@@ -365,6 +365,8 @@ class Scheduler:
         now = time.perf_counter()
         for req in left:
             job = live.pop(id(req), None)
+            if job is not None and req.error is not None:
+                self._fail([job], req.error)  # this row alone failed (a 500)
             if job is not None and job.started_at is not None:
                 self.last_batch_s = now - job.started_at  # the Retry-After estimate
 
@@ -383,6 +385,10 @@ class Scheduler:
             log.exception("engine failed on a batch of %d", len(batch))
             for job in batch:
                 job.out.put_nowait(exc)
+        else:
+            for job in batch:
+                if job.request.error is not None:  # a row that failed alone
+                    job.out.put_nowait(job.request.error)
         finally:
             self._set_running(0)
             self.last_batch_s = time.perf_counter() - start

@@ -41,6 +41,8 @@ MAX_SEED = 2**63 - 1
 #: a prompt longer than ``max_context * MAX_CHARS_PER_TOKEN`` characters cannot fit the
 #: context (no tokenizer's tokens average this many characters): refused before tokenizing
 MAX_CHARS_PER_TOKEN = 64
+#: temperatures below this are greedy: softmax(logits / T) overflows to NaN for tiny T
+GREEDY_BELOW = 1e-5
 WARMUP_TIMEOUT_S = 600.0
 
 
@@ -202,7 +204,7 @@ class OpenAIServing:
             )
         params = SamplingParams(
             max_tokens=max_tokens,
-            temperature=float(req.temperature),
+            temperature=0.0 if req.temperature < GREEDY_BELOW else float(req.temperature),
             top_p=float(req.top_p),
             seed=req.seed,
             stop=req.stop_list(),

@@ -100,3 +100,11 @@ def test_tokenization_runs_off_the_event_loop(make_server: Any) -> None:
         release.set()
         t.join(30)
     assert got == [200]
+
+
+def test_a_tiny_temperature_is_greedy(server: Any) -> None:
+    body = {"model": "tiny", "prompt": "The quick", "max_tokens": 8}
+    greedy = post(server.url, {**body, "temperature": 0})
+    tiny = post(server.url, {**body, "temperature": 1e-40})
+    assert tiny.status_code == 200, tiny.text
+    assert tiny.json()["choices"][0]["text"] == greedy.json()["choices"][0]["text"]
