@@ -18,6 +18,7 @@ from typing import Any
 import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from model_worker.config import ConfigError, WorkerConfig, load_config
 from model_worker.engine import Engine, TransformersEngine
@@ -136,6 +137,19 @@ def create_app(
     app = FastAPI(title="surgecast model worker", lifespan=lifespan)
     app.state.worker = rt
 
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_: Request, exc: StarletteHTTPException) -> Response:
+        # unknown route (404), wrong method (405), ...: OpenAI's error body, not FastAPI's
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code)
+        err = ServingError(exc.status_code, str(exc.detail), code=code)
+        err.headers.update(exc.headers or {})
+        return _error(err)
+
+    @app.exception_handler(Exception)
+    async def server_error(request: Request, exc: Exception) -> Response:
+        log.error("unhandled error on %s", request.url.path, exc_info=exc)
+        return _error(ServingError(500, "internal server error", "server_error"))
+
     def serving() -> OpenAIServing:
         if rt.serving is None:
             raise ServingError(
@@ -167,6 +181,9 @@ def create_app(
         except ServingError as exc:
             metrics.count_request(endpoint, exc.status)
             return _error(exc)
+        except Exception:  # answered by the app's 500 handler; counted here
+            metrics.count_request(endpoint, 500)
+            raise
         metrics.count_request(endpoint, 200)
         return JSONResponse(body)
 

@@ -119,12 +119,16 @@ class OpenAIServing:
         """Body bytes -> schema; malformed JSON or wrong types are a 400 naming the field."""
         try:
             data = json.loads(raw)
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        except RecursionError:
+            raise bad_request("JSON body nested too deeply", code="invalid_json") from None
+        except ValueError as exc:  # malformed, bad UTF-8, integers over the digit limit
             raise bad_request(f"malformed JSON body: {exc}", code="invalid_json") from None
         if not isinstance(data, dict):
             raise bad_request("the request body must be a JSON object", code="invalid_json")
         try:
             return model.model_validate(data)
+        except RecursionError:
+            raise bad_request("JSON body nested too deeply", code="invalid_json") from None
         except ValidationError as exc:
             err = exc.errors()[0]
             loc = ".".join(str(p) for p in err["loc"])
@@ -155,6 +159,17 @@ class OpenAIServing:
             raise bad_request(f"seed must be in [0, {MAX_SEED}]", param="seed")
         return max_tokens
 
+    @staticmethod
+    def _check_text(text: str, param: str) -> None:
+        """400 for text that is not valid Unicode (lone surrogates such as ``"\\ud800"``,
+        which JSON allows but no tokenizer can encode)."""
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise bad_request(
+                f"{param} is not valid Unicode: {exc.reason} at {exc.start}", param=param
+            ) from None
+
     def _check_length(self, chars: int, param: str) -> None:
         """400 ``context_length_exceeded`` before tokenizing when ``chars`` characters cannot
         fit the context even at :data:`MAX_CHARS_PER_TOKEN` characters per token."""
@@ -184,6 +199,7 @@ class OpenAIServing:
                 if not prompts[0].strip():
                     raise bad_request("prompt is empty", param="prompt")
                 self._check_length(len(prompts[0]), "prompt")
+                self._check_text(prompts[0], "prompt")
                 ids = await self._encode(self.engine.encode_prompt, prompts[0])
             else:
                 kind = "chat"
@@ -191,6 +207,8 @@ class OpenAIServing:
                 if not any(m["content"].strip() for m in msgs):
                     raise bad_request("messages have no content", param="messages")
                 self._check_length(sum(len(m["content"]) for m in msgs), "messages")
+                for m in msgs:
+                    self._check_text(m["content"], "messages")
                 ids = await self._encode(self.engine.encode_chat, msgs)
         except EngineInputError as exc:
             raise bad_request(str(exc)) from None

@@ -108,3 +108,49 @@ def test_a_tiny_temperature_is_greedy(server: Any) -> None:
     tiny = post(server.url, {**body, "temperature": 1e-40})
     assert tiny.status_code == 200, tiny.text
     assert tiny.json()["choices"][0]["text"] == greedy.json()["choices"][0]["text"]
+
+
+MALFORMED = [
+    (
+        "deep nesting",
+        b'{"model": "tiny", "prompt": "hi", "x": ' + b"[" * 100_000 + b"]" * 100_000 + b"}",
+    ),
+    ("huge integer", b'{"model": "tiny", "prompt": "hi", "max_tokens": ' + b"9" * 5000 + b"}"),
+    ("lone surrogate prompt", b'{"model": "tiny", "prompt": "hi \\ud800 there"}'),
+]
+
+
+@pytest.mark.parametrize(("case", "raw"), MALFORMED, ids=[m[0] for m in MALFORMED])
+def test_malformed_input_is_400_not_500(server: Any, case: str, raw: bytes) -> None:
+    assert_openai_error(post(server.url, raw), 400)
+
+
+def test_lone_surrogate_in_chat_content_is_400(server: Any) -> None:
+    raw = b'{"model": "tiny", "messages": [{"role": "user", "content": "\\udfff"}]}'
+    assert_openai_error(post(server.url, raw, "/v1/chat/completions"), 400)
+    # a valid escaped surrogate pair (an emoji, as Python's json.dumps writes it) is fine
+    ok = post(server.url, {"model": "tiny", "prompt": "fox \U0001f98a", "max_tokens": 2})
+    assert ok.status_code == 200, ok.text
+
+
+def test_unknown_route_and_wrong_method_get_openai_error_bodies(server: Any) -> None:
+    assert_openai_error(httpx.get(server.url + "/v1/nope"), 404, "not_found")
+    assert_openai_error(httpx.get(server.url + "/v1/completions"), 405, "method_not_allowed")
+
+
+def test_an_unexpected_error_is_a_500_with_an_openai_body(make_server: Any) -> None:
+    class Broken(TransformersEngine):
+        def encode_prompt(self, text: str) -> list[int]:
+            if text == "boom":
+                raise KeyError("a bug")
+            return super().encode_prompt(text)
+
+    def factory(cfg: Any) -> TransformersEngine:
+        e = TransformersEngine.load(cfg.model_path, cfg.served_name)
+        e.__class__ = Broken
+        return e
+
+    srv = make_server(engine_factory=factory)
+    err = assert_openai_error(post(srv.url, {"model": "tiny", "prompt": "boom"}), 500)
+    assert err["type"] == "server_error"
+    assert post(srv.url, {"model": "tiny", "prompt": "fine", "max_tokens": 2}).status_code == 200
