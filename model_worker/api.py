@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import signal
 import sys
 import time
@@ -28,6 +29,9 @@ from model_worker.protocol import ChatCompletionRequest, CompletionRequest
 from model_worker.serving import OpenAIServing, ServingError
 
 log = logging.getLogger("model_worker")
+#: seconds before the end of the grace period at which unfinished requests get a 503 (at most
+#: a quarter of the grace period), so that they are answered before the process exits
+ABORT_MARGIN_S = 2.0
 
 
 @dataclass
@@ -267,8 +271,10 @@ def create_app(
 
 class DrainingServer(uvicorn.Server):
     """uvicorn, but SIGTERM first drains: readiness false and new requests 503 at once, the
-    listener stays open for the grace period so late-routed requests get a clean 503, and the
-    process exits when accepted work is done (or the grace period ends)."""
+    listener stays open so late-routed requests get a clean 503, and the process exits when
+    accepted work is done. The whole drain, uvicorn's own shutdown included, fits in one
+    budget, ``grace_period_s``: :data:`ABORT_MARGIN_S` before its end the requests still
+    unanswered get a clean 503 (an in-band error event then ``[DONE]`` for streams)."""
 
     def __init__(self, config: uvicorn.Config, app: FastAPI, grace_period_s: float) -> None:
         super().__init__(config)
@@ -290,14 +296,38 @@ class DrainingServer(uvicorn.Server):
 
     async def _drain(self) -> None:
         rt: WorkerRuntime = self.app.state.worker
+        budget = self.grace_period_s
+        deadline = time.monotonic() + budget
+        margin = min(ABORT_MARGIN_S, budget / 4)
         log.info(
-            "SIGTERM: draining %d in-flight requests (grace %.1fs)",
-            rt.lifecycle.in_flight,
-            self.grace_period_s,
+            "SIGTERM: draining %d in-flight requests (grace %.1fs)", rt.lifecycle.in_flight, budget
         )
-        ok = await rt.lifecycle.drain(self.grace_period_s)
+        ok = await rt.lifecycle.drain(budget - margin)
+        if not ok and rt.serving is not None:
+            n = rt.serving.abort_all()
+            log.warning("grace period ending: %d unfinished requests answered 503", n)
+            ok = await rt.lifecycle.wait_idle(deadline - time.monotonic())
         log.info("drain %s; exiting", "complete" if ok else "timed out")
+        # uvicorn's own wait for open connections gets what is left of the budget, not a
+        # second grace period
+        remaining = deadline - time.monotonic()
+        self.config.timeout_graceful_shutdown = max(1, math.ceil(remaining))
         self.should_exit = True
+
+
+def serve(
+    cfg: WorkerConfig, engine_factory: Callable[[WorkerConfig], Engine] | None = None
+) -> None:
+    """Run the worker with the SIGTERM drain until it exits."""
+    app = create_app(cfg, engine_factory)
+    config = uvicorn.Config(
+        app,
+        host=cfg.host,
+        port=cfg.port,
+        log_level=cfg.log_level,
+        timeout_graceful_shutdown=max(1, math.ceil(cfg.grace_period_s)),
+    )
+    DrainingServer(config, app, cfg.grace_period_s).run()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -308,13 +338,5 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(exc, file=sys.stderr)
         return 2
     logging.basicConfig(level=cfg.log_level.upper(), format="%(asctime)s %(levelname)s %(message)s")
-    app = create_app(cfg)
-    config = uvicorn.Config(
-        app,
-        host=cfg.host,
-        port=cfg.port,
-        log_level=cfg.log_level,
-        timeout_graceful_shutdown=max(1, int(cfg.grace_period_s)),
-    )
-    DrainingServer(config, app, cfg.grace_period_s).run()
+    serve(cfg)
     return 0

@@ -95,6 +95,7 @@ class OpenAIServing:
         self.created = int(time.time())
         # one thread: fast tokenizers are not safe to call concurrently from several threads
         self._tokenize = ThreadPoolExecutor(1, "tokenize")
+        self._jobs: dict[int, Job] = {}  # id -> admitted and not yet answered
 
     # ---- auth ---------------------------------------------------------------------------
     def check_api_key(self, authorization: str | None) -> None:
@@ -263,7 +264,31 @@ class OpenAIServing:
         job = self.scheduler.new_job(prep)
         self.scheduler.submit(job)
         self.lifecycle.begin()
+        self._jobs[id(job)] = job
         return job
+
+    def _release(self, job: Job) -> None:
+        """The request is answered (or its client left): free its row, end it."""
+        job.request.cancelled.set()
+        self._jobs.pop(id(job), None)
+        self.lifecycle.end()
+
+    def abort_all(self) -> int:
+        """End of a drain: every unanswered request gets a 503 ``worker_draining`` (in-band
+        for streams) and its row is cancelled; returns how many."""
+        jobs = list(self._jobs.values())
+        for job in jobs:
+            job.request.cancelled.set()
+            job.out.put_nowait(
+                ServingError(
+                    503,
+                    "worker shut down before the request finished; retry",
+                    "service_unavailable",
+                    code="worker_draining",
+                    headers={"Retry-After": "1"},
+                )
+            )
+        return len(jobs)
 
     def _finish_metrics(self, job: Job, n: int) -> None:
         end = job.finished_at or time.perf_counter()
@@ -291,6 +316,8 @@ class OpenAIServing:
                     "timeout_error",
                     code="timeout",
                 ) from None
+            if isinstance(item, ServingError):
+                raise item
             if isinstance(item, BaseException):
                 raise ServingError(500, f"engine error: {item}", "server_error")
             yield item
@@ -326,8 +353,7 @@ class OpenAIServing:
                 result = Result("".join(parts), last[1], finish)
                 self._remember(prep, result)
             finally:
-                job.request.cancelled.set()
-                self.lifecycle.end()
+                self._release(job)
         return self._body(prep, result)
 
     def _usage(self, prep: Prepared, n: int) -> Usage:
@@ -423,8 +449,7 @@ class OpenAIServing:
                 yield self._usage_chunk(prep, n)
             yield "data: [DONE]\n\n"
         finally:
-            job.request.cancelled.set()
-            self.lifecycle.end()
+            self._release(job)
 
     async def warmup(self) -> float:
         """One real generation through the scheduler before readiness; returns seconds."""
