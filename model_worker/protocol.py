@@ -6,14 +6,31 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    StrictStr,
+    model_validator,
+)
 
 Number = StrictFloat | StrictInt
 
 
 class _Request(BaseModel):
-    # Unknown OpenAI fields (user, logit_bias, ...) are accepted and ignored, like vLLM does.
+    # Unknown OpenAI fields (user, metadata, ...) are accepted and ignored, like vLLM does.
     model_config = ConfigDict(extra="ignore")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _null_is_default(cls, data: Any) -> Any:
+        """An explicit ``null`` means "the default", as OpenAI's API takes it."""
+        if isinstance(data, dict):
+            return {k: v for k, v in data.items() if v is not None}
+        return data
 
     model: StrictStr
     max_tokens: StrictInt | None = None

@@ -154,3 +154,32 @@ def test_an_unexpected_error_is_a_500_with_an_openai_body(make_server: Any) -> N
     err = assert_openai_error(post(srv.url, {"model": "tiny", "prompt": "boom"}), 500)
     assert err["type"] == "server_error"
     assert post(srv.url, {"model": "tiny", "prompt": "fine", "max_tokens": 2}).status_code == 200
+
+
+def test_null_optional_fields_mean_the_default(server: Any) -> None:
+    nulls = dict.fromkeys(
+        (
+            "max_tokens",
+            "temperature",
+            "top_p",
+            "n",
+            "stream",
+            "stop",
+            "seed",
+            "stream_options",
+            "presence_penalty",
+            "frequency_penalty",
+            "logit_bias",
+            "user",
+        ),
+    )
+    r = post(server.url, {"model": "tiny", "prompt": "Hello", **nulls})
+    assert r.status_code == 200, r.text
+    assert r.json()["usage"]["completion_tokens"] <= 16  # default_max_tokens
+    r = post(
+        server.url,
+        {"model": "tiny", "messages": [{"role": "user", "content": "Hi"}], **nulls},
+        "/v1/chat/completions",
+    )
+    assert r.status_code == 200, r.text
+    assert_openai_error(post(server.url, {"model": "tiny", "prompt": None}), 400)
