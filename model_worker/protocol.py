@@ -34,6 +34,8 @@ class _Request(BaseModel):
 
     model: StrictStr
     max_tokens: StrictInt | None = None
+    # OpenAI's current name of max_tokens (chat); the openai client sends it
+    max_completion_tokens: StrictInt | None = None
     temperature: Number = 1.0
     top_p: Number = 1.0
     n: StrictInt = 1

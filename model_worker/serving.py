@@ -146,7 +146,15 @@ class OpenAIServing:
             )
         if req.n != 1:
             raise bad_request("only n=1 is supported", param="n")
-        max_tokens = self.cfg.default_max_tokens if req.max_tokens is None else req.max_tokens
+        asked = req.max_tokens
+        if req.max_completion_tokens is not None:
+            if asked is not None and asked != req.max_completion_tokens:
+                raise bad_request(
+                    "max_tokens and max_completion_tokens differ; send one of them",
+                    param="max_completion_tokens",
+                )
+            asked = req.max_completion_tokens
+        max_tokens = self.cfg.default_max_tokens if asked is None else asked
         if not 1 <= max_tokens <= self.cfg.max_tokens_cap:
             raise bad_request(
                 f"max_tokens must be in [1, {self.cfg.max_tokens_cap}], got {max_tokens}",

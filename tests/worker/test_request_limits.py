@@ -183,3 +183,27 @@ def test_null_optional_fields_mean_the_default(server: Any) -> None:
     )
     assert r.status_code == 200, r.text
     assert_openai_error(post(server.url, {"model": "tiny", "prompt": None}), 400)
+
+
+def test_max_completion_tokens_is_honoured_with_the_openai_client(server: Any) -> None:
+    import openai
+
+    client = openai.OpenAI(base_url=server.url + "/v1", api_key="none", max_retries=0)
+    msgs: Any = [{"role": "user", "content": "The quick brown fox"}]
+    r = client.chat.completions.create(
+        model="tiny", messages=msgs, max_completion_tokens=40, temperature=0
+    )
+    assert r.usage is not None and r.usage.completion_tokens > 16  # not the default
+    assert r.usage.completion_tokens <= 40
+    body = {"model": "tiny", "messages": msgs, "temperature": 0}
+    same = post(server.url, {**body, "max_tokens": 40, "max_completion_tokens": 40}, CHAT)
+    assert same.json()["usage"]["completion_tokens"] == r.usage.completion_tokens
+    err = assert_openai_error(
+        post(server.url, {**body, "max_tokens": 5, "max_completion_tokens": 40}, CHAT), 400
+    )
+    assert err["param"] == "max_completion_tokens"
+    over = post(server.url, {**body, "max_completion_tokens": 65}, CHAT)  # cap 64
+    assert_openai_error(over, 400)
+
+
+CHAT = "/v1/chat/completions"
