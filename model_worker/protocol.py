@@ -43,6 +43,19 @@ class _Request(BaseModel):
     stop: StrictStr | list[StrictStr] | None = None
     seed: StrictInt | None = None
     stream_options: dict[str, Any] | None = None
+    # OpenAI fields this worker does not implement: accepted only at their default or neutral
+    # value (serving answers 400 otherwise), never silently ignored
+    echo: Any = None
+    logprobs: Any = None
+    top_logprobs: Any = None
+    best_of: Any = None
+    suffix: Any = None
+    tools: Any = None
+    tool_choice: Any = None
+    response_format: Any = None
+    presence_penalty: Any = None
+    frequency_penalty: Any = None
+    logit_bias: Any = None
 
     def stop_list(self) -> tuple[str, ...]:
         """The stop strings as a tuple (empty strings dropped)."""

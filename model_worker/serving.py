@@ -46,6 +46,27 @@ GREEDY_BELOW = 1e-5
 WARMUP_TIMEOUT_S = 600.0
 
 
+def _zero(v: Any) -> bool:
+    return type(v) in (int, float) and v == 0
+
+
+#: request fields this worker does not implement -> whether a value is the default / neutral
+#: one (accepted); any other value is a 400 rather than silently changing the semantics
+UNSUPPORTED: dict[str, Callable[[Any], bool]] = {
+    "echo": lambda v: v is None or v is False,
+    "logprobs": lambda v: v is None or v is False,
+    "top_logprobs": lambda v: v is None or _zero(v),
+    "best_of": lambda v: v is None or (type(v) is int and v == 1),
+    "suffix": lambda v: v is None or v == "",
+    "tools": lambda v: v is None or v == [],
+    "tool_choice": lambda v: v is None or v in ("none", "auto"),
+    "response_format": lambda v: v is None or v == {"type": "text"},
+    "presence_penalty": lambda v: v is None or _zero(v),
+    "frequency_penalty": lambda v: v is None or _zero(v),
+    "logit_bias": lambda v: v is None or v == {},
+}
+
+
 @dataclass(frozen=True)
 class Result:
     """A finished generation."""
@@ -146,6 +167,13 @@ class OpenAIServing:
             )
         if req.n != 1:
             raise bad_request("only n=1 is supported", param="n")
+        for name, neutral in UNSUPPORTED.items():
+            value = getattr(req, name)
+            if not neutral(value):
+                raise bad_request(
+                    f"{name}={json.dumps(value)[:80]} is not supported by this worker",
+                    param=name,
+                )
         asked = req.max_tokens
         if req.max_completion_tokens is not None:
             if asked is not None and asked != req.max_completion_tokens:

@@ -207,3 +207,47 @@ def test_max_completion_tokens_is_honoured_with_the_openai_client(server: Any) -
 
 
 CHAT = "/v1/chat/completions"
+
+
+UNSUPPORTED = [
+    ("echo", True),
+    ("logprobs", 2),
+    ("logprobs", True),
+    ("top_logprobs", 3),
+    ("best_of", 2),
+    ("suffix", " end"),
+    ("tools", [{"type": "function", "function": {"name": "f", "parameters": {}}}]),
+    ("tool_choice", "required"),
+    ("response_format", {"type": "json_object"}),
+    ("presence_penalty", 0.5),
+    ("frequency_penalty", -1),
+    ("logit_bias", {"50": 100}),
+]
+NEUTRAL = {
+    "echo": False,
+    "logprobs": None,
+    "top_logprobs": 0,
+    "best_of": 1,
+    "suffix": "",
+    "tools": [],
+    "tool_choice": "none",
+    "response_format": {"type": "text"},
+    "presence_penalty": 0,
+    "frequency_penalty": 0.0,
+    "logit_bias": {},
+}
+
+
+@pytest.mark.parametrize(("field", "value"), UNSUPPORTED, ids=[f"{f}={v}" for f, v in UNSUPPORTED])
+def test_unsupported_parameters_are_400_not_ignored(server: Any, field: str, value: Any) -> None:
+    r = post(server.url, {"model": "tiny", "prompt": "Hello", "max_tokens": 2, field: value})
+    err = assert_openai_error(r, 400)
+    assert err["param"] == field and "not supported by this worker" in err["message"]
+
+
+def test_neutral_values_of_unsupported_parameters_are_accepted(server: Any) -> None:
+    r = post(server.url, {"model": "tiny", "prompt": "Hello", "max_tokens": 2, **NEUTRAL})
+    assert r.status_code == 200, r.text
+    msgs = [{"role": "user", "content": "Hi"}]
+    r = post(server.url, {"model": "tiny", "messages": msgs, "max_tokens": 2, **NEUTRAL}, CHAT)
+    assert r.status_code == 200, r.text
