@@ -209,11 +209,21 @@ class Scheduler:
         """``token`` when requests join running batches, else ``batch``."""
         return "token" if self._stepwise is not None else "batch"
 
+    @property
+    def free_slots(self) -> int:
+        """Batch slots the queued requests will take without waiting for a row to finish:
+        free rows of the running batch (token mode), the whole next batch when idle."""
+        if self._stepwise is None and self.running:
+            return 0  # batch mode: a running batch admits nobody
+        return max(0, self.max_batch - self.running)
+
     def submit(self, job: Job, bounded: bool = True) -> None:
-        """Queue ``job``; raise 429 when the queue is full (unless ``bounded`` is False)."""
+        """Queue ``job``; raise 429 when more than ``max_queue`` requests would wait beyond
+        the free batch slots (unless ``bounded`` is False): a burst on an idle worker fills
+        the batch, it is not refused."""
         with self._qlock:
             waiting = len(self.pending)
-            if not bounded or waiting < self.max_queue:
+            if not bounded or waiting - self.free_slots < self.max_queue:
                 self.pending.append(job)
                 self.metrics.waiting.set(waiting + 1)
                 self._wake.set()
