@@ -11,7 +11,7 @@ import math
 import signal
 import sys
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from types import FrameType
 from typing import Any
@@ -32,6 +32,10 @@ log = logging.getLogger("model_worker")
 #: seconds before the end of the grace period at which unfinished requests get a 503 (at most
 #: a quarter of the grace period), so that they are answered before the process exits
 ABORT_MARGIN_S = 2.0
+#: how often a non-streaming request checks whether its client is still there
+DISCONNECT_POLL_S = 0.25
+#: the status counted for a request whose client left before the answer (nginx's 499)
+CLIENT_CLOSED = 499
 
 
 @dataclass
@@ -71,6 +75,27 @@ async def read_body(request: Request, limit: int) -> bytes:
             raise too_large
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+async def unless_disconnected(
+    request: Request, work: Coroutine[Any, Any, dict[str, Any]]
+) -> dict[str, Any] | None:
+    """Await ``work`` while polling for the client's disconnect every
+    :data:`DISCONNECT_POLL_S`; when the client leaves first, cancel ``work`` (its row leaves
+    the batch) and return None."""
+    task = asyncio.ensure_future(work)
+    try:
+        while True:
+            done, _ = await asyncio.wait({task}, timeout=DISCONNECT_POLL_S)
+            if done:
+                return task.result()
+            if await request.is_disconnected():
+                return None
+    finally:
+        if not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
 
 def create_app(
@@ -181,7 +206,10 @@ def create_app(
                 lines = await s.stream(prep)
                 metrics.count_request(endpoint, 200)
                 return StreamingResponse(lines, media_type="text/event-stream")
-            body = await s.generate(prep)
+            body = await unless_disconnected(request, s.generate(prep))
+            if body is None:  # the client left: its row was cancelled, nobody to answer
+                metrics.count_request(endpoint, CLIENT_CLOSED)
+                return Response(status_code=CLIENT_CLOSED)
         except ServingError as exc:
             metrics.count_request(endpoint, exc.status)
             return _error(exc)

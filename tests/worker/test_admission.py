@@ -6,9 +6,13 @@ counted by their final outcome."""
 from __future__ import annotations
 
 import threading
+import time
 from typing import Any
 
 import httpx
+import pytest
+
+from model_worker.engine import TransformersEngine
 
 
 def metric(url: str, name: str, **labels: str) -> float:
@@ -44,3 +48,35 @@ def test_a_burst_on_an_idle_worker_fills_the_batch_before_429(make_server: Any) 
     codes = burst(srv.url, 7, {"model": "tiny", "prompt": "fox", "max_tokens": 4})
     # 4 free slots + 1 waiting beyond them are accepted; the rest is over max_queue
     assert sorted(codes) == [200] * 5 + [429] * 2, codes
+
+
+class SlowEngine(TransformersEngine):
+    """The real engine, 50 ms per forward: a 200-token request takes about 10 s."""
+
+    def forward(self, *args: Any) -> Any:
+        time.sleep(0.05)
+        return super().forward(*args)
+
+
+def slow_factory(cfg: Any) -> TransformersEngine:
+    engine = TransformersEngine.load(cfg.model_path, cfg.served_name)
+    engine.__class__ = SlowEngine
+    return engine
+
+
+def wait_for(check: Any, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not check():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        time.sleep(0.05)
+
+
+def test_a_non_streaming_request_whose_client_left_is_cancelled(make_server: Any) -> None:
+    srv = make_server(engine_factory=slow_factory, max_tokens_cap=200)
+    body = {"model": "tiny", "prompt": "fox", "max_tokens": 200, "temperature": 0}
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(srv.url + "/v1/completions", json=body, timeout=1.0)
+    # its row left the batch at once, long before its 200 tokens (~10 s) were decoded
+    wait_for(lambda: httpx.get(srv.url + "/status").json()["in_flight"] == 0, 3.0)
+    wait_for(lambda: httpx.get(srv.url + "/status").json()["running"] == 0, 2.0)
+    assert metric(srv.url, "surgecast_worker_requests_total", status="499") == 1
