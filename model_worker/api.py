@@ -139,7 +139,8 @@ def create_app(
                 role = read_role_file(cfg.role_file)
                 if role in ("warm", "active"):
                     rt.lifecycle.set_role(role)
-                tasks.append(asyncio.create_task(rt.lifecycle.watch_role_file(cfg.role_file)))
+                watch = rt.lifecycle.watch_role_file(cfg.role_file, applied=role)
+                tasks.append(asyncio.create_task(watch))
             rt.lifecycle.mark_warmed_up()
             rt.ready_after_s = time.perf_counter() - rt.started_at
         except Exception as exc:  # surfaced on /readyz and /status; liveness stays up

@@ -139,10 +139,16 @@ class Lifecycle:
             return False
         return True
 
-    async def watch_role_file(self, path: Path, interval_s: float = 0.5) -> None:
-        """Follow the labels file until cancelled."""
+    async def watch_role_file(
+        self, path: Path, interval_s: float = 0.5, applied: str | None = None
+    ) -> None:
+        """Follow the labels file until cancelled. Its role is applied only when the file's
+        value changes (``applied``: the value already applied), so a role set meanwhile by
+        the admin API stays until the label itself changes."""
         while True:
             role = read_role_file(path)
-            if role in (State.WARM.value, State.ACTIVE.value) and self.state is not State.DRAINING:
-                self.set_role(role)
+            if role in (State.WARM.value, State.ACTIVE.value) and role != applied:
+                applied = role
+                if self.state is not State.DRAINING:
+                    self.set_role(role)
             await asyncio.sleep(interval_s)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -80,3 +81,26 @@ def test_a_non_streaming_request_whose_client_left_is_cancelled(make_server: Any
     wait_for(lambda: httpx.get(srv.url + "/status").json()["in_flight"] == 0, 3.0)
     wait_for(lambda: httpx.get(srv.url + "/status").json()["running"] == 0, 2.0)
     assert metric(srv.url, "surgecast_worker_requests_total", status="499") == 1
+
+
+def test_an_admin_promotion_is_not_reverted_by_the_role_file(
+    make_server: Any, tmp_path: Path
+) -> None:
+    labels = tmp_path / "labels"
+    labels.write_text('app="worker"\nsurgecast.io/role="warm"\n')
+    srv = make_server(role_file=labels, start_role="warm", admin_token="adm")
+
+    def state() -> str:
+        return str(httpx.get(srv.url + "/status").json()["state"])
+
+    assert state() == "warm"
+    r = httpx.post(srv.url + "/admin/promote", headers={"Authorization": "Bearer adm"})
+    assert r.status_code == 200 and state() == "active"
+    time.sleep(1.5)  # three polls of the unchanged file
+    assert state() == "active"
+    # a change of the label itself still applies
+    labels.write_text('app="worker"\nsurgecast.io/role="active"\n')
+    time.sleep(1.0)
+    assert state() == "active"
+    labels.write_text('app="worker"\nsurgecast.io/role="warm"\n')
+    wait_for(lambda: state() == "warm", 5.0)
