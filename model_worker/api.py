@@ -23,6 +23,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from model_worker.config import ConfigError, WorkerConfig, load_config
 from model_worker.engine import Engine, TransformersEngine
+from model_worker.errors import CLIENT_CLOSED
 from model_worker.lifecycle import Lifecycle
 from model_worker.metrics import CONTENT_TYPE, MetricsServer, WorkerMetrics
 from model_worker.protocol import ChatCompletionRequest, CompletionRequest
@@ -34,8 +35,6 @@ log = logging.getLogger("model_worker")
 ABORT_MARGIN_S = 2.0
 #: how often a non-streaming request checks whether its client is still there
 DISCONNECT_POLL_S = 0.25
-#: the status counted for a request whose client left before the answer (nginx's 499)
-CLIENT_CLOSED = 499
 
 
 @dataclass
@@ -204,8 +203,8 @@ def create_app(
             )
             prep = await s.prepare(parsed)
             if prep.stream:
-                lines = await s.stream(prep)
-                metrics.count_request(endpoint, 200)
+                # counted by its final outcome, once it ends (an in-band 504/503/500 too)
+                lines = await s.stream(prep, lambda st: metrics.count_request(endpoint, st))
                 return StreamingResponse(lines, media_type="text/event-stream")
             body = await unless_disconnected(request, s.generate(prep))
             if body is None:  # the client left: its row was cancelled, nobody to answer

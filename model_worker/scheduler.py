@@ -91,6 +91,7 @@ class Job:
     started_at: float | None = None
     finished_at: float | None = None
     done: bool = field(default=False)
+    generated: int = 0  # tokens emitted so far (counted in generation_tokens_total)
 
 
 def _init_decode_thread(nice: int, torch_threads: int) -> None:
@@ -262,6 +263,9 @@ class Scheduler:
 
         def emit(delta: str, n: int, finish: FinishReason | None) -> None:
             now = time.perf_counter()
+            if n > job.generated:  # counted as generated, whether the request then
+                self.metrics.generation_tokens.inc(n - job.generated)  # finishes or not
+                job.generated = n
             if n >= 1 and job.first_token_at is None:
                 job.first_token_at = now
             if finish is not None:

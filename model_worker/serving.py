@@ -21,7 +21,7 @@ from pydantic import BaseModel, ValidationError
 
 from model_worker.config import WorkerConfig
 from model_worker.engine import Engine, EngineInputError, FinishReason, SamplingParams
-from model_worker.errors import ServingError, bad_request
+from model_worker.errors import CLIENT_CLOSED, ServingError, bad_request
 from model_worker.lifecycle import Lifecycle
 from model_worker.metrics import WorkerMetrics
 from model_worker.protocol import (
@@ -329,7 +329,6 @@ class OpenAIServing:
     def _finish_metrics(self, job: Job, n: int) -> None:
         end = job.finished_at or time.perf_counter()
         self.metrics.e2e.observe(end - job.arrival)
-        self.metrics.generation_tokens.inc(n)
         if job.first_token_at is not None:
             self.metrics.ttft.observe(job.first_token_at - job.arrival)
             if n > 1:
@@ -449,25 +448,38 @@ class OpenAIServing:
         }
         return f"data: {json.dumps(body)}\n\n"
 
-    async def stream(self, prep: Prepared) -> AsyncIterator[str]:
+    async def stream(
+        self, prep: Prepared, on_done: Callable[[int], None] = lambda status: None
+    ) -> AsyncIterator[str]:
         """Admit a streaming request (errors raise here, before any byte is sent) and return
-        its SSE lines."""
+        its SSE lines; ``on_done(status)`` gets the stream's final outcome when it ends: 200,
+        the status of an in-band error, or 499 when the client left first."""
         self._check_accepting()
         cached = self._cached(prep)
         if cached is not None:
-            return self._stream_cached(prep, cached)
+            return self._stream_cached(prep, cached, on_done)
         job = self._admit(prep)
-        return self._stream_job(prep, job)
+        return self._stream_job(prep, job, on_done)
 
-    async def _stream_cached(self, prep: Prepared, r: Result) -> AsyncIterator[str]:
-        if prep.kind == "chat":
-            yield self._chunk(prep, None, None, first=True)
-        yield self._chunk(prep, r.text, r.finish_reason)
-        if prep.include_usage:
-            yield self._usage_chunk(prep, r.completion_tokens)
-        yield "data: [DONE]\n\n"
+    async def _stream_cached(
+        self, prep: Prepared, r: Result, on_done: Callable[[int], None]
+    ) -> AsyncIterator[str]:
+        status = CLIENT_CLOSED
+        try:
+            if prep.kind == "chat":
+                yield self._chunk(prep, None, None, first=True)
+            yield self._chunk(prep, r.text, r.finish_reason)
+            status = 200
+            if prep.include_usage:
+                yield self._usage_chunk(prep, r.completion_tokens)
+            yield "data: [DONE]\n\n"
+        finally:
+            on_done(status)
 
-    async def _stream_job(self, prep: Prepared, job: Job) -> AsyncIterator[str]:
+    async def _stream_job(
+        self, prep: Prepared, job: Job, on_done: Callable[[int], None]
+    ) -> AsyncIterator[str]:
+        status = CLIENT_CLOSED
         try:
             if prep.kind == "chat":
                 yield self._chunk(prep, None, None, first=True)
@@ -475,17 +487,20 @@ class OpenAIServing:
             try:
                 async for delta, n, finish in self._events(job):
                     parts.append(delta)
+                    if finish is not None:
+                        status = 200
+                        self._remember(prep, Result("".join(parts), n, finish))
                     if delta or finish:
                         yield self._chunk(prep, delta, finish)
-                    if finish is not None:
-                        self._remember(prep, Result("".join(parts), n, finish))
             except ServingError as exc:  # headers are sent: report in-band, like OpenAI
+                status = exc.status
                 yield f"data: {exc.body.model_dump_json()}\n\n"
             if prep.include_usage:
                 yield self._usage_chunk(prep, n)
             yield "data: [DONE]\n\n"
         finally:
             self._release(job)
+            on_done(status)
 
     async def warmup(self) -> float:
         """One real generation through the scheduler before readiness; returns seconds."""

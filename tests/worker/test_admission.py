@@ -104,3 +104,26 @@ def test_an_admin_promotion_is_not_reverted_by_the_role_file(
     assert state() == "active"
     labels.write_text('app="worker"\nsurgecast.io/role="warm"\n')
     wait_for(lambda: state() == "warm", 5.0)
+
+
+def test_requests_are_counted_by_their_final_outcome(make_server: Any) -> None:
+    srv = make_server(engine_factory=slow_factory, max_tokens_cap=200, request_timeout_s=1.0)
+    url = srv.url
+    body = {"model": "tiny", "prompt": "fox", "max_tokens": 200, "temperature": 0}
+    tokens = metric(url, "surgecast_worker_generation_tokens_total")  # the warmup's
+    with httpx.stream("POST", url + "/v1/completions", json={**body, "stream": True}) as r:
+        assert r.status_code == 200  # headers went out before the timeout
+        text = r.read().decode()
+    assert '"code":"timeout"' in text and text.endswith("data: [DONE]\n\n")
+    # the stream failed in-band: a 504, not the 200 its headers said
+    assert metric(url, "surgecast_worker_requests_total", status="504") == 1
+    assert metric(url, "surgecast_worker_requests_total", status="200") == 0
+    streamed = metric(url, "surgecast_worker_generation_tokens_total") - tokens
+    assert streamed >= 1  # decoded before the timeout: generated, though never finished
+    r = httpx.post(url + "/v1/completions", json={**body, "seed": 1}, timeout=30)
+    assert r.status_code == 504
+    assert metric(url, "surgecast_worker_requests_total", status="504") == 2
+    assert metric(url, "surgecast_worker_generation_tokens_total") - tokens > streamed
+    ok = httpx.post(url + "/v1/completions", json={**body, "max_tokens": 2}, timeout=30)
+    assert ok.status_code == 200
+    wait_for(lambda: metric(url, "surgecast_worker_requests_total", status="200") == 1, 2.0)
