@@ -144,15 +144,18 @@ def test_sigterm_ends_unfinished_requests_cleanly_within_the_grace_period(
         body = {"model": "tiny", "prompt": "drain me", "max_tokens": 200, "temperature": 0}
         plain: list[httpx.Response] = []
         streamed: list[str] = []
+        answered: list[float] = []
 
         def fire() -> None:
             plain.append(httpx.post(url + "/v1/completions", json=body, timeout=60))
+            answered.append(time.monotonic())
 
         def fire_stream() -> None:
             with httpx.stream(
                 "POST", url + "/v1/completions", json={**body, "stream": True}, timeout=60
             ) as r:
                 streamed.append(r.read().decode())
+            answered.append(time.monotonic())
 
         # one decodes (max_batch 1), two wait in the queue: 200 tokens x 50 ms >> grace
         threads = [threading.Thread(target=f) for f in (fire, fire_stream, fire)]
@@ -164,10 +167,12 @@ def test_sigterm_ends_unfinished_requests_cleanly_within_the_grace_period(
         proc.send_signal(signal.SIGTERM)
         for t in threads:
             t.join(30)
+        # all answered within the one budget (before: cut after the drain's grace and then
+        # uvicorn's own timeout again, with a bare 500 or a truncated stream)
+        assert len(answered) == 3 and max(answered) - t0 < grace_s, [a - t0 for a in answered]
+        # the interpreter's own teardown (torch, transformers) is not bounded here: it took
+        # seconds on the loaded 2-core test machine even for a script that only loads a model
         assert proc.wait(timeout=30) == 0
-        took = time.monotonic() - t0
-        # one budget for the whole drain (before: the drain's grace, then uvicorn's again)
-        assert took < grace_s + 1.5, took
         assert len(plain) == 2
         for r in plain:
             assert r.status_code == 503, r.text
