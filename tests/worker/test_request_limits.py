@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
@@ -54,18 +53,36 @@ def test_a_body_over_the_limit_is_413(server: Any) -> None:
     assert httpx.get(server.url + "/healthz").status_code == 200
 
 
-def test_a_prompt_that_cannot_fit_is_refused_before_tokenizing(server: Any) -> None:
+def test_a_prompt_that_cannot_fit_is_refused_before_tokenizing(make_server: Any) -> None:
+    seen: list[int] = []
+
+    class Recording(TransformersEngine):
+        def encode_prompt(self, text: str) -> list[int]:
+            seen.append(len(text))
+            return super().encode_prompt(text)
+
+        def encode_chat(self, messages: Any) -> list[int]:
+            seen.append(sum(len(m["content"]) for m in messages))
+            return super().encode_chat(messages)
+
+    def factory(cfg: Any) -> TransformersEngine:
+        e = TransformersEngine.load(cfg.model_path, cfg.served_name)
+        e.__class__ = Recording
+        return e
+
+    srv = make_server(engine_factory=factory)
+    seen.clear()  # the warmup's prompt
     # 200 kB: under the body limit, far beyond 256 tokens x 64 characters per token
-    t0 = time.perf_counter()
-    r = post(server.url, {"model": "tiny", "prompt": "fox " * 50_000})
+    r = post(srv.url, {"model": "tiny", "prompt": "fox " * 50_000})
     assert_openai_error(r, 400, "context_length_exceeded")
-    r = post(
-        server.url,
-        {"model": "tiny", "messages": [{"role": "user", "content": "fox " * 50_000}]},
-        "/v1/chat/completions",
-    )
+    msgs = [{"role": "user", "content": "fox " * 50_000}]
+    r = post(srv.url, {"model": "tiny", "messages": msgs}, "/v1/chat/completions")
     assert_openai_error(r, 400, "context_length_exceeded")
-    assert time.perf_counter() - t0 < 5
+    assert seen == []  # never tokenized
+    # within the bound: tokenized, then refused on the token count
+    r = post(srv.url, {"model": "tiny", "prompt": "fox " * 400})
+    assert_openai_error(r, 400, "context_length_exceeded")
+    assert seen == [1600]
 
 
 def test_tokenization_runs_off_the_event_loop(make_server: Any) -> None:
