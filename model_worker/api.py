@@ -7,10 +7,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import signal
 import sys
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from types import FrameType
 from typing import Any
@@ -18,15 +19,22 @@ from typing import Any
 import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from model_worker.config import ConfigError, WorkerConfig, load_config
 from model_worker.engine import Engine, TransformersEngine
+from model_worker.errors import CLIENT_CLOSED
 from model_worker.lifecycle import Lifecycle
 from model_worker.metrics import CONTENT_TYPE, MetricsServer, WorkerMetrics
 from model_worker.protocol import ChatCompletionRequest, CompletionRequest
 from model_worker.serving import OpenAIServing, ServingError
 
 log = logging.getLogger("model_worker")
+#: seconds before the end of the grace period at which unfinished requests get a 503 (at most
+#: a quarter of the grace period), so that they are answered before the process exits
+ABORT_MARGIN_S = 2.0
+#: how often a non-streaming request checks whether its client is still there
+DISCONNECT_POLL_S = 0.25
 
 
 @dataclass
@@ -45,6 +53,48 @@ class WorkerRuntime:
 
 def _error(exc: ServingError) -> JSONResponse:
     return JSONResponse(exc.body.model_dump(), status_code=exc.status, headers=exc.headers)
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request body, or a 413 as soon as it is known to exceed ``limit`` bytes (from
+    ``Content-Length``, else while it streams in): a huge body is never held in memory."""
+    too_large = ServingError(
+        413,
+        f"request body exceeds the {limit} byte limit",
+        code="request_too_large",
+    )
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise too_large
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise too_large
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def unless_disconnected(
+    request: Request, work: Coroutine[Any, Any, dict[str, Any]]
+) -> dict[str, Any] | None:
+    """Await ``work`` while polling for the client's disconnect every
+    :data:`DISCONNECT_POLL_S`; when the client leaves first, cancel ``work`` (its row leaves
+    the batch) and return None."""
+    task = asyncio.ensure_future(work)
+    try:
+        while True:
+            done, _ = await asyncio.wait({task}, timeout=DISCONNECT_POLL_S)
+            if done:
+                return task.result()
+            if await request.is_disconnected():
+                return None
+    finally:
+        if not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
 
 def create_app(
@@ -88,7 +138,8 @@ def create_app(
                 role = read_role_file(cfg.role_file)
                 if role in ("warm", "active"):
                     rt.lifecycle.set_role(role)
-                tasks.append(asyncio.create_task(rt.lifecycle.watch_role_file(cfg.role_file)))
+                watch = rt.lifecycle.watch_role_file(cfg.role_file, applied=role)
+                tasks.append(asyncio.create_task(watch))
             rt.lifecycle.mark_warmed_up()
             rt.ready_after_s = time.perf_counter() - rt.started_at
         except Exception as exc:  # surfaced on /readyz and /status; liveness stays up
@@ -115,6 +166,19 @@ def create_app(
     app = FastAPI(title="surgecast model worker", lifespan=lifespan)
     app.state.worker = rt
 
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_: Request, exc: StarletteHTTPException) -> Response:
+        # unknown route (404), wrong method (405), ...: OpenAI's error body, not FastAPI's
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code)
+        err = ServingError(exc.status_code, str(exc.detail), code=code)
+        err.headers.update(exc.headers or {})
+        return _error(err)
+
+    @app.exception_handler(Exception)
+    async def server_error(request: Request, exc: Exception) -> Response:
+        log.error("unhandled error on %s", request.url.path, exc_info=exc)
+        return _error(ServingError(500, "internal server error", "server_error"))
+
     def serving() -> OpenAIServing:
         if rt.serving is None:
             raise ServingError(
@@ -131,21 +195,27 @@ def create_app(
         try:
             s = serving()
             s.check_api_key(request.headers.get("authorization"))
-            raw = await request.body()
+            raw = await read_body(request, cfg.max_body_bytes)
             parsed: CompletionRequest | ChatCompletionRequest = (
                 s.parse(CompletionRequest, raw)
                 if kind == "completion"
                 else s.parse(ChatCompletionRequest, raw)
             )
-            prep = s.prepare(parsed)
+            prep = await s.prepare(parsed)
             if prep.stream:
-                lines = await s.stream(prep)
-                metrics.count_request(endpoint, 200)
+                # counted by its final outcome, once it ends (an in-band 504/503/500 too)
+                lines = await s.stream(prep, lambda st: metrics.count_request(endpoint, st))
                 return StreamingResponse(lines, media_type="text/event-stream")
-            body = await s.generate(prep)
+            body = await unless_disconnected(request, s.generate(prep))
+            if body is None:  # the client left: its row was cancelled, nobody to answer
+                metrics.count_request(endpoint, CLIENT_CLOSED)
+                return Response(status_code=CLIENT_CLOSED)
         except ServingError as exc:
             metrics.count_request(endpoint, exc.status)
             return _error(exc)
+        except Exception:  # answered by the app's 500 handler; counted here
+            metrics.count_request(endpoint, 500)
+            raise
         metrics.count_request(endpoint, 200)
         return JSONResponse(body)
 
@@ -229,8 +299,10 @@ def create_app(
 
 class DrainingServer(uvicorn.Server):
     """uvicorn, but SIGTERM first drains: readiness false and new requests 503 at once, the
-    listener stays open for the grace period so late-routed requests get a clean 503, and the
-    process exits when accepted work is done (or the grace period ends)."""
+    listener stays open so late-routed requests get a clean 503, and the process exits when
+    accepted work is done. The whole drain, uvicorn's own shutdown included, fits in one
+    budget, ``grace_period_s``: :data:`ABORT_MARGIN_S` before its end the requests still
+    unanswered get a clean 503 (an in-band error event then ``[DONE]`` for streams)."""
 
     def __init__(self, config: uvicorn.Config, app: FastAPI, grace_period_s: float) -> None:
         super().__init__(config)
@@ -252,14 +324,38 @@ class DrainingServer(uvicorn.Server):
 
     async def _drain(self) -> None:
         rt: WorkerRuntime = self.app.state.worker
+        budget = self.grace_period_s
+        deadline = time.monotonic() + budget
+        margin = min(ABORT_MARGIN_S, budget / 4)
         log.info(
-            "SIGTERM: draining %d in-flight requests (grace %.1fs)",
-            rt.lifecycle.in_flight,
-            self.grace_period_s,
+            "SIGTERM: draining %d in-flight requests (grace %.1fs)", rt.lifecycle.in_flight, budget
         )
-        ok = await rt.lifecycle.drain(self.grace_period_s)
+        ok = await rt.lifecycle.drain(budget - margin)
+        if not ok and rt.serving is not None:
+            n = rt.serving.abort_all()
+            log.warning("grace period ending: %d unfinished requests answered 503", n)
+            ok = await rt.lifecycle.wait_idle(deadline - time.monotonic())
         log.info("drain %s; exiting", "complete" if ok else "timed out")
+        # uvicorn's own wait for open connections gets what is left of the budget, not a
+        # second grace period
+        remaining = deadline - time.monotonic()
+        self.config.timeout_graceful_shutdown = max(1, math.ceil(remaining))
         self.should_exit = True
+
+
+def serve(
+    cfg: WorkerConfig, engine_factory: Callable[[WorkerConfig], Engine] | None = None
+) -> None:
+    """Run the worker with the SIGTERM drain until it exits."""
+    app = create_app(cfg, engine_factory)
+    config = uvicorn.Config(
+        app,
+        host=cfg.host,
+        port=cfg.port,
+        log_level=cfg.log_level,
+        timeout_graceful_shutdown=max(1, math.ceil(cfg.grace_period_s)),
+    )
+    DrainingServer(config, app, cfg.grace_period_s).run()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -270,13 +366,5 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(exc, file=sys.stderr)
         return 2
     logging.basicConfig(level=cfg.log_level.upper(), format="%(asctime)s %(levelname)s %(message)s")
-    app = create_app(cfg)
-    config = uvicorn.Config(
-        app,
-        host=cfg.host,
-        port=cfg.port,
-        log_level=cfg.log_level,
-        timeout_graceful_shutdown=max(1, int(cfg.grace_period_s)),
-    )
-    DrainingServer(config, app, cfg.grace_period_s).run()
+    serve(cfg)
     return 0

@@ -64,6 +64,11 @@ class WorkerConfig(BaseModel):
     max_tokens_cap: int = Field(512, ge=1, description="largest max_tokens a request may ask")
     default_max_tokens: int = Field(16, ge=1, description="max_tokens when a request omits it")
     request_timeout_s: float = Field(60.0, gt=0, description="per-request deadline (504 after)")
+    max_body_bytes: int = Field(
+        4 * 1024 * 1024,
+        ge=1024,
+        description="largest request body in bytes (413 above), read before any parsing",
+    )
     api_key: str | None = Field(None, description="bearer token for /v1/*; unset = open")
     admin_token: str | None = Field(None, description="bearer token for /admin/*; unset = off")
     grace_period_s: float = Field(30.0, ge=0, description="SIGTERM drain budget for accepted work")

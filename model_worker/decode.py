@@ -73,24 +73,29 @@ class Detok:
         self.req.emit(text[self.sent :] if len(text) > self.sent else "", len(self.ids), finish)
 
 
-def sample(logits: Any, reqs: list[EngineRequest], gens: list[Any]) -> list[int]:
+def sample(logits: Any, reqs: list[EngineRequest], gens: list[Any]) -> list[int | Exception]:
     """One token per row of ``logits`` ``[rows, vocab]``: argmax for greedy rows, else
-    temperature + top-p sampling with the row's own generator."""
+    temperature + top-p sampling with the row's own generator. A row whose distribution
+    cannot be sampled (NaN or inf probabilities) gets the exception in its place: only that
+    row fails, never the batch."""
     import torch
 
     rows = logits.float()
-    out: list[int] = rows.argmax(dim=-1).tolist()  # greedy rows: one vectorized call
+    out: list[int | Exception] = list(rows.argmax(dim=-1).tolist())  # greedy: vectorized
     for i, req in enumerate(reqs):
         p = req.params
         if p.temperature <= 0:
             continue
-        probs = torch.softmax(rows[i] / p.temperature, dim=-1)
-        if p.top_p < 1.0:
-            sorted_p, idx = torch.sort(probs, descending=True)
-            keep = torch.cumsum(sorted_p, dim=-1) - sorted_p < p.top_p
-            keep[0] = True
-            probs = torch.zeros_like(probs).scatter(0, idx[keep], sorted_p[keep])
-        out[i] = int(torch.multinomial(probs, 1, generator=gens[i]))
+        try:
+            probs = torch.softmax(rows[i] / p.temperature, dim=-1)
+            if p.top_p < 1.0:
+                sorted_p, idx = torch.sort(probs, descending=True)
+                keep = torch.cumsum(sorted_p, dim=-1) - sorted_p < p.top_p
+                keep[0] = True
+                probs = torch.zeros_like(probs).scatter(0, idx[keep], sorted_p[keep])
+            out[i] = int(torch.multinomial(probs, 1, generator=gens[i]))
+        except RuntimeError as exc:  # torch: "probability tensor contains inf, nan or < 0"
+            out[i] = exc
     return out
 
 
@@ -222,6 +227,10 @@ class DecodeBatch:
         toks = sample(logits.cpu(), [r.req for r in rows], [r.gen for r in rows])
         eos = self._eng.eos_ids
         for row, tok in zip(rows, toks, strict=True):
+            if isinstance(tok, Exception):  # this row alone failed: it leaves the batch
+                row.req.error = tok
+                row.detok.done = True
+                continue
             row.token = tok
             row.detok.push(tok, tok in eos)
 

@@ -47,12 +47,14 @@ class SamplingParams:
 
 @dataclass
 class EngineRequest:
-    """One sequence to decode; ``emit`` is called from the engine thread."""
+    """One sequence to decode; ``emit`` is called from the engine thread. ``error`` is set
+    when this row alone failed (e.g. its sampling distribution broke) and left the batch."""
 
     prompt_ids: list[int]
     params: SamplingParams
     emit: Emit
     cancelled: threading.Event = field(default_factory=threading.Event)
+    error: BaseException | None = None
 
 
 class Engine(Protocol):

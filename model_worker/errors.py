@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from model_worker.protocol import ErrorBody, ErrorDetail
 
+#: the status counted for a request whose client left before the answer (nginx's 499)
+CLIENT_CLOSED = 499
+
 
 class ServingError(Exception):
     """A request that gets an OpenAI-style error body instead of a result."""

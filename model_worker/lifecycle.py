@@ -123,20 +123,32 @@ class Lifecycle:
             self.in_flight = 0
             self._idle.set()
 
-    async def drain(self, grace_period_s: float) -> bool:
+    async def drain(self, timeout_s: float) -> bool:
         """Stop admitting, wait for accepted work; True when all of it finished in time."""
         self._set(State.DRAINING)
+        if await self.wait_idle(timeout_s):
+            return True
+        log.warning("drain: %d requests still in flight after %.1fs", self.in_flight, timeout_s)
+        return False
+
+    async def wait_idle(self, timeout_s: float) -> bool:
+        """Wait until no request is in flight; False when ``timeout_s`` passed first."""
         try:
-            await asyncio.wait_for(self._idle.wait(), timeout=grace_period_s)
+            await asyncio.wait_for(self._idle.wait(), timeout=max(0.0, timeout_s))
         except TimeoutError:
-            log.warning("grace period over with %d requests in flight", self.in_flight)
             return False
         return True
 
-    async def watch_role_file(self, path: Path, interval_s: float = 0.5) -> None:
-        """Follow the labels file until cancelled."""
+    async def watch_role_file(
+        self, path: Path, interval_s: float = 0.5, applied: str | None = None
+    ) -> None:
+        """Follow the labels file until cancelled. Its role is applied only when the file's
+        value changes (``applied``: the value already applied), so a role set meanwhile by
+        the admin API stays until the label itself changes."""
         while True:
             role = read_role_file(path)
-            if role in (State.WARM.value, State.ACTIVE.value) and self.state is not State.DRAINING:
-                self.set_role(role)
+            if role in (State.WARM.value, State.ACTIVE.value) and role != applied:
+                applied = role
+                if self.state is not State.DRAINING:
+                    self.set_role(role)
             await asyncio.sleep(interval_s)

@@ -6,17 +6,36 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    StrictStr,
+    model_validator,
+)
 
 Number = StrictFloat | StrictInt
 
 
 class _Request(BaseModel):
-    # Unknown OpenAI fields (user, logit_bias, ...) are accepted and ignored, like vLLM does.
+    # Unknown OpenAI fields (user, metadata, ...) are accepted and ignored, like vLLM does.
     model_config = ConfigDict(extra="ignore")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _null_is_default(cls, data: Any) -> Any:
+        """An explicit ``null`` means "the default", as OpenAI's API takes it."""
+        if isinstance(data, dict):
+            return {k: v for k, v in data.items() if v is not None}
+        return data
 
     model: StrictStr
     max_tokens: StrictInt | None = None
+    # OpenAI's current name of max_tokens (chat); the openai client sends it
+    max_completion_tokens: StrictInt | None = None
     temperature: Number = 1.0
     top_p: Number = 1.0
     n: StrictInt = 1
@@ -24,6 +43,19 @@ class _Request(BaseModel):
     stop: StrictStr | list[StrictStr] | None = None
     seed: StrictInt | None = None
     stream_options: dict[str, Any] | None = None
+    # OpenAI fields this worker does not implement: accepted only at their default or neutral
+    # value (serving answers 400 otherwise), never silently ignored
+    echo: Any = None
+    logprobs: Any = None
+    top_logprobs: Any = None
+    best_of: Any = None
+    suffix: Any = None
+    tools: Any = None
+    tool_choice: Any = None
+    response_format: Any = None
+    presence_penalty: Any = None
+    frequency_penalty: Any = None
+    logit_bias: Any = None
 
     def stop_list(self) -> tuple[str, ...]:
         """The stop strings as a tuple (empty strings dropped)."""

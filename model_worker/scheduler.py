@@ -91,6 +91,7 @@ class Job:
     started_at: float | None = None
     finished_at: float | None = None
     done: bool = field(default=False)
+    generated: int = 0  # tokens emitted so far (counted in generation_tokens_total)
 
 
 def _init_decode_thread(nice: int, torch_threads: int) -> None:
@@ -209,11 +210,21 @@ class Scheduler:
         """``token`` when requests join running batches, else ``batch``."""
         return "token" if self._stepwise is not None else "batch"
 
+    @property
+    def free_slots(self) -> int:
+        """Batch slots the queued requests will take without waiting for a row to finish:
+        free rows of the running batch (token mode), the whole next batch when idle."""
+        if self._stepwise is None and self.running:
+            return 0  # batch mode: a running batch admits nobody
+        return max(0, self.max_batch - self.running)
+
     def submit(self, job: Job, bounded: bool = True) -> None:
-        """Queue ``job``; raise 429 when the queue is full (unless ``bounded`` is False)."""
+        """Queue ``job``; raise 429 when more than ``max_queue`` requests would wait beyond
+        the free batch slots (unless ``bounded`` is False): a burst on an idle worker fills
+        the batch, it is not refused."""
         with self._qlock:
             waiting = len(self.pending)
-            if not bounded or waiting < self.max_queue:
+            if not bounded or waiting - self.free_slots < self.max_queue:
                 self.pending.append(job)
                 self.metrics.waiting.set(waiting + 1)
                 self._wake.set()
@@ -252,6 +263,9 @@ class Scheduler:
 
         def emit(delta: str, n: int, finish: FinishReason | None) -> None:
             now = time.perf_counter()
+            if n > job.generated:  # counted as generated, whether the request then
+                self.metrics.generation_tokens.inc(n - job.generated)  # finishes or not
+                job.generated = n
             if n >= 1 and job.first_token_at is None:
                 job.first_token_at = now
             if finish is not None:
@@ -365,6 +379,8 @@ class Scheduler:
         now = time.perf_counter()
         for req in left:
             job = live.pop(id(req), None)
+            if job is not None and req.error is not None:
+                self._fail([job], req.error)  # this row alone failed (a 500)
             if job is not None and job.started_at is not None:
                 self.last_batch_s = now - job.started_at  # the Retry-After estimate
 
@@ -383,6 +399,10 @@ class Scheduler:
             log.exception("engine failed on a batch of %d", len(batch))
             for job in batch:
                 job.out.put_nowait(exc)
+        else:
+            for job in batch:
+                if job.request.error is not None:  # a row that failed alone
+                    job.out.put_nowait(job.request.error)
         finally:
             self._set_running(0)
             self.last_batch_s = time.perf_counter() - start

@@ -12,7 +12,8 @@ import logging
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -20,7 +21,7 @@ from pydantic import BaseModel, ValidationError
 
 from model_worker.config import WorkerConfig
 from model_worker.engine import Engine, EngineInputError, FinishReason, SamplingParams
-from model_worker.errors import ServingError, bad_request
+from model_worker.errors import CLIENT_CLOSED, ServingError, bad_request
 from model_worker.lifecycle import Lifecycle
 from model_worker.metrics import WorkerMetrics
 from model_worker.protocol import (
@@ -37,7 +38,33 @@ __all__ = ["OpenAIServing", "Prepared", "Result", "ResultCache", "ServingError",
 log = logging.getLogger("model_worker")
 R = TypeVar("R", bound=BaseModel)
 MAX_SEED = 2**63 - 1
+#: a prompt longer than ``max_context * MAX_CHARS_PER_TOKEN`` characters cannot fit the
+#: context (no tokenizer's tokens average this many characters): refused before tokenizing
+MAX_CHARS_PER_TOKEN = 64
+#: temperatures below this are greedy: softmax(logits / T) overflows to NaN for tiny T
+GREEDY_BELOW = 1e-5
 WARMUP_TIMEOUT_S = 600.0
+
+
+def _zero(v: Any) -> bool:
+    return type(v) in (int, float) and v == 0
+
+
+#: request fields this worker does not implement -> whether a value is the default / neutral
+#: one (accepted); any other value is a 400 rather than silently changing the semantics
+UNSUPPORTED: dict[str, Callable[[Any], bool]] = {
+    "echo": lambda v: v is None or v is False,
+    "logprobs": lambda v: v is None or v is False,
+    "top_logprobs": lambda v: v is None or _zero(v),
+    "best_of": lambda v: v is None or (type(v) is int and v == 1),
+    "suffix": lambda v: v is None or v == "",
+    "tools": lambda v: v is None or v == [],
+    "tool_choice": lambda v: v is None or v in ("none", "auto"),
+    "response_format": lambda v: v is None or v == {"type": "text"},
+    "presence_penalty": lambda v: v is None or _zero(v),
+    "frequency_penalty": lambda v: v is None or _zero(v),
+    "logit_bias": lambda v: v is None or v == {},
+}
 
 
 @dataclass(frozen=True)
@@ -87,6 +114,9 @@ class OpenAIServing:
         self.scheduler = Scheduler(engine, metrics, cfg)
         self.cache = ResultCache(cfg.cache_size)
         self.created = int(time.time())
+        # one thread: fast tokenizers are not safe to call concurrently from several threads
+        self._tokenize = ThreadPoolExecutor(1, "tokenize")
+        self._jobs: dict[int, Job] = {}  # id -> admitted and not yet answered
 
     # ---- auth ---------------------------------------------------------------------------
     def check_api_key(self, authorization: str | None) -> None:
@@ -111,19 +141,23 @@ class OpenAIServing:
         """Body bytes -> schema; malformed JSON or wrong types are a 400 naming the field."""
         try:
             data = json.loads(raw)
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        except RecursionError:
+            raise bad_request("JSON body nested too deeply", code="invalid_json") from None
+        except ValueError as exc:  # malformed, bad UTF-8, integers over the digit limit
             raise bad_request(f"malformed JSON body: {exc}", code="invalid_json") from None
         if not isinstance(data, dict):
             raise bad_request("the request body must be a JSON object", code="invalid_json")
         try:
             return model.model_validate(data)
+        except RecursionError:
+            raise bad_request("JSON body nested too deeply", code="invalid_json") from None
         except ValidationError as exc:
             err = exc.errors()[0]
             loc = ".".join(str(p) for p in err["loc"])
             raise bad_request(f"{loc}: {err['msg']}", param=loc or None) from None
 
-    def prepare(self, req: CompletionRequest | ChatCompletionRequest) -> Prepared:
-        """Validate sampling fields and tokenize; raises 400s."""
+    def _max_tokens(self, req: CompletionRequest | ChatCompletionRequest) -> int:
+        """Validate the model and sampling fields; returns ``max_tokens``."""
         if req.model != self.engine.model_name:
             raise bad_request(
                 f"model {req.model!r} does not exist; this worker serves "
@@ -133,7 +167,22 @@ class OpenAIServing:
             )
         if req.n != 1:
             raise bad_request("only n=1 is supported", param="n")
-        max_tokens = self.cfg.default_max_tokens if req.max_tokens is None else req.max_tokens
+        for name, neutral in UNSUPPORTED.items():
+            value = getattr(req, name)
+            if not neutral(value):
+                raise bad_request(
+                    f"{name}={json.dumps(value)[:80]} is not supported by this worker",
+                    param=name,
+                )
+        asked = req.max_tokens
+        if req.max_completion_tokens is not None:
+            if asked is not None and asked != req.max_completion_tokens:
+                raise bad_request(
+                    "max_tokens and max_completion_tokens differ; send one of them",
+                    param="max_completion_tokens",
+                )
+            asked = req.max_completion_tokens
+        max_tokens = self.cfg.default_max_tokens if asked is None else asked
         if not 1 <= max_tokens <= self.cfg.max_tokens_cap:
             raise bad_request(
                 f"max_tokens must be in [1, {self.cfg.max_tokens_cap}], got {max_tokens}",
@@ -145,6 +194,39 @@ class OpenAIServing:
             raise bad_request("top_p must be in (0, 1]", param="top_p")
         if req.seed is not None and not 0 <= req.seed <= MAX_SEED:
             raise bad_request(f"seed must be in [0, {MAX_SEED}]", param="seed")
+        return max_tokens
+
+    @staticmethod
+    def _check_text(text: str, param: str) -> None:
+        """400 for text that is not valid Unicode (lone surrogates such as ``"\\ud800"``,
+        which JSON allows but no tokenizer can encode)."""
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise bad_request(
+                f"{param} is not valid Unicode: {exc.reason} at {exc.start}", param=param
+            ) from None
+
+    def _check_length(self, chars: int, param: str) -> None:
+        """400 ``context_length_exceeded`` before tokenizing when ``chars`` characters cannot
+        fit the context even at :data:`MAX_CHARS_PER_TOKEN` characters per token."""
+        ctx = self.engine.max_context
+        if chars > ctx * MAX_CHARS_PER_TOKEN:
+            raise bad_request(
+                f"{param} has {chars} characters: more than the context length {ctx} can "
+                f"hold at {MAX_CHARS_PER_TOKEN} characters per token",
+                param=param,
+                code="context_length_exceeded",
+            )
+
+    async def _encode(self, fn: Callable[[Any], list[int]], arg: Any) -> list[int]:
+        """Tokenize on the tokenizer thread, so a long prompt never stalls the event loop."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._tokenize, fn, arg)
+
+    async def prepare(self, req: CompletionRequest | ChatCompletionRequest) -> Prepared:
+        """Validate sampling fields and tokenize (off the event loop); raises 400s."""
+        max_tokens = self._max_tokens(req)
         try:
             if isinstance(req, CompletionRequest):
                 kind = "completion"
@@ -153,13 +235,18 @@ class OpenAIServing:
                     raise bad_request("exactly one prompt per request is supported", "prompt")
                 if not prompts[0].strip():
                     raise bad_request("prompt is empty", param="prompt")
-                ids = self.engine.encode_prompt(prompts[0])
+                self._check_length(len(prompts[0]), "prompt")
+                self._check_text(prompts[0], "prompt")
+                ids = await self._encode(self.engine.encode_prompt, prompts[0])
             else:
                 kind = "chat"
                 msgs = [{"role": m.role, "content": m.text()} for m in req.messages]
                 if not any(m["content"].strip() for m in msgs):
                     raise bad_request("messages have no content", param="messages")
-                ids = self.engine.encode_chat(msgs)
+                self._check_length(sum(len(m["content"]) for m in msgs), "messages")
+                for m in msgs:
+                    self._check_text(m["content"], "messages")
+                ids = await self._encode(self.engine.encode_chat, msgs)
         except EngineInputError as exc:
             raise bad_request(str(exc)) from None
         ctx = self.engine.max_context
@@ -172,7 +259,7 @@ class OpenAIServing:
             )
         params = SamplingParams(
             max_tokens=max_tokens,
-            temperature=float(req.temperature),
+            temperature=0.0 if req.temperature < GREEDY_BELOW else float(req.temperature),
             top_p=float(req.top_p),
             seed=req.seed,
             stop=req.stop_list(),
@@ -213,12 +300,35 @@ class OpenAIServing:
         job = self.scheduler.new_job(prep)
         self.scheduler.submit(job)
         self.lifecycle.begin()
+        self._jobs[id(job)] = job
         return job
+
+    def _release(self, job: Job) -> None:
+        """The request is answered (or its client left): free its row, end it."""
+        job.request.cancelled.set()
+        self._jobs.pop(id(job), None)
+        self.lifecycle.end()
+
+    def abort_all(self) -> int:
+        """End of a drain: every unanswered request gets a 503 ``worker_draining`` (in-band
+        for streams) and its row is cancelled; returns how many."""
+        jobs = list(self._jobs.values())
+        for job in jobs:
+            job.request.cancelled.set()
+            job.out.put_nowait(
+                ServingError(
+                    503,
+                    "worker shut down before the request finished; retry",
+                    "service_unavailable",
+                    code="worker_draining",
+                    headers={"Retry-After": "1"},
+                )
+            )
+        return len(jobs)
 
     def _finish_metrics(self, job: Job, n: int) -> None:
         end = job.finished_at or time.perf_counter()
         self.metrics.e2e.observe(end - job.arrival)
-        self.metrics.generation_tokens.inc(n)
         if job.first_token_at is not None:
             self.metrics.ttft.observe(job.first_token_at - job.arrival)
             if n > 1:
@@ -241,6 +351,8 @@ class OpenAIServing:
                     "timeout_error",
                     code="timeout",
                 ) from None
+            if isinstance(item, ServingError):
+                raise item
             if isinstance(item, BaseException):
                 raise ServingError(500, f"engine error: {item}", "server_error")
             yield item
@@ -276,8 +388,7 @@ class OpenAIServing:
                 result = Result("".join(parts), last[1], finish)
                 self._remember(prep, result)
             finally:
-                job.request.cancelled.set()
-                self.lifecycle.end()
+                self._release(job)
         return self._body(prep, result)
 
     def _usage(self, prep: Prepared, n: int) -> Usage:
@@ -337,25 +448,38 @@ class OpenAIServing:
         }
         return f"data: {json.dumps(body)}\n\n"
 
-    async def stream(self, prep: Prepared) -> AsyncIterator[str]:
+    async def stream(
+        self, prep: Prepared, on_done: Callable[[int], None] = lambda status: None
+    ) -> AsyncIterator[str]:
         """Admit a streaming request (errors raise here, before any byte is sent) and return
-        its SSE lines."""
+        its SSE lines; ``on_done(status)`` gets the stream's final outcome when it ends: 200,
+        the status of an in-band error, or 499 when the client left first."""
         self._check_accepting()
         cached = self._cached(prep)
         if cached is not None:
-            return self._stream_cached(prep, cached)
+            return self._stream_cached(prep, cached, on_done)
         job = self._admit(prep)
-        return self._stream_job(prep, job)
+        return self._stream_job(prep, job, on_done)
 
-    async def _stream_cached(self, prep: Prepared, r: Result) -> AsyncIterator[str]:
-        if prep.kind == "chat":
-            yield self._chunk(prep, None, None, first=True)
-        yield self._chunk(prep, r.text, r.finish_reason)
-        if prep.include_usage:
-            yield self._usage_chunk(prep, r.completion_tokens)
-        yield "data: [DONE]\n\n"
+    async def _stream_cached(
+        self, prep: Prepared, r: Result, on_done: Callable[[int], None]
+    ) -> AsyncIterator[str]:
+        status = CLIENT_CLOSED
+        try:
+            if prep.kind == "chat":
+                yield self._chunk(prep, None, None, first=True)
+            yield self._chunk(prep, r.text, r.finish_reason)
+            status = 200
+            if prep.include_usage:
+                yield self._usage_chunk(prep, r.completion_tokens)
+            yield "data: [DONE]\n\n"
+        finally:
+            on_done(status)
 
-    async def _stream_job(self, prep: Prepared, job: Job) -> AsyncIterator[str]:
+    async def _stream_job(
+        self, prep: Prepared, job: Job, on_done: Callable[[int], None]
+    ) -> AsyncIterator[str]:
+        status = CLIENT_CLOSED
         try:
             if prep.kind == "chat":
                 yield self._chunk(prep, None, None, first=True)
@@ -363,18 +487,20 @@ class OpenAIServing:
             try:
                 async for delta, n, finish in self._events(job):
                     parts.append(delta)
+                    if finish is not None:
+                        status = 200
+                        self._remember(prep, Result("".join(parts), n, finish))
                     if delta or finish:
                         yield self._chunk(prep, delta, finish)
-                    if finish is not None:
-                        self._remember(prep, Result("".join(parts), n, finish))
             except ServingError as exc:  # headers are sent: report in-band, like OpenAI
+                status = exc.status
                 yield f"data: {exc.body.model_dump_json()}\n\n"
             if prep.include_usage:
                 yield self._usage_chunk(prep, n)
             yield "data: [DONE]\n\n"
         finally:
-            job.request.cancelled.set()
-            self.lifecycle.end()
+            self._release(job)
+            on_done(status)
 
     async def warmup(self) -> float:
         """One real generation through the scheduler before readiness; returns seconds."""

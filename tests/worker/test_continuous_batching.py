@@ -192,6 +192,19 @@ def test_max_tokens_one_and_cancellation_leave_at_once(eng: TransformersEngine) 
     assert len(batch) == 0 and batch.width == 0 and o2.finish is None and o2.n == 2
 
 
+def test_a_row_whose_sampling_breaks_fails_alone(eng: TransformersEngine) -> None:
+    # softmax(logits / 1e-40) is NaN: torch.multinomial raises for that row
+    broken, ob = request(eng, "Hello", 8, temperature=1e-40)
+    ok, oo = request(eng, "GPU workers", 8)
+    batch = eng.new_batch()
+    left = batch.admit([broken, ok])
+    assert left == [broken] and isinstance(broken.error, RuntimeError)
+    assert ob.n == 0 and ob.finish is None and len(batch) == 1
+    while len(batch):
+        batch.step()
+    assert ok.error is None and oo.text == alone(eng, "GPU workers", 8).text
+
+
 def test_sliding_window_cache_admits_only_into_an_empty_batch(
     tiny_model_dir: Path, tiny_dims: dict[str, int]
 ) -> None:
