@@ -119,8 +119,13 @@ class Controller:
 
     # ------------------------------------------------------------------ targets
     def upsert(self, key: TargetKey, spec: PredictiveAutoscalerSpec,
-               generation: int | None = None) -> TargetRunner:
-        """Add or replace the runner of ``key`` and (re)schedule its jobs."""
+               generation: int | None = None, uid: str | None = None) -> TargetRunner:
+        """Add or replace the runner of ``key`` and (re)schedule its jobs.
+
+        A replaced runner is closed first (it never acts again) and, when it ran the same
+        resource (same ``uid``), the new one continues its policy state: a spec edit, an
+        ``Observe`` -> ``Auto`` switch or any other change keeps the scale-down
+        stabilization window and the rate limits' scale events."""
         pods = (self.pods_factory(key.namespace, spec.scale_target_ref.name)
                 if self.pods_factory is not None else None)
         write_status = None
@@ -133,9 +138,15 @@ class Controller:
         runner = TargetRunner(
             str(key), spec, self.source_factory(key, spec), pods,
             can_write=self.can_write, write_status=write_status, metrics=self.metrics,
-            guard=self.guard, generation=generation,
+            guard=self.guard, generation=generation, uid=uid,
         )
         runner.created_s = self.clock()
+        with self._lock:
+            old = self.runners.get(key)
+        if old is not None:
+            old.close()
+            if uid is None or old.uid == uid:
+                runner.carry_from(old)
         with self._lock:
             self.runners[key] = runner
             self.invalid.pop(key, None)
@@ -164,6 +175,9 @@ class Controller:
         with self._lock:
             gone = self.runners.pop(key, None)
             self.invalid.pop(key, None)
+        if gone is not None:
+            gone.close()  # a tick in flight can no longer scale or report
+        with self._lock:
             if self.metrics is not None:
                 self.metrics.set_targets(len(self.runners))
                 self.metrics.remove_target(str(key))

@@ -157,10 +157,12 @@ class TargetRunner:
         metrics: _Metrics | None = None,
         guard: GuardSettings | None = None,
         generation: int | None = None,
+        uid: str | None = None,
     ) -> None:
         self.key = key
         self.spec = spec
         self.generation = generation
+        self.uid = uid
         self.settings = to_policy_settings(spec)
         self.policy = Policy(self.settings)
         self.state: PolicyState = self.policy.initial_state()
@@ -195,6 +197,32 @@ class TargetRunner:
         self.status_every_s = 60.0
         self._status_sig: object = None
         self._status_at_s = -math.inf
+        #: held while acting and reporting; :meth:`close` takes it, so once it returns the
+        #: runner never scales, records an Event, writes status or touches a metric again
+        self._fence = threading.RLock()
+        self.closed = False
+        #: whether the stabilization window holds a recommendation (seeded at the 1st tick)
+        self._seeded = False
+
+    # ------------------------------------------------------------------ lifecycle
+    def close(self) -> None:
+        """Fence this runner off (its resource was deleted or its spec replaced): waits for
+        an act/report in flight, after which nothing it does reaches the cluster or the
+        metrics (a refit or tick still running finishes unseen)."""
+        with self._fence:
+            self.closed = True
+
+    def carry_from(self, old: TargetRunner) -> None:
+        """Continue where ``old`` (the same resource under its previous spec, closed)
+        left off: the policy's stabilization history, scale events and failure count, its
+        capacity and lead estimates where the spec still means the same, the conditions
+        (honest transition times) and which transitions were already announced by Events."""
+        with old._fence:
+            self.state = self.policy.carry(old.state, old.settings)
+            self._seeded = old._seeded
+            self.conditions = old.conditions
+            self._prediction_on, self._fallback_on = old._prediction_on, old._fallback_on
+            self._prediction_reason = old._prediction_reason
 
     # ------------------------------------------------------------------ history + refit
     def _fetch_history(self, now_s: float, *, full: bool) -> None:
@@ -276,18 +304,20 @@ class TargetRunner:
             # the configured model is tried again at the next refit
             self.model_in_use = name
             self.model_fallback = f"{failed}; forecasting with {name}" if failed else ""
-            if self.metrics is not None:
-                self.metrics.count_refit(self.key, ok=not failed,
-                                         duration_s=time.perf_counter() - t0)
+            self._count_refit(ok=not failed, duration_s=time.perf_counter() - t0)
             log.info("%s: refit %s on %d buckets in %.2f s", self.key, name, len(snap),
                      time.perf_counter() - t0)
             return True
         with self._lock:
             self.live.drop(f"fit failed: {failed}")
         self.model_in_use, self.model_fallback = "", ""
-        if self.metrics is not None:
-            self.metrics.count_refit(self.key, ok=False, duration_s=time.perf_counter() - t0)
+        self._count_refit(ok=False, duration_s=time.perf_counter() - t0)
         return False
+
+    def _count_refit(self, *, ok: bool, duration_s: float) -> None:
+        with self._fence:
+            if self.metrics is not None and not self.closed:
+                self.metrics.count_refit(self.key, ok=ok, duration_s=duration_s)
 
     # ------------------------------------------------------------------ the tick
     def tick(self, now_s: float) -> TickOutcome:
@@ -327,28 +357,41 @@ class TargetRunner:
         self.guard, use = self.guard.step(now_s, fc, signals.demand_rps, lead_s,
                                           self.settings.quantile, self.guard_plan)
         # -- decide
-        scale_events = self.state.hpa.events
-        decision, self.state = self.policy.decide(signals, use, self.state)
+        with self._fence:
+            state = self.state
+            if not self._seeded:  # a fresh start holds the current count (HPA-like)
+                pods = signals.pods
+                state = self.policy.seed(state, now_s,
+                                         pods.desired if pods.desired > 0 else pods.total)
+                self._seeded = True
+        scale_events = state.hpa.events
+        decision, state = self.policy.decide(signals, use, state)
         out = TickOutcome(now_s, signals, fc, decision, prediction_used=use is not None,
                           errors=errors, fetch_s=fetch_s)
-        # -- act
-        writer = self._writes()
-        if writer and self._needs_apply(decision, signals.pods):
-            assert self.pods is not None
-            try:
-                self.pods.apply(decision.active, decision.warm, reason=decision.reason.value,
-                                message=decision.message, reuse_observation=True)
-                out.applied = True
-            except _API_FAILURES as exc:
-                return self._failed(now_s, signals, _condition_reason(exc), exc, t0)
-        if not out.applied:
+        with self._fence:
+            if self.closed:  # removed or replaced meanwhile: its successor decides
+                return out
             # the HPA's rate limits count scale events that happened; an Observe-mode or
-            # standby decision did not happen (the HPA records events only when it rescales)
-            self.state = replace(self.state, hpa=replace(self.state.hpa, events=scale_events))
-        # -- report
-        self._conditions(out, model_error, writer)
-        out.duration_s = time.perf_counter() - t0
-        self._report(out)
+            # standby decision, or a write that failed, did not happen (the HPA records
+            # events only when it rescales)
+            self.state = replace(state, hpa=replace(state.hpa, events=scale_events))
+            # -- act
+            writer = self._writes()
+            if writer and self._needs_apply(decision, signals.pods):
+                assert self.pods is not None
+                try:
+                    self.pods.apply(decision.active, decision.warm,
+                                    reason=decision.reason.value,
+                                    message=decision.message, reuse_observation=True)
+                    out.applied = True
+                except _API_FAILURES as exc:
+                    return self._failed(now_s, signals, _condition_reason(exc), exc, t0)
+            if out.applied:
+                self.state = state
+            # -- report
+            self._conditions(out, model_error, writer)
+            out.duration_s = time.perf_counter() - t0
+            self._report(out)
         return out
 
     @staticmethod
@@ -413,6 +456,11 @@ class TargetRunner:
         self._prediction_reason = reason
 
     def _report(self, out: TickOutcome) -> None:
+        with self._fence:
+            if not self.closed:
+                self._report_unfenced(out)
+
+    def _report_unfenced(self, out: TickOutcome) -> None:
         self.last = out
         self.ticks += 1
         if self.metrics is not None:
@@ -452,8 +500,9 @@ class TargetRunner:
         return self.state.lead.lead_s if self.state.lead else self.settings.cold_start_prior_s
 
     def _count(self, kind: str) -> None:
-        if self.metrics is not None:
-            self.metrics.count_error(self.key, kind)
+        with self._fence:
+            if self.metrics is not None and not self.closed:
+                self.metrics.count_error(self.key, kind)
 
     # ------------------------------------------------------------------ status
     def status(self) -> dict[str, Any]:
