@@ -103,8 +103,9 @@ class Controller:
         self.watch_timeout_s = watch_timeout_s
         self.status_writer = StatusWriter(api_client) if api_client is not None else None
         self.runners: dict[TargetKey, TargetRunner] = {}
-        #: rejected resources: key -> (generation, why); not re-validated until it changes
-        self.invalid: dict[TargetKey, tuple[Any, str]] = {}
+        #: rejected resources: key -> (generation, why, uid); not re-validated until the
+        #: generation or the uid changes
+        self.invalid: dict[TargetKey, tuple[Any, str, str | None]] = {}
         self._lock = threading.RLock()
         self._stop = threading.Event()
         self._synced = threading.Event()
@@ -192,29 +193,34 @@ class Controller:
         meta = obj.get("metadata") or {}
         key = TargetKey(str(meta.get("namespace") or "default"), str(meta.get("name") or ""))
         generation = meta.get("generation")
+        uid = str(meta["uid"]) if meta.get("uid") else None
         with self._lock:
             cur = self.runners.get(key)
             bad = self.invalid.get(key)
+        # the same object (uid) at the same generation: a status-only change (ours,
+        # usually), nothing to re-validate. A resource deleted and re-created under the
+        # same name while the watch was down has a new uid (and maybe generation 1 again).
         if generation is not None and (
-            (cur is not None and cur.generation == generation)
-            or (bad is not None and bad[0] == generation)
+            (cur is not None and (cur.generation, cur.uid) == (generation, uid))
+            or (bad is not None and (bad[0], bad[2]) == (generation, uid))
         ):
-            return  # a status-only change (ours, usually): nothing to re-validate
+            return
         try:  # status is the controller's own output, never an input
             res = validate_resource({k: v for k, v in obj.items() if k != "status"})
         except ConfigError as exc:
-            self._reject(key, str(exc), generation)
+            self._reject(key, str(exc), generation, uid)
             return
         try:
-            self.upsert(key, res.spec, generation)
+            self.upsert(key, res.spec, generation, uid)
         except (ConfigError, ValueError, KeyError) as exc:
-            self._reject(key, str(exc), generation)
+            self._reject(key, str(exc), generation, uid)
 
-    def _reject(self, key: TargetKey, message: str, generation: Any) -> None:
+    def _reject(self, key: TargetKey, message: str, generation: Any,
+                uid: str | None = None) -> None:
         log.error("PredictiveAutoscaler %s is invalid: %s", key, message)
         self.remove(key)
         with self._lock:
-            self.invalid[key] = (generation, message)
+            self.invalid[key] = (generation, message, uid)
         if self.metrics is not None:
             self.metrics.count_error(str(key), "InvalidSpec")
         if self.status_writer is not None and self.can_write():
