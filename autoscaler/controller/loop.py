@@ -95,12 +95,22 @@ class Controller:
         refit_workers: int = 1,
         guard: GuardSettings | None = None,
         watch_timeout_s: int = 300,
+        watch_read_timeout_s: float | None = None,
     ) -> None:
         self.source_factory, self.pods_factory = source_factory, pods_factory
         self.api_client, self.namespace = api_client, namespace
         self.can_write, self.metrics, self.clock = can_write, metrics, clock
         self.guard = guard
         self.watch_timeout_s = watch_timeout_s
+        #: client-side read timeout of the watch (and list) requests: a connection dropped
+        #: without a FIN (NAT or load-balancer idle timeout) ends in a re-list, not a hang
+        self.watch_read_timeout_s = (watch_read_timeout_s if watch_read_timeout_s is not None
+                                     else watch_timeout_s + 30.0)
+        #: no watch event and no completed list for this long: not ready (and, while the
+        #: watch thread is stuck inside one request that long, not healthy)
+        self.watch_stall_s = self.watch_timeout_s + self.watch_read_timeout_s + 60.0
+        self._watch_progress_s = self.clock()
+        self._watch_call_since: float | None = None
         self.status_writer = StatusWriter(api_client) if api_client is not None else None
         self.runners: dict[TargetKey, TargetRunner] = {}
         #: rejected resources: key -> (generation, why, uid); not re-validated until the
@@ -267,10 +277,13 @@ class Controller:
 
     def _list(self) -> tuple[list[dict[str, Any]], str]:
         api = self._objects_api()
+        timeout = (10.0, self.watch_read_timeout_s)
         if self.namespace:
-            res = api.list_namespaced_custom_object(GROUP, VERSION, self.namespace, PLURAL)
+            res = api.list_namespaced_custom_object(GROUP, VERSION, self.namespace, PLURAL,
+                                                    _request_timeout=timeout)
         else:
-            res = api.list_cluster_custom_object(GROUP, VERSION, PLURAL)
+            res = api.list_cluster_custom_object(GROUP, VERSION, PLURAL,
+                                                 _request_timeout=timeout)
         return list(res.get("items") or []), str((res.get("metadata") or {}).get(
             "resourceVersion") or "")
 
@@ -289,16 +302,19 @@ class Controller:
             gone = [k for k in (*self.runners, *self.invalid) if k not in seen]
         for k in gone:
             self.remove(k)
+        self._watch_progress_s = self.clock()
         self._synced.set()
         return rv
 
     def _watch_loop(self) -> None:
         from kubernetes import watch
         from kubernetes.client.exceptions import ApiException
+        from urllib3.exceptions import ReadTimeoutError
 
         backoff = 1.0
         while not self._stop.is_set():
             try:
+                self._watch_call_since = self.clock()
                 rv = self.sync_once()
                 backoff = 1.0
                 w: Any = watch.Watch()  # type: ignore[no-untyped-call]
@@ -309,8 +325,11 @@ class Controller:
                                                                    self.namespace, PLURAL)
                 else:
                     fn, args = api.list_cluster_custom_object, (GROUP, VERSION, PLURAL)
+                self._watch_call_since = self.clock()
                 for ev in w.stream(fn, *args, resource_version=rv,
-                                   timeout_seconds=self.watch_timeout_s):
+                                   timeout_seconds=self.watch_timeout_s,
+                                   _request_timeout=(10.0, self.watch_read_timeout_s)):
+                    self._watch_progress_s = self._watch_call_since = self.clock()
                     if self._stop.is_set():
                         w.stop()
                         break
@@ -327,12 +346,20 @@ class Controller:
                     continue
                 log.warning("watch of %s failed (%s): %s; retrying in %.0f s", PLURAL,
                             exc.status, exc.reason, backoff)
+                self._watch_call_since = None
                 self._stop.wait(backoff)
                 backoff = min(backoff * 2, 60.0)
             except Exception as exc:
+                if _timed_out(exc, ReadTimeoutError):
+                    log.info("watch of %s silent for %g s (connection dropped?); re-listing",
+                             PLURAL, self.watch_read_timeout_s)
+                    continue
                 log.warning("watch of %s failed: %s; retrying in %.0f s", PLURAL, exc, backoff)
+                self._watch_call_since = None
                 self._stop.wait(backoff)
                 backoff = min(backoff * 2, 60.0)
+            finally:
+                self._watch_call_since = None
 
     # ------------------------------------------------------------------ lifecycle
     def start(self, *, watch: bool = True) -> None:
@@ -362,6 +389,11 @@ class Controller:
             return False, "scheduler not running"
         if not self._synced.is_set():
             return False, "PredictiveAutoscalers not listed yet"
+        if self._watch_thread is not None:
+            quiet_s = self.clock() - self._watch_progress_s
+            if quiet_s > self.watch_stall_s:
+                return False, (f"no watch event or list of {PLURAL} for {quiet_s:.0f} s "
+                               f"(> {self.watch_stall_s:.0f} s)")
         return True, f"{len(self.runners)} target(s)"
 
     def healthy(self) -> tuple[bool, str]:
@@ -373,6 +405,11 @@ class Controller:
         if self._watch_thread is not None and not self._watch_thread.is_alive():
             return False, "watch thread died"
         now = self.clock()
+        since = self._watch_call_since
+        if (self._watch_thread is not None and since is not None
+                and now - max(since, self._watch_progress_s) > self.watch_stall_s):
+            return False, (f"watch of {PLURAL} stuck in one request for "
+                           f"{now - since:.0f} s (read timeout {self.watch_read_timeout_s:g} s)")
         with self._lock:
             runners = list(self.runners.values())
         for r in runners:  # a tick stuck for 10 intervals (and a minute) is a wedged loop
@@ -384,6 +421,19 @@ class Controller:
     def wait_synced(self, timeout_s: float) -> bool:
         """Block until the first list completed (tests, ``--once``)."""
         return self._synced.wait(timeout_s)
+
+
+def _timed_out(exc: BaseException, read_timeout: type[BaseException]) -> bool:
+    """Whether ``exc`` (or what it wraps) is a socket read timeout."""
+    seen: BaseException | None = exc
+    for _ in range(5):
+        if seen is None:
+            return False
+        if isinstance(seen, (read_timeout, TimeoutError)):
+            return True
+        args = [a for a in getattr(seen, "args", ()) if isinstance(a, BaseException)]
+        seen = seen.__cause__ or seen.__context__ or (args[0] if args else None)
+    return False
 
 
 def spec_interval_s(spec: PredictiveAutoscalerSpec) -> float:
