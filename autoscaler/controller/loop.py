@@ -17,6 +17,7 @@ Nothing here decides: :class:`~autoscaler.controller.target.TargetRunner` runs t
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -26,7 +27,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from apscheduler.executors.pool import ThreadPoolExecutor
+from apscheduler.schedulers import SchedulerNotRunningError
 from apscheduler.schedulers.background import BackgroundScheduler
+from apscheduler.triggers.date import DateTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
 from autoscaler.config import PredictiveAutoscalerSpec, validate_resource
@@ -96,12 +99,18 @@ class Controller:
         guard: GuardSettings | None = None,
         watch_timeout_s: int = 300,
         watch_read_timeout_s: float | None = None,
+        refit_retry_s: float = 30.0,
     ) -> None:
         self.source_factory, self.pods_factory = source_factory, pods_factory
         self.api_client, self.namespace = api_client, namespace
         self.can_write, self.metrics, self.clock = can_write, metrics, clock
         self.guard = guard
         self.watch_timeout_s = watch_timeout_s
+        #: first retry of a refit whose history fetch failed (doubling, capped at 5 min
+        #: and at the target's refitEvery), instead of waiting a whole refit period
+        self.refit_retry_s = refit_retry_s
+        #: how often a leader checks for InvalidSpec conditions still to write
+        self.invalid_status_every_s = 5.0
         #: client-side read timeout of the watch (and list) requests: a connection dropped
         #: without a FIN (NAT or load-balancer idle timeout) ends in a re-list, not a hang
         self.watch_read_timeout_s = (watch_read_timeout_s if watch_read_timeout_s is not None
@@ -116,6 +125,9 @@ class Controller:
         #: rejected resources: key -> (generation, why, uid); not re-validated until the
         #: generation or the uid changes
         self.invalid: dict[TargetKey, tuple[Any, str, str | None]] = {}
+        #: rejected resources whose InvalidSpec condition is written (a standby writes
+        #: nothing: the rest are written once it leads, by the ``invalid-status`` job)
+        self._invalid_written: set[TargetKey] = set()
         self._lock = threading.RLock()
         self._stop = threading.Event()
         self._synced = threading.Event()
@@ -186,13 +198,14 @@ class Controller:
         with self._lock:
             gone = self.runners.pop(key, None)
             self.invalid.pop(key, None)
+            self._invalid_written.discard(key)
         if gone is not None:
             gone.close()  # a tick in flight can no longer scale or report
         with self._lock:
             if self.metrics is not None:
                 self.metrics.set_targets(len(self.runners))
                 self.metrics.remove_target(str(key))
-        for job in (f"tick:{key}", f"refit:{key}"):
+        for job in (f"tick:{key}", f"refit:{key}", f"refit-retry:{key}"):
             if self.scheduler.get_job(job) is not None:
                 self.scheduler.remove_job(job)
         if gone is not None:
@@ -233,14 +246,35 @@ class Controller:
             self.invalid[key] = (generation, message, uid)
         if self.metrics is not None:
             self.metrics.count_error(str(key), "InvalidSpec")
-        if self.status_writer is not None and self.can_write():
-            conds = ConditionSet()
-            now = self.clock()
-            conds.set("Ready", False, "InvalidSpec", message, now)
-            status: dict[str, Any] = {"conditions": conds.to_wire()}
-            if isinstance(generation, int):
-                status["observedGeneration"] = generation
-            self.status_writer.write(key.namespace, key.name, status)
+        self._write_invalid(key)
+
+    def _write_invalid(self, key: TargetKey) -> None:
+        """Write the ``InvalidSpec`` condition of ``key`` if this replica leads."""
+        with self._lock:
+            bad = self.invalid.get(key)
+            self._invalid_written.discard(key)
+        if bad is None or self.status_writer is None or not self.can_write():
+            return
+        generation, message, _ = bad
+        conds = ConditionSet()
+        conds.set("Ready", False, "InvalidSpec", message, self.clock())
+        status: dict[str, Any] = {"conditions": conds.to_wire()}
+        if isinstance(generation, int):
+            status["observedGeneration"] = generation
+        if self.status_writer.write(key.namespace, key.name, status) is None:
+            with self._lock:
+                if self.invalid.get(key) == bad:
+                    self._invalid_written.add(key)
+
+    def _invalid_status_job(self) -> None:
+        """Write the InvalidSpec conditions not written yet (rejected while a standby, or
+        the write failed): leadership gained, or the API server back."""
+        if not self.can_write():
+            return
+        with self._lock:
+            pending = [k for k in self.invalid if k not in self._invalid_written]
+        for key in pending:
+            self._write_invalid(key)
 
     # ------------------------------------------------------------------ jobs
     def _tick_job(self, key: TargetKey) -> None:
@@ -268,6 +302,16 @@ class Controller:
             log.exception("refit of %s failed", key)
             if self.metrics is not None:
                 self.metrics.count_error(str(key), "Internal")
+        n = runner.refit_failures
+        if n > 0 and not self._stop.is_set() and not runner.closed:
+            delay = min(self.refit_retry_s * 2 ** (n - 1), 300.0, runner.refit_every_s)
+            log.info("%s: history fetch failed %d time(s); refit again in %g s", key, n, delay)
+            with contextlib.suppress(SchedulerNotRunningError):
+                self.scheduler.add_job(
+                    self._refit_job, DateTrigger(datetime.now(tz=UTC)
+                                                 + timedelta(seconds=delay), timezone=UTC),
+                    args=[key], id=f"refit-retry:{key}", name=f"refit retry {key}",
+                    replace_existing=True, executor="refit", misfire_grace_time=None)
 
     # ------------------------------------------------------------------ watch
     def _objects_api(self) -> Any:
@@ -365,6 +409,12 @@ class Controller:
     def start(self, *, watch: bool = True) -> None:
         """Start the scheduler and (with an API client) the watch thread."""
         self.scheduler.start()
+        if self.status_writer is not None:
+            self.scheduler.add_job(self._invalid_status_job,
+                                   IntervalTrigger(seconds=self.invalid_status_every_s,
+                                                   timezone=UTC),
+                                   id="invalid-status", name="InvalidSpec conditions",
+                                   replace_existing=True)
         if watch and self.api_client is not None:
             self._watch_thread = threading.Thread(target=self._watch_loop, name="pa-watch",
                                                   daemon=True)

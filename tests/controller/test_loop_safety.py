@@ -338,3 +338,114 @@ def test_a_tick_in_flight_at_removal_leaves_no_series_and_no_write(kube: FakeKub
     finally:
         src.gate.set()
         ctl.stop()
+
+
+# ---------------------------------------------------------------- flapping signal (6)
+def test_a_flapping_signal_makes_no_event_storm_and_no_status_storm(kube: FakeKube) -> None:
+    """Demand missing every other tick (failureThreshold 3 is never reached): no
+    MetricsFallback Event, FallbackActive stays False, one status write (then the 60-s
+    heartbeat). Three missing ticks in a row engage it: one Event, not one per flip."""
+    kube.add_deployment(NS, "worker", replicas=2)
+    src = Manual(1.0)
+    statuses: list[dict[str, Any]] = []
+    act = KubernetesActuator(kube.api_client(retries=False), NS, "worker", sleep=lambda s: None)
+    r = TargetRunner(f"{NS}/pa", validate_spec(body(interval="5s")), src, act,
+                     write_status=lambda st: statuses.append(st) or None)
+    t = 1_800_000_000.0
+
+    def fallback_events() -> int:
+        return sum(int(e.get("count") or 1) for e in kube.events(NS)
+                   if e["reason"] == "MetricsFallback")
+
+    for k in range(10):  # 50 s
+        src.demand = None if k % 2 else 1.0
+        r.tick(t + 5 * k)
+    assert fallback_events() == 0
+    assert r.conditions.status_of("FallbackActive") == "False"
+    assert len(statuses) == 1
+    for k in range(10, 13):  # missing three ticks in a row
+        src.demand = None
+        r.tick(t + 5 * k)
+    assert r.conditions.status_of("FallbackActive") == "True"
+    assert fallback_events() == 1
+    for k in range(13, 40):  # flapping again, then three in a row again, within 10 min
+        src.demand = None if (k % 2 or 30 <= k < 33) else 1.0
+        r.tick(t + 5 * k)
+    assert fallback_events() == 1
+
+
+# ---------------------------------------------------------------- refit retry (7)
+def test_a_failed_first_history_fetch_is_retried_soon(kube: FakeKube, api: Any) -> None:
+    """Prometheus is down when the target is added: the refit is retried with backoff
+    (0.2 s, 0.4 s, ... here) instead of after refitEvery (1 h)."""
+    src = Manual(1.0)
+    src.history_down = True
+    ctl = Controller(lambda key, spec: src, None, refit_retry_s=0.2)
+    key = TargetKey(NS, "pa")
+    ctl.upsert(key, validate_spec(body()))
+    ctl.start(watch=False)
+    try:
+        wait(lambda: src.history_calls >= 3, timeout_s=10, what="3 history fetches")
+        src.history_down = False
+        wait(lambda: ctl.runners[key].refit_failures == 0, timeout_s=10, what="a refit")
+        assert ctl.scheduler.get_job(f"refit-retry:{key}") is None
+    finally:
+        ctl.stop()
+
+
+# ---------------------------------------------------------------- InvalidSpec (9)
+def test_an_invalid_spec_seen_as_standby_is_reported_once_leading(kube: FakeKube,
+                                                                  api: Any) -> None:
+    objs(api).create_namespaced_custom_object(GROUP, VERSION, NS, PLURAL, resource(
+        "bad", minReplicas=10, maxReplicas=3))
+    leader = [False]
+    ctl = make(api, Manual(1.0), can_write=lambda: leader[0])
+    ctl.invalid_status_every_s = 0.2
+    ctl.start()
+    try:
+        wait(lambda: TargetKey(NS, "bad") in ctl.invalid, what="validated")
+        time.sleep(0.5)
+        assert "status" not in objs(api).get_namespaced_custom_object(
+            GROUP, VERSION, NS, PLURAL, "bad")
+        leader[0] = True  # the Lease is acquired after the resource was validated
+        conds = wait(lambda: objs(api).get_namespaced_custom_object(
+            GROUP, VERSION, NS, PLURAL, "bad").get("status", {}).get("conditions"),
+            timeout_s=5, what="InvalidSpec condition")
+        assert (conds[0]["reason"], conds[0]["status"]) == ("InvalidSpec", "False")
+        time.sleep(1.0)  # written once, not by every run of the job
+        writes = [w for w in kube.writes() if w[1] == f"{PLURAL}/status" and w[2] == "bad"]
+        assert len(writes) == 1, writes
+    finally:
+        ctl.stop()
+
+
+# ---------------------------------------------------------------- unusable demand (10)
+@pytest.mark.parametrize(("why", "reason"), [
+    ("query failed (PrometheusApiClientException: HTTP Status Code 400 (b'{\"status\":"
+     "\"error\",\"errorType\":\"bad_data\",\"error\":\"1:47: parse error\"}')): sum(x) by",
+     "MetricsInvalid"),
+    ("value is inf (e.g. 0/0): missing: sum(demand_inf)", "MetricsInvalid"),
+    ("returned 2 series (e.g. {'instance': 'a'}): demand_multi", "MetricsInvalid"),
+    ("matched no series (missing data, not zero): sum(rate(typo[1m]))", "MetricsUnavailable"),
+])
+def test_an_unusable_demand_says_why_in_conditions_and_errors(why: str, reason: str) -> None:
+    """Prometheus answers, but not with a usable demand (the source's errors, as the
+    Prometheus adapter words them): the policy holds; once the fallback engages
+    (3 ticks) Ready is False with the source's reason, and every such tick is counted."""
+
+    class Bad(Manual):
+        def signals(self, now_s: float) -> Signals:
+            return Signals(now_s=now_s, demand_rps=None, errors={"demand_rps": why})
+
+    m = ControllerMetrics()
+    r = TargetRunner(f"{NS}/pa", validate_spec(body(interval="15s")), Bad(), None, metrics=m)
+    t = 1_800_000_000.0
+    r.tick(t)
+    assert r.conditions.status_of("Ready") == "True"  # one bad tick: a plain hold
+    for k in (1, 2):
+        r.tick(t + 15 * k)
+    assert (r.conditions.status_of("Ready"), r.conditions.reason_of("Ready")) == ("False",
+                                                                                  reason)
+    assert why[:40] in r.status()["conditions"][2]["message"]  # sorted by type: Ready last
+    assert m.registry.get_sample_value("surgecast_controller_errors_total",
+                                       {"target": f"{NS}/pa", "kind": reason}) == 3
