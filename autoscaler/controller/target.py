@@ -431,7 +431,7 @@ class TargetRunner:
         threshold = fb.failure_threshold if fb is not None else 3
         fallback = d.reason == Reason.FALLBACK or (holding and self.state.failures >= threshold)
         why = _demand_problem(out.signals)
-        if out.errors and out.signals.demand_rps is None:
+        if fallback and out.errors and out.signals.demand_rps is None:
             c.set("Ready", False, "MetricsUnavailable", "; ".join(out.errors), now)
         elif fallback and why is not None:  # Prometheus answers, but not with a usable demand
             c.set("Ready", False, _metrics_reason(why), f"demand: {why}", now)

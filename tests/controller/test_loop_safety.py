@@ -341,10 +341,13 @@ def test_a_tick_in_flight_at_removal_leaves_no_series_and_no_write(kube: FakeKub
 
 
 # ---------------------------------------------------------------- flapping signal (6)
-def test_a_flapping_signal_makes_no_event_storm_and_no_status_storm(kube: FakeKube) -> None:
-    """Demand missing every other tick (failureThreshold 3 is never reached): no
-    MetricsFallback Event, FallbackActive stays False, one status write (then the 60-s
-    heartbeat). Three missing ticks in a row engage it: one Event, not one per flip."""
+@pytest.mark.parametrize("down", [False, True])
+def test_a_flapping_signal_makes_no_event_storm_and_no_status_storm(kube: FakeKube,
+                                                                    down: bool) -> None:
+    """Demand missing (or Prometheus down) every other tick, so failureThreshold 3 is
+    never reached: no MetricsFallback Event, FallbackActive stays False, one status write
+    (then the 60-s heartbeat). Three missing ticks in a row engage it: one Event, not one
+    per flip."""
     kube.add_deployment(NS, "worker", replicas=2)
     src = Manual(1.0)
     statuses: list[dict[str, Any]] = []
@@ -357,19 +360,22 @@ def test_a_flapping_signal_makes_no_event_storm_and_no_status_storm(kube: FakeKu
         return sum(int(e.get("count") or 1) for e in kube.events(NS)
                    if e["reason"] == "MetricsFallback")
 
+    def flap(missing: bool) -> None:
+        src.demand, src.down = (None, False) if missing and not down else (1.0, missing)
+
     for k in range(10):  # 50 s
-        src.demand = None if k % 2 else 1.0
+        flap(bool(k % 2))
         r.tick(t + 5 * k)
     assert fallback_events() == 0
     assert r.conditions.status_of("FallbackActive") == "False"
     assert len(statuses) == 1
     for k in range(10, 13):  # missing three ticks in a row
-        src.demand = None
+        flap(True)
         r.tick(t + 5 * k)
     assert r.conditions.status_of("FallbackActive") == "True"
     assert fallback_events() == 1
     for k in range(13, 40):  # flapping again, then three in a row again, within 10 min
-        src.demand = None if (k % 2 or 30 <= k < 33) else 1.0
+        flap(bool(k % 2) or 30 <= k < 33)
         r.tick(t + 5 * k)
     assert fallback_events() == 1
 
