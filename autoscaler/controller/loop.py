@@ -17,6 +17,7 @@ Nothing here decides: :class:`~autoscaler.controller.target.TargetRunner` runs t
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -26,7 +27,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from apscheduler.executors.pool import ThreadPoolExecutor
+from apscheduler.schedulers import SchedulerNotRunningError
 from apscheduler.schedulers.background import BackgroundScheduler
+from apscheduler.triggers.date import DateTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
 from autoscaler.config import PredictiveAutoscalerSpec, validate_resource
@@ -95,16 +98,36 @@ class Controller:
         refit_workers: int = 1,
         guard: GuardSettings | None = None,
         watch_timeout_s: int = 300,
+        watch_read_timeout_s: float | None = None,
+        refit_retry_s: float = 30.0,
     ) -> None:
         self.source_factory, self.pods_factory = source_factory, pods_factory
         self.api_client, self.namespace = api_client, namespace
         self.can_write, self.metrics, self.clock = can_write, metrics, clock
         self.guard = guard
         self.watch_timeout_s = watch_timeout_s
+        #: first retry of a refit whose history fetch failed (doubling, capped at 5 min
+        #: and at the target's refitEvery), instead of waiting a whole refit period
+        self.refit_retry_s = refit_retry_s
+        #: how often a leader checks for InvalidSpec conditions still to write
+        self.invalid_status_every_s = 5.0
+        #: client-side read timeout of the watch (and list) requests: a connection dropped
+        #: without a FIN (NAT or load-balancer idle timeout) ends in a re-list, not a hang
+        self.watch_read_timeout_s = (watch_read_timeout_s if watch_read_timeout_s is not None
+                                     else watch_timeout_s + 30.0)
+        #: no watch event and no completed list for this long: not ready (and, while the
+        #: watch thread is stuck inside one request that long, not healthy)
+        self.watch_stall_s = self.watch_timeout_s + self.watch_read_timeout_s + 60.0
+        self._watch_progress_s = self.clock()
+        self._watch_call_since: float | None = None
         self.status_writer = StatusWriter(api_client) if api_client is not None else None
         self.runners: dict[TargetKey, TargetRunner] = {}
-        #: rejected resources: key -> (generation, why); not re-validated until it changes
-        self.invalid: dict[TargetKey, tuple[Any, str]] = {}
+        #: rejected resources: key -> (generation, why, uid); not re-validated until the
+        #: generation or the uid changes
+        self.invalid: dict[TargetKey, tuple[Any, str, str | None]] = {}
+        #: rejected resources whose InvalidSpec condition is written (a standby writes
+        #: nothing: the rest are written once it leads, by the ``invalid-status`` job)
+        self._invalid_written: set[TargetKey] = set()
         self._lock = threading.RLock()
         self._stop = threading.Event()
         self._synced = threading.Event()
@@ -119,8 +142,13 @@ class Controller:
 
     # ------------------------------------------------------------------ targets
     def upsert(self, key: TargetKey, spec: PredictiveAutoscalerSpec,
-               generation: int | None = None) -> TargetRunner:
-        """Add or replace the runner of ``key`` and (re)schedule its jobs."""
+               generation: int | None = None, uid: str | None = None) -> TargetRunner:
+        """Add or replace the runner of ``key`` and (re)schedule its jobs.
+
+        A replaced runner is closed first (it never acts again) and, when it ran the same
+        resource (same ``uid``), the new one continues its policy state: a spec edit, an
+        ``Observe`` -> ``Auto`` switch or any other change keeps the scale-down
+        stabilization window and the rate limits' scale events."""
         pods = (self.pods_factory(key.namespace, spec.scale_target_ref.name)
                 if self.pods_factory is not None else None)
         write_status = None
@@ -133,9 +161,15 @@ class Controller:
         runner = TargetRunner(
             str(key), spec, self.source_factory(key, spec), pods,
             can_write=self.can_write, write_status=write_status, metrics=self.metrics,
-            guard=self.guard, generation=generation,
+            guard=self.guard, generation=generation, uid=uid,
         )
         runner.created_s = self.clock()
+        with self._lock:
+            old = self.runners.get(key)
+        if old is not None:
+            old.close()
+            if uid is None or old.uid == uid:
+                runner.carry_from(old)
         with self._lock:
             self.runners[key] = runner
             self.invalid.pop(key, None)
@@ -164,10 +198,14 @@ class Controller:
         with self._lock:
             gone = self.runners.pop(key, None)
             self.invalid.pop(key, None)
+            self._invalid_written.discard(key)
+        if gone is not None:
+            gone.close()  # a tick in flight can no longer scale or report
+        with self._lock:
             if self.metrics is not None:
                 self.metrics.set_targets(len(self.runners))
                 self.metrics.remove_target(str(key))
-        for job in (f"tick:{key}", f"refit:{key}"):
+        for job in (f"tick:{key}", f"refit:{key}", f"refit-retry:{key}"):
             if self.scheduler.get_job(job) is not None:
                 self.scheduler.remove_job(job)
         if gone is not None:
@@ -178,39 +216,65 @@ class Controller:
         meta = obj.get("metadata") or {}
         key = TargetKey(str(meta.get("namespace") or "default"), str(meta.get("name") or ""))
         generation = meta.get("generation")
+        uid = str(meta["uid"]) if meta.get("uid") else None
         with self._lock:
             cur = self.runners.get(key)
             bad = self.invalid.get(key)
+        # the same object (uid) at the same generation: a status-only change (ours,
+        # usually), nothing to re-validate. A resource deleted and re-created under the
+        # same name while the watch was down has a new uid (and maybe generation 1 again).
         if generation is not None and (
-            (cur is not None and cur.generation == generation)
-            or (bad is not None and bad[0] == generation)
+            (cur is not None and (cur.generation, cur.uid) == (generation, uid))
+            or (bad is not None and (bad[0], bad[2]) == (generation, uid))
         ):
-            return  # a status-only change (ours, usually): nothing to re-validate
+            return
         try:  # status is the controller's own output, never an input
             res = validate_resource({k: v for k, v in obj.items() if k != "status"})
         except ConfigError as exc:
-            self._reject(key, str(exc), generation)
+            self._reject(key, str(exc), generation, uid)
             return
         try:
-            self.upsert(key, res.spec, generation)
+            self.upsert(key, res.spec, generation, uid)
         except (ConfigError, ValueError, KeyError) as exc:
-            self._reject(key, str(exc), generation)
+            self._reject(key, str(exc), generation, uid)
 
-    def _reject(self, key: TargetKey, message: str, generation: Any) -> None:
+    def _reject(self, key: TargetKey, message: str, generation: Any,
+                uid: str | None = None) -> None:
         log.error("PredictiveAutoscaler %s is invalid: %s", key, message)
         self.remove(key)
         with self._lock:
-            self.invalid[key] = (generation, message)
+            self.invalid[key] = (generation, message, uid)
         if self.metrics is not None:
             self.metrics.count_error(str(key), "InvalidSpec")
-        if self.status_writer is not None and self.can_write():
-            conds = ConditionSet()
-            now = self.clock()
-            conds.set("Ready", False, "InvalidSpec", message, now)
-            status: dict[str, Any] = {"conditions": conds.to_wire()}
-            if isinstance(generation, int):
-                status["observedGeneration"] = generation
-            self.status_writer.write(key.namespace, key.name, status)
+        self._write_invalid(key)
+
+    def _write_invalid(self, key: TargetKey) -> None:
+        """Write the ``InvalidSpec`` condition of ``key`` if this replica leads."""
+        with self._lock:
+            bad = self.invalid.get(key)
+            self._invalid_written.discard(key)
+        if bad is None or self.status_writer is None or not self.can_write():
+            return
+        generation, message, _ = bad
+        conds = ConditionSet()
+        conds.set("Ready", False, "InvalidSpec", message, self.clock())
+        status: dict[str, Any] = {"conditions": conds.to_wire()}
+        if isinstance(generation, int):
+            status["observedGeneration"] = generation
+        if self.status_writer.write(key.namespace, key.name, status) is None:
+            with self._lock:
+                if self.invalid.get(key) == bad:
+                    self._invalid_written.add(key)
+
+    def _invalid_status_job(self) -> None:
+        """Write the InvalidSpec conditions not written yet (rejected while a standby, or
+        the write failed): leadership gained, or the API server back."""
+        if not self.can_write():
+            return
+        with self._lock:
+            pending = [k for k in self.invalid if k not in self._invalid_written]
+        for key in pending:
+            self._write_invalid(key)
 
     # ------------------------------------------------------------------ jobs
     def _tick_job(self, key: TargetKey) -> None:
@@ -238,6 +302,16 @@ class Controller:
             log.exception("refit of %s failed", key)
             if self.metrics is not None:
                 self.metrics.count_error(str(key), "Internal")
+        n = runner.refit_failures
+        if n > 0 and not self._stop.is_set() and not runner.closed:
+            delay = min(self.refit_retry_s * 2 ** (n - 1), 300.0, runner.refit_every_s)
+            log.info("%s: history fetch failed %d time(s); refit again in %g s", key, n, delay)
+            with contextlib.suppress(SchedulerNotRunningError):
+                self.scheduler.add_job(
+                    self._refit_job, DateTrigger(datetime.now(tz=UTC)
+                                                 + timedelta(seconds=delay), timezone=UTC),
+                    args=[key], id=f"refit-retry:{key}", name=f"refit retry {key}",
+                    replace_existing=True, executor="refit", misfire_grace_time=None)
 
     # ------------------------------------------------------------------ watch
     def _objects_api(self) -> Any:
@@ -247,10 +321,13 @@ class Controller:
 
     def _list(self) -> tuple[list[dict[str, Any]], str]:
         api = self._objects_api()
+        timeout = (10.0, self.watch_read_timeout_s)
         if self.namespace:
-            res = api.list_namespaced_custom_object(GROUP, VERSION, self.namespace, PLURAL)
+            res = api.list_namespaced_custom_object(GROUP, VERSION, self.namespace, PLURAL,
+                                                    _request_timeout=timeout)
         else:
-            res = api.list_cluster_custom_object(GROUP, VERSION, PLURAL)
+            res = api.list_cluster_custom_object(GROUP, VERSION, PLURAL,
+                                                 _request_timeout=timeout)
         return list(res.get("items") or []), str((res.get("metadata") or {}).get(
             "resourceVersion") or "")
 
@@ -269,16 +346,19 @@ class Controller:
             gone = [k for k in (*self.runners, *self.invalid) if k not in seen]
         for k in gone:
             self.remove(k)
+        self._watch_progress_s = self.clock()
         self._synced.set()
         return rv
 
     def _watch_loop(self) -> None:
         from kubernetes import watch
         from kubernetes.client.exceptions import ApiException
+        from urllib3.exceptions import ReadTimeoutError
 
         backoff = 1.0
         while not self._stop.is_set():
             try:
+                self._watch_call_since = self.clock()
                 rv = self.sync_once()
                 backoff = 1.0
                 w: Any = watch.Watch()  # type: ignore[no-untyped-call]
@@ -289,8 +369,11 @@ class Controller:
                                                                    self.namespace, PLURAL)
                 else:
                     fn, args = api.list_cluster_custom_object, (GROUP, VERSION, PLURAL)
+                self._watch_call_since = self.clock()
                 for ev in w.stream(fn, *args, resource_version=rv,
-                                   timeout_seconds=self.watch_timeout_s):
+                                   timeout_seconds=self.watch_timeout_s,
+                                   _request_timeout=(10.0, self.watch_read_timeout_s)):
+                    self._watch_progress_s = self._watch_call_since = self.clock()
                     if self._stop.is_set():
                         w.stop()
                         break
@@ -307,17 +390,31 @@ class Controller:
                     continue
                 log.warning("watch of %s failed (%s): %s; retrying in %.0f s", PLURAL,
                             exc.status, exc.reason, backoff)
+                self._watch_call_since = None
                 self._stop.wait(backoff)
                 backoff = min(backoff * 2, 60.0)
             except Exception as exc:
+                if _timed_out(exc, ReadTimeoutError):
+                    log.info("watch of %s silent for %g s (connection dropped?); re-listing",
+                             PLURAL, self.watch_read_timeout_s)
+                    continue
                 log.warning("watch of %s failed: %s; retrying in %.0f s", PLURAL, exc, backoff)
+                self._watch_call_since = None
                 self._stop.wait(backoff)
                 backoff = min(backoff * 2, 60.0)
+            finally:
+                self._watch_call_since = None
 
     # ------------------------------------------------------------------ lifecycle
     def start(self, *, watch: bool = True) -> None:
         """Start the scheduler and (with an API client) the watch thread."""
         self.scheduler.start()
+        if self.status_writer is not None:
+            self.scheduler.add_job(self._invalid_status_job,
+                                   IntervalTrigger(seconds=self.invalid_status_every_s,
+                                                   timezone=UTC),
+                                   id="invalid-status", name="InvalidSpec conditions",
+                                   replace_existing=True)
         if watch and self.api_client is not None:
             self._watch_thread = threading.Thread(target=self._watch_loop, name="pa-watch",
                                                   daemon=True)
@@ -342,6 +439,11 @@ class Controller:
             return False, "scheduler not running"
         if not self._synced.is_set():
             return False, "PredictiveAutoscalers not listed yet"
+        if self._watch_thread is not None:
+            quiet_s = self.clock() - self._watch_progress_s
+            if quiet_s > self.watch_stall_s:
+                return False, (f"no watch event or list of {PLURAL} for {quiet_s:.0f} s "
+                               f"(> {self.watch_stall_s:.0f} s)")
         return True, f"{len(self.runners)} target(s)"
 
     def healthy(self) -> tuple[bool, str]:
@@ -353,6 +455,11 @@ class Controller:
         if self._watch_thread is not None and not self._watch_thread.is_alive():
             return False, "watch thread died"
         now = self.clock()
+        since = self._watch_call_since
+        if (self._watch_thread is not None and since is not None
+                and now - max(since, self._watch_progress_s) > self.watch_stall_s):
+            return False, (f"watch of {PLURAL} stuck in one request for "
+                           f"{now - since:.0f} s (read timeout {self.watch_read_timeout_s:g} s)")
         with self._lock:
             runners = list(self.runners.values())
         for r in runners:  # a tick stuck for 10 intervals (and a minute) is a wedged loop
@@ -364,6 +471,19 @@ class Controller:
     def wait_synced(self, timeout_s: float) -> bool:
         """Block until the first list completed (tests, ``--once``)."""
         return self._synced.wait(timeout_s)
+
+
+def _timed_out(exc: BaseException, read_timeout: type[BaseException]) -> bool:
+    """Whether ``exc`` (or what it wraps) is a socket read timeout."""
+    seen: BaseException | None = exc
+    for _ in range(5):
+        if seen is None:
+            return False
+        if isinstance(seen, (read_timeout, TimeoutError)):
+            return True
+        args = [a for a in getattr(seen, "args", ()) if isinstance(a, BaseException)]
+        seen = seen.__cause__ or seen.__context__ or (args[0] if args else None)
+    return False
 
 
 def spec_interval_s(spec: PredictiveAutoscalerSpec) -> float:

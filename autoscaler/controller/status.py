@@ -5,7 +5,8 @@ Conditions (``type``: meaning when ``True``):
 
 - ``Ready``: the target exists, the controller can read it and its signals, and it
   decided this tick. ``False`` reasons: ``InvalidSpec``, ``TargetNotFound``,
-  ``Forbidden``, ``MetricsUnavailable``, ``ApiConflict``.
+  ``Forbidden``, ``MetricsUnavailable``, ``MetricsInvalid``, ``MetricsStale``,
+  ``ApiConflict``.
 - ``PredictionReady``: the forecast is fitted and used. ``False`` reasons:
   ``NotEnoughHistory``, ``ModelFailed``, ``WorseThanReactive`` (the prediction guard
   switched it off), ``Waiting`` (before the first fit).

@@ -157,10 +157,12 @@ class TargetRunner:
         metrics: _Metrics | None = None,
         guard: GuardSettings | None = None,
         generation: int | None = None,
+        uid: str | None = None,
     ) -> None:
         self.key = key
         self.spec = spec
         self.generation = generation
+        self.uid = uid
         self.settings = to_policy_settings(spec)
         self.policy = Policy(self.settings)
         self.state: PolicyState = self.policy.initial_state()
@@ -195,6 +197,39 @@ class TargetRunner:
         self.status_every_s = 60.0
         self._status_sig: object = None
         self._status_at_s = -math.inf
+        #: held while acting and reporting; :meth:`close` takes it, so once it returns the
+        #: runner never scales, records an Event, writes status or touches a metric again
+        self._fence = threading.RLock()
+        self.closed = False
+        #: whether the stabilization window holds a recommendation (seeded at the 1st tick)
+        self._seeded = False
+        #: an Event with the same reason is not recorded again within this many seconds
+        #: (the Kubernetes event recorder's aggregation, kept simple)
+        self.event_repeat_s = 600.0
+        self._events_at: dict[str, float] = {}
+        #: failed refits in a row (history fetch failed); the loop retries with backoff
+        self.refit_failures = 0
+
+    # ------------------------------------------------------------------ lifecycle
+    def close(self) -> None:
+        """Fence this runner off (its resource was deleted or its spec replaced): waits for
+        an act/report in flight, after which nothing it does reaches the cluster or the
+        metrics (a refit or tick still running finishes unseen)."""
+        with self._fence:
+            self.closed = True
+
+    def carry_from(self, old: TargetRunner) -> None:
+        """Continue where ``old`` (the same resource under its previous spec, closed)
+        left off: the policy's stabilization history, scale events and failure count, its
+        capacity and lead estimates where the spec still means the same, the conditions
+        (honest transition times) and which transitions were already announced by Events."""
+        with old._fence:
+            self.state = self.policy.carry(old.state, old.settings)
+            self._seeded = old._seeded
+            self.conditions = old.conditions
+            self._prediction_on, self._fallback_on = old._prediction_on, old._fallback_on
+            self._prediction_reason = old._prediction_reason
+            self._events_at = dict(old._events_at)
 
     # ------------------------------------------------------------------ history + refit
     def _fetch_history(self, now_s: float, *, full: bool) -> None:
@@ -244,11 +279,13 @@ class TargetRunner:
             self._fetch_history(now_s, full=True)
         except (MetricsUnavailable, ConfigError) as exc:
             self._history_failed = str(exc)
+            self.refit_failures += 1
             self._count("MetricsUnavailable" if isinstance(exc, MetricsUnavailable)
                         else "ConfigError")
             log.warning("%s: history fetch failed: %s", self.key, exc)
             return False
         self._history_failed = ""
+        self.refit_failures = 0
         self._seed_readings(now_s)
         with self._lock:
             snap = self.live.snapshot()
@@ -276,18 +313,20 @@ class TargetRunner:
             # the configured model is tried again at the next refit
             self.model_in_use = name
             self.model_fallback = f"{failed}; forecasting with {name}" if failed else ""
-            if self.metrics is not None:
-                self.metrics.count_refit(self.key, ok=not failed,
-                                         duration_s=time.perf_counter() - t0)
+            self._count_refit(ok=not failed, duration_s=time.perf_counter() - t0)
             log.info("%s: refit %s on %d buckets in %.2f s", self.key, name, len(snap),
                      time.perf_counter() - t0)
             return True
         with self._lock:
             self.live.drop(f"fit failed: {failed}")
         self.model_in_use, self.model_fallback = "", ""
-        if self.metrics is not None:
-            self.metrics.count_refit(self.key, ok=False, duration_s=time.perf_counter() - t0)
+        self._count_refit(ok=False, duration_s=time.perf_counter() - t0)
         return False
+
+    def _count_refit(self, *, ok: bool, duration_s: float) -> None:
+        with self._fence:
+            if self.metrics is not None and not self.closed:
+                self.metrics.count_refit(self.key, ok=ok, duration_s=duration_s)
 
     # ------------------------------------------------------------------ the tick
     def tick(self, now_s: float) -> TickOutcome:
@@ -301,6 +340,9 @@ class TargetRunner:
             signals = Signals(now_s=now_s, errors={"prometheus": str(exc)})
             errors.append(f"MetricsUnavailable: {exc}")
             self._count("MetricsUnavailable")
+        why = _demand_problem(signals)
+        if why is not None and not errors:  # Prometheus answered, but not with a demand
+            self._count(_metrics_reason(why))
         try:
             self._fetch_history(now_s, full=False)
         except (MetricsUnavailable, ConfigError) as exc:
@@ -327,28 +369,41 @@ class TargetRunner:
         self.guard, use = self.guard.step(now_s, fc, signals.demand_rps, lead_s,
                                           self.settings.quantile, self.guard_plan)
         # -- decide
-        scale_events = self.state.hpa.events
-        decision, self.state = self.policy.decide(signals, use, self.state)
+        with self._fence:
+            state = self.state
+            if not self._seeded:  # a fresh start holds the current count (HPA-like)
+                pods = signals.pods
+                state = self.policy.seed(state, now_s,
+                                         pods.desired if pods.desired > 0 else pods.total)
+                self._seeded = True
+        scale_events = state.hpa.events
+        decision, state = self.policy.decide(signals, use, state)
         out = TickOutcome(now_s, signals, fc, decision, prediction_used=use is not None,
                           errors=errors, fetch_s=fetch_s)
-        # -- act
-        writer = self._writes()
-        if writer and self._needs_apply(decision, signals.pods):
-            assert self.pods is not None
-            try:
-                self.pods.apply(decision.active, decision.warm, reason=decision.reason.value,
-                                message=decision.message, reuse_observation=True)
-                out.applied = True
-            except _API_FAILURES as exc:
-                return self._failed(now_s, signals, _condition_reason(exc), exc, t0)
-        if not out.applied:
+        with self._fence:
+            if self.closed:  # removed or replaced meanwhile: its successor decides
+                return out
             # the HPA's rate limits count scale events that happened; an Observe-mode or
-            # standby decision did not happen (the HPA records events only when it rescales)
-            self.state = replace(self.state, hpa=replace(self.state.hpa, events=scale_events))
-        # -- report
-        self._conditions(out, model_error, writer)
-        out.duration_s = time.perf_counter() - t0
-        self._report(out)
+            # standby decision, or a write that failed, did not happen (the HPA records
+            # events only when it rescales)
+            self.state = replace(state, hpa=replace(state.hpa, events=scale_events))
+            # -- act
+            writer = self._writes()
+            if writer and self._needs_apply(decision, signals.pods):
+                assert self.pods is not None
+                try:
+                    self.pods.apply(decision.active, decision.warm,
+                                    reason=decision.reason.value,
+                                    message=decision.message, reuse_observation=True)
+                    out.applied = True
+                except _API_FAILURES as exc:
+                    return self._failed(now_s, signals, _condition_reason(exc), exc, t0)
+            if out.applied:
+                self.state = state
+            # -- report
+            self._conditions(out, model_error, writer)
+            out.duration_s = time.perf_counter() - t0
+            self._report(out)
         return out
 
     @staticmethod
@@ -369,8 +424,17 @@ class TargetRunner:
         now, c = out.now_s, self.conditions
         d = out.decision
         assert d is not None
-        if out.errors and out.signals.demand_rps is None:
+        # the fallback engages after failureThreshold bad ticks in a row (3 without a
+        # fallback configured); a shorter gap is a plain hold, not worth a condition flip
+        holding = d.reason in (Reason.FALLBACK, Reason.STALE_METRICS_HOLD)
+        fb = self.settings.fallback
+        threshold = fb.failure_threshold if fb is not None else 3
+        fallback = d.reason == Reason.FALLBACK or (holding and self.state.failures >= threshold)
+        why = _demand_problem(out.signals)
+        if fallback and out.errors and out.signals.demand_rps is None:
             c.set("Ready", False, "MetricsUnavailable", "; ".join(out.errors), now)
+        elif fallback and why is not None:  # Prometheus answers, but not with a usable demand
+            c.set("Ready", False, _metrics_reason(why), f"demand: {why}", now)
         else:
             c.set("Ready", True, "Decided", f"{d.reason.value}: {d.message}", now)
         g = self.guard
@@ -389,30 +453,50 @@ class TargetRunner:
         else:
             on, reason, msg = False, "Waiting", "waiting for the first fit"
         c.set("PredictionReady", on, reason, msg, now)
-        fallback = d.reason in (Reason.FALLBACK, Reason.STALE_METRICS_HOLD)
-        c.set("FallbackActive", fallback, d.reason.value if fallback else "SignalsOk",
-              d.message if fallback else "demand observed and fresh", now)
+        if fallback:
+            c.set("FallbackActive", True, d.reason.value, d.message, now)
+        else:
+            c.set("FallbackActive", False, "SignalsOk",
+                  f"holding: demand missing or stale for {self.state.failures} of {threshold} "
+                  "ticks" if holding else "demand observed and fresh", now)
         # visible transitions: events (leader only; the Event is a write)
         if writer and self.pods is not None:
             if reason == "SimplerModel" and self._prediction_reason != "SimplerModel":
-                self.pods.event("ModelFallback", msg, type_="Warning")
+                self._event(now, "ModelFallback", msg, type_="Warning")
             if self._prediction_on is not None and on != self._prediction_on:
                 if on:
-                    self.pods.event("PredictionRecovered", f"Prediction back on: {msg}")
+                    self._event(now, "PredictionRecovered", f"Prediction back on: {msg}")
                 elif reason in ("WorseThanReactive", "ModelFailed"):
-                    self.pods.event("PredictionFallback",
-                                    f"Prediction off, reactive only ({reason}): {msg}",
-                                    type_="Warning")
-            if fallback and not self._fallback_on:
-                self.pods.event("MetricsFallback", f"{d.reason.value}: {d.message}",
+                    self._event(now, "PredictionFallback",
+                                f"Prediction off, reactive only ({reason}): {msg}",
                                 type_="Warning")
+            if fallback and not self._fallback_on:
+                self._event(now, "MetricsFallback", f"{d.reason.value}: {d.message}",
+                            type_="Warning")
         if self._prediction_on is not None and on != self._prediction_on:
             log.warning("%s: prediction %s (%s: %s)", self.key, "on" if on else "off",
                         reason, msg)
         self._prediction_on, self._fallback_on = on, fallback
         self._prediction_reason = reason
 
+    def _event(self, now_s: float, reason: str, message: str, *,
+               type_: str = "Normal") -> None:
+        """Record an Event unless one with the same reason was recorded within
+        ``event_repeat_s`` (a flapping signal or model makes one Event, not one per flip)."""
+        if now_s - self._events_at.get(reason, -math.inf) < self.event_repeat_s:
+            log.info("%s: Event %s not repeated within %g s: %s", self.key, reason,
+                     self.event_repeat_s, message)
+            return
+        assert self.pods is not None
+        self.pods.event(reason, message, type_=type_)
+        self._events_at[reason] = now_s
+
     def _report(self, out: TickOutcome) -> None:
+        with self._fence:
+            if not self.closed:
+                self._report_unfenced(out)
+
+    def _report_unfenced(self, out: TickOutcome) -> None:
         self.last = out
         self.ticks += 1
         if self.metrics is not None:
@@ -452,8 +536,9 @@ class TargetRunner:
         return self.state.lead.lead_s if self.state.lead else self.settings.cold_start_prior_s
 
     def _count(self, kind: str) -> None:
-        if self.metrics is not None:
-            self.metrics.count_error(self.key, kind)
+        with self._fence:
+            if self.metrics is not None and not self.closed:
+                self.metrics.count_error(self.key, kind)
 
     # ------------------------------------------------------------------ status
     def status(self) -> dict[str, Any]:
@@ -492,13 +577,35 @@ class TargetRunner:
             return self.settings.quantile if lv is None else lv.level
 
 
+def _demand_problem(signals: Signals) -> str | None:
+    """Why the demand reading is missing or stale (the source's words), else ``None``."""
+    stale_or_missing = signals.errors.get("demand_rps")
+    if signals.demand_rps is None:
+        return stale_or_missing or signals.errors.get("prometheus") or "demand missing"
+    return stale_or_missing if stale_or_missing and stale_or_missing.startswith("stale") \
+        else None
+
+
+def _metrics_reason(why: str) -> str:
+    """The condition reason and ``errors_total`` kind of a demand problem:
+    ``MetricsInvalid`` (the query is wrong: refused as bad data, +Inf/NaN, several
+    series), ``MetricsStale``, else ``MetricsUnavailable`` (no series, Prometheus down)."""
+    if why.startswith("stale"):
+        return "MetricsStale"
+    if why.startswith(("value is", "returned")) or "Code 400" in why or "bad_data" in why:
+        return "MetricsInvalid"
+    return "MetricsUnavailable"
+
+
 def _significant(st: dict[str, Any]) -> object:
-    """The part of a status worth an API write: replicas, reason, conditions (without
-    their messages' numbers), prediction switch and generation."""
+    """The part of a status worth an API write: replicas, conditions (without their
+    messages), prediction switch and generation. The decision's reason alone is not (a
+    signal missing every other tick flips it between a hold and a decision each tick):
+    it reaches the status with the next significant change or the heartbeat."""
     ld = st.get("lastDecision") or {}
     return (
         st.get("observedGeneration"), st.get("desiredReplicas"), st.get("activeReplicas"),
-        st.get("warmReplicas"), ld.get("reason"), ld.get("predictionUsed"),
+        st.get("warmReplicas"), ld.get("predictionUsed"),
         tuple((c["type"], c["status"], c["reason"]) for c in st.get("conditions", [])),
         (st.get("forecastQuality") or {}).get("predictionEnabled"),
     )

@@ -320,3 +320,29 @@ class Policy:
             last_active=pods.active,
         )
         return decision, new_state
+
+    def seed(self, state: PolicyState, now_s: float, current: int) -> PolicyState:
+        """Record ``current`` as a scale-down recommendation at ``now_s`` when ``state``
+        has none yet (the HPA's ``recordInitialRecommendation``): a target picked up by a
+        fresh (re)started controller holds its replicas for the stabilization window
+        instead of scaling down on its first tick."""
+        if state.hpa.recommendations:
+            return state
+        return replace(state, hpa=replace(state.hpa, recommendations=((now_s, current),)))
+
+    def carry(self, old: PolicyState, old_settings: PolicySettings) -> PolicyState:
+        """``old`` (the same target's state under ``old_settings``) for these settings: the
+        stabilization history, scale events, failure count and predictive holds stay (they
+        are facts about the target, not about the spec); the capacity and lead-time
+        estimates stay only while the settings they were learned under are unchanged."""
+        s, o = self.settings, old_settings
+        fresh = self.initial_state()
+        same_cap = (s.capacity_rps_per_replica, s.capacity_min_ratio, s.capacity_max_ratio) == (
+            o.capacity_rps_per_replica, o.capacity_min_ratio, o.capacity_max_ratio)
+        same_lead = (s.cold_start_prior_s, s.lead_quantile, s.lead_min_samples, s.learn_lead) == (
+            o.cold_start_prior_s, o.lead_quantile, o.lead_min_samples, o.learn_lead)
+        return replace(
+            old,
+            capacity=old.capacity if same_cap else fresh.capacity,
+            lead=old.lead if same_lead else fresh.lead,
+        )
