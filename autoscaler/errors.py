@@ -25,6 +25,7 @@ __all__ = [
     "MetricsUnavailable",
     "SurgecastError",
     "TargetNotFound",
+    "UnsupportedSelector",
 ]
 
 
@@ -71,3 +72,10 @@ class ActuationForbidden(ActuationError):
 
 class TargetNotFound(ActuationError):
     """404: the target workload no longer exists."""
+
+
+class UnsupportedSelector(TargetNotFound):
+    """The target's ``spec.selector`` cannot be turned into a label selector (an empty one,
+    an unknown operator, ``In`` without values): the pods cannot be found, so the target is
+    reported like a missing one (a condition, ``InvalidSelector``; no crash) until its
+    selector is fixed."""

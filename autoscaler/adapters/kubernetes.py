@@ -57,6 +57,7 @@ from autoscaler.errors import (
     ActuationForbidden,
     ConfigError,
     TargetNotFound,
+    UnsupportedSelector,
 )
 
 __all__ = [
@@ -129,12 +130,6 @@ def _status_body(exc: ApiException) -> dict[str, Any]:
     except (TypeError, ValueError):
         return {}
     return body if isinstance(body, dict) else {}
-
-
-class UnsupportedSelector(TargetNotFound):
-    """The target's ``spec.selector`` cannot be turned into a label selector (an empty one,
-    an unknown operator, ``In`` without values): the pods cannot be found, so the target is
-    reported like a missing one (a condition, no crash) until its selector is fixed."""
 
 
 _SET_OPERATORS = {"In": "in", "NotIn": "notin"}

@@ -170,6 +170,10 @@ class Controller:
             old.close()
             if uid is None or old.uid == uid:
                 runner.carry_from(old)
+            if spec.mode != "Auto" or (spec.scale_target_ref.name
+                                       != old.spec.scale_target_ref.name):
+                old.release_warm_pool(f"now mode {spec.mode}, Deployment "
+                                      f"{spec.scale_target_ref.name}")
         with self._lock:
             self.runners[key] = runner
             self.invalid.pop(key, None)
@@ -194,13 +198,15 @@ class Controller:
         return runner
 
     def remove(self, key: TargetKey) -> None:
-        """Stop scheduling ``key`` and drop its metrics."""
+        """Stop scheduling ``key``, hand its warm pool back to the Service and drop its
+        metrics (its resource was deleted or is invalid)."""
         with self._lock:
             gone = self.runners.pop(key, None)
             self.invalid.pop(key, None)
             self._invalid_written.discard(key)
         if gone is not None:
             gone.close()  # a tick in flight can no longer scale or report
+            gone.release_warm_pool("PredictiveAutoscaler deleted or invalid")
         with self._lock:
             if self.metrics is not None:
                 self.metrics.set_targets(len(self.runners))

@@ -44,6 +44,7 @@ from autoscaler.errors import (
     ConfigError,
     MetricsUnavailable,
     TargetNotFound,
+    UnsupportedSelector,
 )
 from autoscaler.ports import MetricsSource
 from forecasting.errors import ForecastingError
@@ -63,6 +64,8 @@ _API_FAILURES = (TargetNotFound, ActuationForbidden, ActuationConflict)
 
 
 def _condition_reason(exc: Exception) -> str:
+    if isinstance(exc, UnsupportedSelector):
+        return "InvalidSelector"
     if isinstance(exc, TargetNotFound):
         return "TargetNotFound"
     return "Forbidden" if isinstance(exc, ActuationForbidden) else "ApiConflict"
@@ -83,6 +86,10 @@ class PodReader(Protocol):
 
     def event(self, reason: str, message: str, *, type_: str = "Normal") -> None:
         """Record an Event on the target."""
+        ...
+
+    def release(self, *, reason: str = "") -> list[str]:
+        """Label every warm pod active (the controller stops writing for the target)."""
         ...
 
 
@@ -217,6 +224,24 @@ class TargetRunner:
         metrics (a refit or tick still running finishes unseen)."""
         with self._fence:
             self.closed = True
+
+    def release_warm_pool(self, why: str) -> list[str]:
+        """Hand the warm pool back to the Service (every warm pod labelled active) when this
+        runner wrote the target's pods and the controller stops doing so: its resource was
+        deleted or became invalid, or its spec moved to Observe or to another Deployment.
+        Pods the controller made warm would otherwise stay out of the Service for good (new
+        pods start active). Runs even on a closed runner; an API failure is logged and
+        counted, never raised. Returns the pods released."""
+        if not self._writes():
+            return []
+        assert self.pods is not None
+        try:
+            return self.pods.release(reason=why)
+        except _API_FAILURES as exc:
+            log.warning("%s: could not release the warm pool (%s): %s", self.key, why, exc)
+            if self.metrics is not None:
+                self.metrics.count_error(self.key, _condition_reason(exc))
+            return []
 
     def carry_from(self, old: TargetRunner) -> None:
         """Continue where ``old`` (the same resource under its previous spec, closed)

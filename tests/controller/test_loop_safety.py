@@ -455,3 +455,50 @@ def test_an_unusable_demand_says_why_in_conditions_and_errors(why: str, reason: 
     assert why[:40] in r.status()["conditions"][2]["message"]  # sorted by type: Ready last
     assert m.registry.get_sample_value("surgecast_controller_errors_total",
                                        {"target": f"{NS}/pa", "kind": reason}) == 3
+
+
+# ---------------------------------------------------------------- the warm pool handed back
+def _roles(kube: FakeKube) -> list[str]:
+    return sorted(str((o["metadata"].get("labels") or {}).get("surgecast.io/role"))
+                  for o in kube.pod_list(NS))
+
+
+def test_the_warm_pool_is_handed_back_when_the_controller_stops_writing(
+        kube: FakeKube, api: Any) -> None:
+    """Pods start active and the controller demotes some to warm. When it stops writing
+    for the target (spec moved to Observe, resource deleted) it labels them active again:
+    otherwise they would stay out of the Service for good. An Observe runner writes
+    nothing when it goes."""
+    kube.add_deployment(NS, "worker", replicas=4)
+    ctl = make(api, Manual(1.0))  # 1 req/s at 50 % of 1 req/s: 2 active
+    key = TargetKey(NS, "pa")
+    auto = validate_spec(body(warmPool={"minReplicas": 2, "maxReplicas": 2}))
+    t = 1_800_000_000.0
+    ctl.upsert(key, auto, 1, "uid-1").tick(t)
+    assert _roles(kube) == ["active", "active", "warm", "warm"]
+    ctl.upsert(key, validate_spec(body(warmPool={"minReplicas": 2, "maxReplicas": 2},
+                                       mode="Observe")), 2, "uid-1").tick(t + 1)
+    assert _roles(kube) == ["active"] * 4
+    released = [e for e in kube.events(NS) if e["reason"] == "WarmPoolReleased"]
+    assert len(released) == 1 and "mode Observe" in released[0]["message"]
+    ctl.remove(key)  # an Observe runner gone: nothing more to write
+    assert len([e for e in kube.events(NS) if e["reason"] == "WarmPoolReleased"]) == 1
+    ctl.upsert(key, auto, 3, "uid-1").tick(t + 2)
+    assert _roles(kube) == ["active", "active", "warm", "warm"]
+    ctl.remove(key)  # deleted (or invalid): handed back
+    assert _roles(kube) == ["active"] * 4
+    assert len([e for e in kube.events(NS) if e["reason"] == "WarmPoolReleased"]) == 2
+    ctl.scheduler.remove_all_jobs()
+
+
+def test_an_unusable_selector_is_a_condition_named_invalid_selector(kube: FakeKube) -> None:
+    kube.add_deployment(NS, "worker", replicas=2)
+    dep = kube.objects[("deployments", NS, "worker")]
+    dep["spec"]["selector"] = {"matchExpressions": [{"key": "app", "operator": "Near",
+                                                     "values": ["x"]}]}
+    r = _runner(kube, Manual(1.0))
+    out = r.tick(1_800_000_000.0)
+    assert out.decision is None
+    ready = {c["type"]: c for c in r.status()["conditions"]}["Ready"]
+    assert (ready["status"], ready["reason"]) == ("False", "InvalidSelector")
+    assert "Near" in ready["message"]
