@@ -93,6 +93,8 @@ ABLATIONS: dict[str, dict[str, Any]] = {
     "surgecast no ramp look-ahead": {"overrides": {"ramp_lookahead_s": 0.0}},
     # the forecast's bucket in progress left as the model made it (forecasting/partial.py)
     "surgecast no partial bucket": {"partial_bucket": False},
+    # the quantile read as configured (forecast.adaptiveQuantile.step 0; forecasting/adaptive.py)
+    "surgecast fixed quantile": {"adaptive": None},
     # the controller's default forecast step (the CRD's forecast.step, 1m); the rows above
     # forecast in the trace's own step where that is coarser (10 min, 1 h)
     "surgecast forecast step 60 s": {"forecast_step_s": 60.0},
