@@ -65,6 +65,19 @@ class TargetKey:
         return cls(ns, name)
 
 
+
+def _target_of(obj: Mapping[str, Any]) -> str | None:
+    """The Deployment name a ``PredictiveAutoscaler`` object points at (unvalidated)."""
+    ref = ((obj.get("spec") or {}).get("scaleTargetRef") or {})
+    name = ref.get("name") if isinstance(ref, Mapping) else None
+    return str(name) if name else None
+
+
+def _order(obj: Mapping[str, Any]) -> tuple[str, str]:
+    """Which of two resources on one Deployment came first: (creationTimestamp, name)."""
+    meta = obj.get("metadata") or {}
+    return str(meta.get("creationTimestamp") or ""), str(meta.get("name") or "")
+
 class Controller:
     """Runs every target's ticks and refits; keeps the set of targets in step.
 
@@ -125,6 +138,12 @@ class Controller:
         #: rejected resources: key -> (generation, why, uid); not re-validated until the
         #: generation or the uid changes
         self.invalid: dict[TargetKey, tuple[Any, str, str | None]] = {}
+        #: the condition reason of each rejected resource (InvalidSpec, AmbiguousTarget)
+        self._invalid_reason: dict[TargetKey, str] = {}
+        #: the last object seen of every resource, its (creationTimestamp, name) order and
+        #: the Deployment it targets: a resource refused for targeting a Deployment that an
+        #: older one already scales is admitted once that one lets go
+        self._objects: dict[TargetKey, Mapping[str, Any]] = {}
         #: rejected resources whose InvalidSpec condition is written (a standby writes
         #: nothing: the rest are written once it leads, by the ``invalid-status`` job)
         self._invalid_written: set[TargetKey] = set()
@@ -197,16 +216,18 @@ class Controller:
                  spec.scale_target_ref.name, interval, spec.mode, spec.forecast.model)
         return runner
 
-    def remove(self, key: TargetKey) -> None:
+    def remove(self, key: TargetKey, *, deleted: bool = True) -> None:
         """Stop scheduling ``key``, hand its warm pool back to the Service and drop its
-        metrics (its resource was deleted or is invalid)."""
+        metrics (its resource was deleted, or with ``deleted=False`` is being rejected).
+        A deleted resource frees its Deployment for one refused as ambiguous."""
         with self._lock:
             gone = self.runners.pop(key, None)
             self.invalid.pop(key, None)
+            self._invalid_reason.pop(key, None)
             self._invalid_written.discard(key)
+            obj = self._objects.pop(key, None) if deleted else None
         if gone is not None:
             gone.close()  # a tick in flight can no longer scale or report
-            gone.release_warm_pool("PredictiveAutoscaler deleted or invalid")
         with self._lock:
             if self.metrics is not None:
                 self.metrics.set_targets(len(self.runners))
@@ -216,6 +237,9 @@ class Controller:
                 self.scheduler.remove_job(job)
         if gone is not None:
             log.info("target %s removed", key)
+            gone.release_warm_pool("PredictiveAutoscaler deleted or invalid")
+        if obj is not None:
+            self._admit_waiting(key.namespace, _target_of(obj))
 
     def upsert_resource(self, obj: Mapping[str, Any]) -> None:
         """Add, replace or reject one ``PredictiveAutoscaler`` object (a dict)."""
@@ -234,36 +258,88 @@ class Controller:
             or (bad is not None and (bad[0], bad[2]) == (generation, uid))
         ):
             return
+        with self._lock:
+            before = self._objects.get(key)
+            self._objects[key] = obj
         try:  # status is the controller's own output, never an input
             res = validate_resource({k: v for k, v in obj.items() if k != "status"})
         except ConfigError as exc:
             self._reject(key, str(exc), generation, uid)
             return
+        dep = res.spec.scale_target_ref.name
+        rival = self._rival(key, dep)
+        if rival is not None:
+            if _order(obj) > _order(self._objects[rival]):
+                self._reject(key, f"Deployment {key.namespace}/{dep} is already scaled by the "
+                             f"older PredictiveAutoscaler {rival.name}; this one waits until "
+                             "that one is deleted or points elsewhere", generation, uid,
+                             reason="AmbiguousTarget")
+                return
+            rmeta = self._objects[rival].get("metadata") or {}
+            self._reject(rival, f"Deployment {key.namespace}/{dep} is also targeted by the "
+                         f"older PredictiveAutoscaler {key.name}, which scales it; this one "
+                         "waits until that one is deleted or points elsewhere",
+                         rmeta.get("generation"),
+                         str(rmeta["uid"]) if rmeta.get("uid") else None,
+                         reason="AmbiguousTarget")
         try:
             self.upsert(key, res.spec, generation, uid)
         except (ConfigError, ValueError, KeyError) as exc:
             self._reject(key, str(exc), generation, uid)
+            return
+        if before is not None and _target_of(before) != dep:  # the old Deployment is free
+            self._admit_waiting(key.namespace, _target_of(before))
+
+    def _rival(self, key: TargetKey, deployment: str) -> TargetKey | None:
+        """Another resource whose runner scales ``deployment`` in ``key``'s namespace."""
+        with self._lock:
+            for k, r in self.runners.items():
+                if (k != key and k.namespace == key.namespace
+                        and r.spec.scale_target_ref.name == deployment and k in self._objects):
+                    return k
+        return None
+
+    def _admit_waiting(self, namespace: str, deployment: str | None) -> None:
+        """Admit the oldest resource refused as ambiguous for ``deployment`` (now free)."""
+        if deployment is None:
+            return
+        with self._lock:
+            waiting = sorted(
+                (_order(self._objects[k]), k) for k, why in self._invalid_reason.items()
+                if why == "AmbiguousTarget" and k.namespace == namespace
+                and k in self._objects and _target_of(self._objects[k]) == deployment)
+            if not waiting:
+                return
+            key = waiting[0][1]
+            obj = self._objects[key]
+            self.invalid.pop(key, None)  # re-validated from scratch
+            self._invalid_reason.pop(key, None)
+        log.info("Deployment %s/%s is free: admitting %s", namespace, deployment, key)
+        self.upsert_resource(obj)
 
     def _reject(self, key: TargetKey, message: str, generation: Any,
-                uid: str | None = None) -> None:
-        log.error("PredictiveAutoscaler %s is invalid: %s", key, message)
-        self.remove(key)
+                uid: str | None = None, *, reason: str = "InvalidSpec") -> None:
+        log.error("PredictiveAutoscaler %s is not run (%s): %s", key, reason, message)
+        self.remove(key, deleted=False)
         with self._lock:
             self.invalid[key] = (generation, message, uid)
+            self._invalid_reason[key] = reason
         if self.metrics is not None:
-            self.metrics.count_error(str(key), "InvalidSpec")
+            self.metrics.count_error(str(key), reason)
         self._write_invalid(key)
 
     def _write_invalid(self, key: TargetKey) -> None:
-        """Write the ``InvalidSpec`` condition of ``key`` if this replica leads."""
+        """Write the ``InvalidSpec`` (or ``AmbiguousTarget``) condition of ``key`` if this
+        replica leads."""
         with self._lock:
             bad = self.invalid.get(key)
+            why = self._invalid_reason.get(key, "InvalidSpec")
             self._invalid_written.discard(key)
         if bad is None or self.status_writer is None or not self.can_write():
             return
         generation, message, _ = bad
         conds = ConditionSet()
-        conds.set("Ready", False, "InvalidSpec", message, self.clock())
+        conds.set("Ready", False, why, message, self.clock())
         status: dict[str, Any] = {"conditions": conds.to_wire()}
         if isinstance(generation, int):
             status["observedGeneration"] = generation

@@ -178,7 +178,8 @@ def test_watch_survives_expiry_and_stream_ends(trace: Series) -> None:
     with FakeKube(watch_history=2) as kube:
         api = kube.api_client()
         k8s.ApiextensionsV1Api(api).create_custom_resource_definition(crd())
-        kube.add_deployment(NS, DEP, replicas=1)
+        for i in range(4):  # one Deployment each: two on one would be ambiguous
+            kube.add_deployment(NS, f"{DEP}-{i}", replicas=1)
         ctl = controller(api, trace, can_write=lambda: False)
         ctl.start()
         try:
@@ -186,8 +187,9 @@ def test_watch_survives_expiry_and_stream_ends(trace: Series) -> None:
             kube.close_watches()  # the server drops every watch: the loop re-lists
             objs = k8s.CustomObjectsApi(api)
             for i in range(4):
-                objs.create_namespaced_custom_object(GROUP, VERSION, NS, PLURAL,
-                                                     resource(f"pa{i}"))
+                objs.create_namespaced_custom_object(
+                    GROUP, VERSION, NS, PLURAL,
+                    resource(f"pa{i}", scaleTargetRef={"name": f"{DEP}-{i}"}))
             wait(lambda: len(ctl.runners) == 4, what="4 targets")
         finally:
             ctl.stop()

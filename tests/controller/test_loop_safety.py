@@ -502,3 +502,39 @@ def test_an_unusable_selector_is_a_condition_named_invalid_selector(kube: FakeKu
     ready = {c["type"]: c for c in r.status()["conditions"]}["Ready"]
     assert (ready["status"], ready["reason"]) == ("False", "InvalidSelector")
     assert "Near" in ready["message"]
+
+
+# ---------------------------------------------------------------- two resources, one Deployment
+def _ready_reason(api: Any, name: str) -> str | None:
+    conds = (objs(api).get_namespaced_custom_object(GROUP, VERSION, NS, PLURAL, name)
+             .get("status", {}).get("conditions") or [])
+    return next((c["reason"] for c in conds if c["type"] == "Ready"), None)
+
+
+def test_two_resources_on_one_deployment_the_older_scales_the_other_waits(
+        kube: FakeKube, api: Any) -> None:
+    """Like the HPA's AmbiguousSelector: the older resource (creationTimestamp, then name)
+    scales the Deployment; the other is refused with Ready=False/AmbiguousTarget, even when
+    it is listed first, and is admitted once the older one is deleted. Before, both ran and
+    the replicas flipped between their plans."""
+    kube.add_deployment(NS, "worker", replicas=1)
+    objs(api).create_namespaced_custom_object(GROUP, VERSION, NS, PLURAL, resource(
+        "pa-z", maxReplicas=4))  # older: 1 req/s wants 2, at most 4
+    kube.advance(5)
+    objs(api).create_namespaced_custom_object(GROUP, VERSION, NS, PLURAL, resource(
+        "pa-a", minReplicas=16, maxReplicas=30))  # newer, listed first: it wants 16
+    ctl = make(api, Manual(1.0))
+    ctl.invalid_status_every_s = 0.2
+    ctl.start()
+    try:
+        wait(lambda: _ready_reason(api, "pa-a") == "AmbiguousTarget", what="pa-a refused")
+        assert set(ctl.runners) == {TargetKey(NS, "pa-z")}
+        wait(lambda: replicas(kube) == 2, what="pa-z's plan")
+        time.sleep(2.0)  # several ticks: nobody flips it
+        assert replicas(kube) == 2
+        assert set(ctl.runners) == {TargetKey(NS, "pa-z")}
+        objs(api).delete_namespaced_custom_object(GROUP, VERSION, NS, PLURAL, "pa-z")
+        wait(lambda: TargetKey(NS, "pa-a") in ctl.runners, what="pa-a admitted")
+        wait(lambda: replicas(kube) == 16, what="pa-a's plan")
+    finally:
+        ctl.stop()
