@@ -264,10 +264,17 @@ def test_replicas_rise_before_the_replayed_peak_and_hold_through_an_outage(
             assert prom.proc is not None
             os.kill(prom.proc.pid, signal.SIGSTOP)
             try:
-                time.sleep(10.0)
+                # Ready turns False once failureThreshold (3) ticks in a row have failed
+                # (2-s ticks, 1-s query timeouts): not on the first, so a flapping signal
+                # does not flap the condition
+                deadline = time.time() + 30
+                while (time.time() < deadline
+                       and conds_now(ctl, key)["Ready"] != ("False", "MetricsUnavailable")):
+                    time.sleep(0.5)
+                assert conds_now(ctl, key)["Ready"] == ("False", "MetricsUnavailable")
+                assert time.time() - t_out >= 4.0  # not before a few failed ticks
                 during = [r for t, r in seen if t >= t_out]
                 assert during and min(during) >= r0
-                assert conds_now(ctl, key)["Ready"] == ("False", "MetricsUnavailable")
             finally:
                 os.kill(prom.proc.pid, signal.SIGCONT)
             deadline = time.time() + 20
