@@ -12,13 +12,13 @@ import math
 import socket
 import threading
 import time
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import pytest
 from fake_kube import FakeKube
 from kubernetes import client as k8s
+from test_loop import wait
 
 from autoscaler.adapters.kubernetes import KubernetesActuator
 from autoscaler.config import crd, validate_spec
@@ -82,16 +82,6 @@ def body(dep: str = "worker", **over: Any) -> dict[str, Any]:
 def resource(name: str = "pa", dep: str = "worker", **over: Any) -> dict[str, Any]:
     return {"apiVersion": f"{GROUP}/{VERSION}", "kind": "PredictiveAutoscaler",
             "metadata": {"name": name, "namespace": NS}, "spec": body(dep, **over)}
-
-
-def wait(cond: Callable[[], Any], timeout_s: float = 20.0, what: str = "") -> Any:
-    end = time.monotonic() + timeout_s
-    while time.monotonic() < end:
-        v = cond()
-        if v:
-            return v
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what or cond}")
 
 
 def replicas(kube: FakeKube, dep: str = "worker") -> int:

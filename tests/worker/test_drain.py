@@ -16,6 +16,19 @@ from pathlib import Path
 import httpx
 
 
+def _wait_ready(proc: subprocess.Popen[bytes], url: str, log_path: Path) -> None:
+    """Until the worker's ``/readyz`` says 200 (90 s at most; its log if it dies)."""
+    deadline = time.monotonic() + 90
+    while True:
+        assert proc.poll() is None, log_path.read_text()
+        try:
+            if httpx.get(url + "/readyz", timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        assert time.monotonic() < deadline, "worker never became ready"
+        time.sleep(0.1)
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -52,16 +65,7 @@ def test_sigterm_drains_accepted_requests(tiny_model_dir: Path, tmp_path: Path) 
         stderr=subprocess.STDOUT,
     )
     try:
-        deadline = time.monotonic() + 90
-        while True:
-            assert proc.poll() is None, (tmp_path / "worker.log").read_text()
-            try:
-                if httpx.get(url + "/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "worker never became ready"
-            time.sleep(0.1)
+        _wait_ready(proc, url, tmp_path / "worker.log")
 
         results: list[int] = []
         body = {"model": "tiny", "prompt": "drain me", "max_tokens": 100, "temperature": 0}
@@ -130,16 +134,7 @@ def test_sigterm_ends_unfinished_requests_cleanly_within_the_grace_period(
         env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])},
     )
     try:
-        deadline = time.monotonic() + 90
-        while True:
-            assert proc.poll() is None, (tmp_path / "worker.log").read_text()
-            try:
-                if httpx.get(url + "/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "worker never became ready"
-            time.sleep(0.1)
+        _wait_ready(proc, url, tmp_path / "worker.log")
 
         body = {"model": "tiny", "prompt": "drain me", "max_tokens": 200, "temperature": 0}
         plain: list[httpx.Response] = []
