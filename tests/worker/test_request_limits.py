@@ -15,6 +15,17 @@ import pytest
 from model_worker.engine import TransformersEngine
 
 
+def _engine_as(cls: type[TransformersEngine]) -> Any:
+    """An engine factory: the real engine, loaded as usual, with ``cls``'s overrides."""
+
+    def factory(cfg: Any) -> TransformersEngine:
+        e = TransformersEngine.load(cfg.model_path, cfg.served_name)
+        e.__class__ = cls
+        return e
+
+    return factory
+
+
 @pytest.fixture(scope="module")
 def server(tiny_model_dir: Path, worker_starter: Any) -> Any:
     srv = worker_starter(tiny_model_dir, max_tokens_cap=64, max_body_bytes=256 * 1024)
@@ -65,12 +76,7 @@ def test_a_prompt_that_cannot_fit_is_refused_before_tokenizing(make_server: Any)
             seen.append(sum(len(m["content"]) for m in messages))
             return super().encode_chat(messages)
 
-    def factory(cfg: Any) -> TransformersEngine:
-        e = TransformersEngine.load(cfg.model_path, cfg.served_name)
-        e.__class__ = Recording
-        return e
-
-    srv = make_server(engine_factory=factory)
+    srv = make_server(engine_factory=_engine_as(Recording))
     seen.clear()  # the warmup's prompt
     # 200 kB: under the body limit, far beyond 256 tokens x 64 characters per token
     r = post(srv.url, {"model": "tiny", "prompt": "fox " * 50_000})
@@ -95,12 +101,7 @@ def test_tokenization_runs_off_the_event_loop(make_server: Any) -> None:
                 release.wait(20)
             return super().encode_prompt(text)
 
-    def factory(cfg: Any) -> TransformersEngine:
-        e = TransformersEngine.load(cfg.model_path, cfg.served_name)
-        e.__class__ = GatedTokenizer
-        return e
-
-    srv = make_server(engine_factory=factory)
+    srv = make_server(engine_factory=_engine_as(GatedTokenizer))
     got: list[int] = []
     t = threading.Thread(
         target=lambda: got.append(
@@ -162,12 +163,7 @@ def test_an_unexpected_error_is_a_500_with_an_openai_body(make_server: Any) -> N
                 raise KeyError("a bug")
             return super().encode_prompt(text)
 
-    def factory(cfg: Any) -> TransformersEngine:
-        e = TransformersEngine.load(cfg.model_path, cfg.served_name)
-        e.__class__ = Broken
-        return e
-
-    srv = make_server(engine_factory=factory)
+    srv = make_server(engine_factory=_engine_as(Broken))
     err = assert_openai_error(post(srv.url, {"model": "tiny", "prompt": "boom"}), 500)
     assert err["type"] == "server_error"
     assert post(srv.url, {"model": "tiny", "prompt": "fine", "max_tokens": 2}).status_code == 200
