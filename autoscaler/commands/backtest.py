@@ -24,6 +24,12 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from autoscaler.commands._output import (
+    check_writable_dir,
+    stdout_console,
+    write_atomic,
+    write_text_atomic,
+)
 from autoscaler.commands.forecast import UsageError, load_series
 from autoscaler.core.settings import DEFAULT_FORECAST_MODEL
 
@@ -317,10 +323,7 @@ def backtest_and_report(series: Series, names: list[str], args: argparse.Namespa
     series, history = split_history(series, getattr(args, "history_days", 0.0))
     series, scenario = prepare(series, args, spec)
     out = Path(args.out)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise UsageError(f"cannot create --out folder {out}: {exc}") from None
+    check_writable_dir("--out", out)
     policies = make_policies(scenario, series, names, args, spec, history)
     if spec is not None:
         util = spec.capacity.target_utilization
@@ -335,7 +338,7 @@ def backtest_and_report(series: Series, names: list[str], args: argparse.Namespa
     if fan is not None:
         policies["surgecast"] = fan
 
-    console = Console(width=None if sys.stdout.isatty() else 150)
+    console = stdout_console()
     err = Console(stderr=True)
     progress = Progress(
         TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
@@ -354,15 +357,16 @@ def backtest_and_report(series: Series, names: list[str], args: argparse.Namespa
 
     _print_table(console, series, scenario, [row for row, _ in results])
     png = out / "capacity.png"
-    _plot(png, [res for _, res in results])
+    write_atomic(png, lambda tmp: _plot(tmp, [res for _, res in results]))
     written = [png]
     if fan is not None:
         fan_png = out / "forecast_fan.png"
-        _plot_fan(fan_png, fan, next(res for _, res in results if res.name == "surgecast"))
+        sim = next(res for _, res in results if res.name == "surgecast")
+        write_atomic(fan_png, lambda tmp: _plot_fan(tmp, fan, sim))
         written.append(fan_png)
     payload = summary_payload(series, scenario, args, results, spec)
     js = out / "summary.json"
-    js.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
+    write_text_atomic(js, json.dumps(payload, indent=2) + "\n")
     written.append(js)
     console.print(f"wrote {', '.join(str(p) for p in written)}", highlight=False)
     return 0
@@ -452,9 +456,11 @@ def _plot(path: Path, results: list[SimResult]) -> None:
         )
         ax.legend(fontsize=7, loc="upper left")
     axes[-1, 0].set_xlabel("hours from the trace start")
-    fig.tight_layout()
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
+    try:
+        fig.tight_layout()
+        fig.savefig(path, dpi=80)
+    finally:
+        plt.close(fig)
 
 
 def _plot_fan(path: Path, fan: FanRecorder, res: SimResult) -> None:
@@ -491,6 +497,8 @@ def _plot_fan(path: Path, fan: FanRecorder, res: SimResult) -> None:
     ax.set_xlabel("hours from the trace start")
     ax.set_ylabel("req/s")
     ax.legend(fontsize=7, loc="upper left")
-    fig.tight_layout()
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
+    try:
+        fig.tight_layout()
+        fig.savefig(path, dpi=80)
+    finally:
+        plt.close(fig)

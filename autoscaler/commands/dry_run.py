@@ -95,9 +95,6 @@ def run(args: argparse.Namespace) -> int:
     except UsageError as exc:
         print(f"surgecast {NAME}: error: {exc}", file=sys.stderr)
         return 2
-    except BrokenPipeError:  # `surgecast dry-run | head`
-        sys.stderr.close()
-        return 0
 
 
 def embedded_trace() -> Traversable:

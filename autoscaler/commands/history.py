@@ -25,6 +25,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from autoscaler.commands._output import write_text_atomic
 from autoscaler.commands.forecast import UsageError
 from autoscaler.commands.live import (
     add_kube_arguments,
@@ -81,7 +82,12 @@ def write_trace(series: Series, path: Path) -> int:
     row per bucket with a value; the row count.
 
     ``requests`` is rate x step (fractional: a ``rate()`` is an average), which
-    :meth:`forecasting.series.Series.from_csv` reads back as the same rates.
+    :meth:`forecasting.series.Series.from_csv` reads back as the same rates. The file is
+    replaced whole or not at all (:mod:`autoscaler.commands._output`): a failed write
+    leaves an existing ``path`` as it was.
+
+    Raises:
+        UsageError: the file cannot be written.
     """
     rows = ["timestamp,requests,rate_rps"]
     for i, v in enumerate(series.values):
@@ -89,7 +95,7 @@ def write_trace(series: Series, path: Path) -> int:
             continue  # missing: no row, as in the shared traces
         t = datetime.fromtimestamp(series.start_s + i * series.step_s, tz=UTC)
         rows.append(f"{t.strftime('%Y-%m-%dT%H:%M:%SZ')},{v * series.step_s:.10g},{v:.10g}")
-    path.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    write_text_atomic(path, "\n".join(rows) + "\n")
     return len(rows) - 1
 
 
@@ -153,9 +159,9 @@ def _history(args: argparse.Namespace) -> int:
     out = Path(args.out)
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
-        rows = write_trace(series, out)
     except OSError as exc:
         raise UsageError(f"cannot write --out {out}: {exc}") from None
+    rows = write_trace(series, out)
     finite = [v for v in series.values if math.isfinite(v)]
     missing = len(series) - n_values
     print(f"wrote {out}: {rows} buckets of {step_s:g} s from {_iso(series.start_s)} to "
