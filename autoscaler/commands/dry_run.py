@@ -80,6 +80,14 @@ def run(args: argparse.Namespace) -> int:
             from autoscaler.commands.live_dry_run import live_dry_run
 
             return live_dry_run(args)
+        live_only = [flag for flag, given in (
+            ("--once", args.once), ("--ticks", args.ticks is not None),
+            ("--replicas", args.replicas is not None), ("--no-cluster", args.no_cluster),
+            ("--kubeconfig", args.kubeconfig is not None),
+            ("--context", args.context is not None)) if given]
+        if live_only:
+            raise UsageError(f"{live_only[0]} is for the live mode (--prometheus URL --target "
+                             "NS/NAME); a trace replay does not use it")
         if args.every < 1:
             raise UsageError(f"--every must be >= 1, got {args.every}")
         if args.limit is not None and args.limit < 1:

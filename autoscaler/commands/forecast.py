@@ -113,10 +113,12 @@ def _models(raw: Sequence[str] | None) -> list[str]:
     from forecasting.models import REGISTRY
 
     names: list[str] = []
-    for item in raw or ["auto"]:
-        for n in item.split(","):
-            n = n.strip()
-            if n and n not in names:
+    for item in ["auto"] if raw is None else raw:
+        given = [n.strip() for n in item.split(",") if n.strip()]
+        if not given:
+            raise UsageError(f"--model {item!r} names no model")
+        for n in given:
+            if n not in names:
                 names.append(n)
     unknown = [n for n in names if n not in REGISTRY]
     if unknown:
@@ -150,6 +152,8 @@ def backtest_and_report(series: Any, args: argparse.Namespace) -> int:
     if args.refit_every < 0:
         raise UsageError(f"--refit-every must be >= 0, got {args.refit_every}")
     names = _models(args.model)
+    if not args.out.strip():
+        raise UsageError("--out is empty")
     out = Path(args.out)
     from autoscaler.commands._output import (
         check_writable_dir,
