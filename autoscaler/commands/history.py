@@ -71,9 +71,9 @@ def _end_s(raw: str, step_s: float) -> float:
     else:
         try:
             dt = datetime.fromisoformat(raw.replace("Z", "+00:00"))
-        except ValueError:
+            t = (dt if dt.tzinfo else dt.replace(tzinfo=UTC)).timestamp()
+        except (ValueError, OverflowError):
             raise UsageError(f"--end: not 'now' or an ISO-8601 time: {raw!r}") from None
-        t = (dt if dt.tzinfo else dt.replace(tzinfo=UTC)).timestamp()
     return math.floor(t / step_s) * step_s
 
 
@@ -111,7 +111,7 @@ def run(args: argparse.Namespace) -> int:
 def _history(args: argparse.Namespace) -> int:
     from autoscaler.controller.loop import TargetKey
     from autoscaler.errors import ConfigError, MetricsUnavailable
-    from forecasting.series import parse_duration
+    from forecasting.series import MAX_BUCKETS, parse_duration
 
     prometheus_url(args)
     if args.config is None and args.target is None:
@@ -126,6 +126,13 @@ def _history(args: argparse.Namespace) -> int:
         raise UsageError(f"--step must be a whole number of seconds >= 1, got {args.step}")
     end_s = _end_s(args.end, step_s)
     start_s = end_s - args.days * 86400.0
+    if start_s < 0:
+        raise UsageError(f"--days {args.days:g} before --end {args.end} starts before 1970")
+    n_buckets = args.days * 86400.0 / step_s
+    if n_buckets > MAX_BUCKETS:
+        raise UsageError(
+            f"--days {args.days:g} at --step {args.step} is {n_buckets:.3g} buckets, more "
+            f"than {MAX_BUCKETS:,}; use a coarser --step or fewer --days")
     api = None
     ns, name = "", ""
     if args.target is not None:
