@@ -30,7 +30,7 @@ from autoscaler.commands._output import (
     write_atomic,
     write_text_atomic,
 )
-from autoscaler.commands.forecast import UsageError, load_series
+from autoscaler.commands.forecast import UsageError, load_series, warn_if_mostly_missing
 from autoscaler.core.settings import DEFAULT_FORECAST_MODEL
 
 if TYPE_CHECKING:
@@ -279,6 +279,8 @@ def prepare(series: Series, args: argparse.Namespace,
             f"--step {args.step} and the trace step {series.step_s:g} s: one must be a whole "
             "multiple of the other"
         )
+    warn_if_mostly_missing(getattr(args, "command", NAME), series,
+                           "the replay interpolates them linearly")
     n_steps = len(series) * series.step_s / step_s
     if n_steps > MAX_SIM_STEPS:
         raise UsageError(

@@ -90,6 +90,16 @@ def load_series(path: Path, column: str, step: str | None) -> Any:
     return series
 
 
+def warn_if_mostly_missing(command: str, series: Any, use: str) -> None:
+    """A warning on stderr (``history``'s wording) when more than half of ``series``'s
+    buckets are missing: what ``use`` does with them (interpolates, cannot score) rests on
+    little data."""
+    missing, n = series.n_missing, len(series)
+    if missing > 0.5 * n:
+        print(f"surgecast {command}: warning: {missing} of {n} buckets have no value "
+              f"({100 * missing / n:.0f} %): {use}", file=sys.stderr)
+
+
 def check_trace_file(path: Path) -> None:
     """A usage error unless ``path`` is a regular file: missing, a folder, a FIFO, ... each
     said as such."""
@@ -152,6 +162,8 @@ def backtest_and_report(series: Any, args: argparse.Namespace) -> int:
     if args.refit_every < 0:
         raise UsageError(f"--refit-every must be >= 0, got {args.refit_every}")
     names = _models(args.model)
+    warn_if_mostly_missing(getattr(args, "command", NAME), series,
+                           "the forecasts are scored on the observed ones only")
     if not args.out.strip():
         raise UsageError("--out is empty")
     out = Path(args.out)

@@ -110,3 +110,30 @@ def test_a_capacity_short_of_max_replicas_warns_before_the_run(
               "--out", str(tmp_path / "o")])
     err = capsys.readouterr().err
     assert "warning: the trace's peak needs 205 replicas" in err
+
+
+@pytest.mark.parametrize("cmd", ["backtest", "dry-run", "forecast"])
+def test_a_mostly_missing_trace_is_a_warning(
+    wiki_slice: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch, cmd: str,
+) -> None:
+    # two hours kept of every six: the replay used to interpolate 64 % of it silently
+    import forecasting.backtest
+
+    lines = wiki_slice.read_text().splitlines()
+    sparse = tmp_path / "sparse.csv"
+    kept = [ln for h, ln in enumerate(lines[1:]) if h % 6 in (0, 1)]
+    sparse.write_text("\n".join([lines[0], *kept]) + "\n")
+    _no_simulation(monkeypatch)
+
+    def boom(*_a: object, **_k: object) -> None:
+        raise AssertionError("the expensive work started")
+
+    monkeypatch.setattr(forecasting.backtest, "cross_validation", boom)
+    extra = {"backtest": ["--out", str(tmp_path / "o")],
+             "forecast": ["--horizon", "6h", "--origins", "1", "--out", str(tmp_path / "o")],
+             "dry-run": []}[cmd]
+    with pytest.raises(AssertionError, match="expensive work"):
+        main([cmd, "--trace", str(sparse), *extra])
+    err = capsys.readouterr().err
+    assert f"surgecast {cmd}: warning: 28 of 44 buckets have no value (64 %)" in err, err
