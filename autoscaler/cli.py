@@ -58,9 +58,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return int(args._run(args))
+        rc = int(args._run(args))
+        sys.stdout.flush()  # a closed pipe shows here, not at interpreter exit
+        return rc
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # `surgecast dry-run | head`: the reader has what it wanted
+        from autoscaler.commands._output import silence_stdout
+
+        silence_stdout()
+        return 0
 
 
 if __name__ == "__main__":  # pragma: no cover

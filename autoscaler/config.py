@@ -240,6 +240,11 @@ class AdaptiveQuantile(_Wire):
         return (lo if self.min is None else self.min), (hi if self.max is None else self.max)
 
 
+#: longest ``forecast.history``: 90 days, beyond Prometheus' usual retention and many times
+#: the weekly season the models use (a longer one only loads Prometheus, or overflows dates)
+MAX_FORECAST_HISTORY_S = 90 * 86400.0
+
+
 class ForecastSpec(_Wire):
     """The forecaster: model, quantile sized for, history length, refit cadence, step."""
 
@@ -287,6 +292,10 @@ class ForecastSpec(_Wire):
     def _steps(self) -> ForecastSpec:
         if parse_duration(self.history) < 2 * parse_duration(self.step):
             raise ValueError("history must be at least two steps")
+        if parse_duration(self.history) > MAX_FORECAST_HISTORY_S:
+            raise ValueError(
+                f"history must be at most {MAX_FORECAST_HISTORY_S / 86400:g}d (what a "
+                f"refit fetches from Prometheus), got {self.history!r}")
         lo, hi = self.adaptive_quantile.bounds(self.quantile)
         if not lo <= self.quantile <= hi:
             raise ValueError(
@@ -726,6 +735,10 @@ def load_config(path: str | Path) -> PredictiveAutoscalerSpec:
         text = p.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"cannot read config file {p}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"{p}: not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset {exc.start}); "
+            "save the config as UTF-8") from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:

@@ -20,7 +20,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -41,9 +41,12 @@ from forecasting.errors import (
 Kind = Literal["count", "rate", "gauge"]
 FloatArray = npt.NDArray[np.float64]
 
-__all__ = ["FloatArray", "Kind", "Series", "fill_for_fit", "parse_duration"]
+__all__ = ["MAX_BUCKETS", "FloatArray", "Kind", "Series", "fill_for_fit", "parse_duration"]
 
 _GRID_TOLERANCE = 1e-6  # fraction of a step a timestamp may sit off the grid
+#: most buckets a series built from points may span (10 million: 115 days at 1 s, 19 years
+#: at 1 min); a larger grid is a typo'd timestamp, not a trace
+MAX_BUCKETS = 10_000_000
 
 
 @dataclass(frozen=True, eq=False)
@@ -225,16 +228,38 @@ class Series:
     ) -> Series:
         """Build a regular series from (timestamp, value) points that may skip buckets.
 
-        Skipped buckets become missing (``NaN``). The step is inferred as the smallest
-        difference between consecutive timestamps when not given.
+        Skipped buckets become missing (``NaN``). The step is inferred, when not given, as
+        the most common difference between consecutive timestamps (the smallest of the
+        most common on a tie), so one stray row cannot halve it: that row is off the grid
+        and refused instead.
 
         Raises:
-            SeriesError: fewer than one point, or lengths differ.
+            SeriesError: fewer than one point, lengths differ, or the grid would hold more
+                than :data:`MAX_BUCKETS` buckets (a typo'd year).
             NonMonotonicTimestamps / DuplicateTimestamps: timestamps out of order or repeated
                 (the message gives the first offending index).
             IrregularSteps: a timestamp is off the grid of ``step_s``.
             InvalidValues: a value is NaN, infinite or negative.
         """
+        return cls._from_points(
+            timestamps, values, step_s=step_s, kind=kind, absolute=absolute, name=name,
+            where=lambda i: f"index {i}",
+        )
+
+    @classmethod
+    def _from_points(
+        cls,
+        timestamps: Sequence[float] | npt.ArrayLike,
+        values: Sequence[float] | npt.ArrayLike,
+        *,
+        step_s: float | None,
+        kind: Kind,
+        absolute: bool,
+        name: str,
+        where: Callable[[int], str],
+    ) -> Series:
+        """:meth:`from_points`, with ``where(i)`` naming point ``i`` in messages
+        (``index 3``, ``line 5``)."""
         ts = np.asarray(timestamps, dtype=np.float64)
         vs = np.asarray(values, dtype=np.float64)
         if ts.ndim != 1 or vs.ndim != 1 or ts.shape != vs.shape:
@@ -244,37 +269,54 @@ class Series:
             )
         if ts.size == 0:
             raise SeriesError("no points: a series needs at least one observation")
+
+        def when(t: float) -> str:
+            return _fmt_time(t, absolute)
+
         if not np.all(np.isfinite(ts)):
             bad = int(np.flatnonzero(~np.isfinite(ts))[0])
-            raise SeriesError(f"timestamp at index {bad} is not finite ({ts[bad]!r})")
+            raise SeriesError(f"timestamp at {where(bad)} is not finite ({ts[bad]!r})")
         diffs = np.diff(ts)
         if np.any(diffs < 0):
             bad = int(np.flatnonzero(diffs < 0)[0]) + 1
             raise NonMonotonicTimestamps(
-                f"timestamps go backwards at index {bad}: {ts[bad - 1]:g} then {ts[bad]:g}"
+                f"timestamps go backwards at {where(bad)}: {when(ts[bad - 1])} "
+                f"({where(bad - 1)}) then {when(ts[bad])}; sort the rows"
             )
         if np.any(diffs == 0):
             bad = int(np.flatnonzero(diffs == 0)[0]) + 1
-            raise DuplicateTimestamps(f"timestamp {ts[bad]:g} appears twice (index {bad})")
+            raise DuplicateTimestamps(
+                f"timestamp {when(ts[bad])} appears twice ({where(bad - 1)} and {where(bad)})"
+            )
         bad_v = ~np.isfinite(vs) | (vs < 0)
         if np.any(bad_v):
             i = int(np.flatnonzero(bad_v)[0])
             raise InvalidValues(
-                f"value at index {i} (t={ts[i]:g}) is {vs[i]!r}: values must be finite and "
-                "non-negative (leave a bucket out to mark it missing)"
+                f"value at {where(i)} ({when(ts[i])}) is {float(vs[i])!r}: values must be "
+                "finite and non-negative (leave a bucket out to mark it missing)"
             )
         if step_s is None:
             if ts.size < 2:
                 raise SeriesError("cannot infer the step from a single point; pass step_s")
-            step_s = float(diffs.min())
+            step_s = _most_common_gap(diffs)
         offsets = (ts - ts[0]) / step_s
+        span = float(offsets[-1])
+        if span + 1 > MAX_BUCKETS:
+            i = int(np.argmax(diffs)) + 1
+            raise SeriesError(
+                f"{where(i)}: {when(ts[i])} is {diffs[i - 1] / 86400:.4g} days after the "
+                f"previous point ({when(ts[i - 1])}): a grid of {step_s:g}-s buckets to it "
+                f"would hold {span + 1:.3g} buckets, more than {MAX_BUCKETS:,}; fix that "
+                "timestamp or resample the trace"
+            )
         idx = np.rint(offsets).astype(np.int64)
         off_grid = np.abs(offsets - idx) > 1e-3
         if np.any(off_grid):
             i = int(np.flatnonzero(off_grid)[0])
             raise IrregularSteps(
-                f"timestamp {ts[i]:g} (index {i}) is not on the {step_s:g}-s grid starting at "
-                f"{ts[0]:g}; resample or aggregate the points first"
+                f"timestamp {when(ts[i])} ({where(i)}) is not on the {step_s:g}-s grid "
+                f"starting at {when(ts[0])}; remove the stray row, or resample or aggregate "
+                "the points first"
             )
         out = np.full(int(idx[-1]) + 1, np.nan)
         out[idx] = vs
@@ -297,26 +339,58 @@ class Series:
 
         The ``timestamp`` column holds ISO-8601 times (``2016-01-01T00:00:00Z``; naive times
         are read as UTC) or numbers of seconds from the trace start. Rows may skip buckets
-        (outages): the skipped buckets are missing, not zero.
+        (outages): the skipped buckets are missing, not zero. The file is UTF-8, with or
+        without a byte-order mark.
 
         Raises:
-            SeriesError: the file has no ``timestamp`` column or no ``column``, a cell cannot
-                be parsed (the message names the line), or any error of
-                :meth:`from_points`.
+            SeriesError: the file is not UTF-8 text, has no ``timestamp`` column or no
+                ``column``, a row is too short or a cell cannot be parsed, a value is not
+                finite and non-negative (the message names the line), or any error of
+                :meth:`from_points` (naming the line).
+            OSError: the file cannot be read.
         """
         p = Path(path)
-        with p.open(newline="", encoding="utf-8") as fh:
-            rows = list(csv.reader(fh))
-        if not rows:
+        lines: list[int] = []
+        raw_ts: list[str] = []
+        raw_vs: list[str] = []
+        header: list[str] | None = None
+        it = iv = 0
+        with p.open(newline="", encoding="utf-8-sig") as fh:
+            reader = csv.reader(fh)
+            try:
+                for row in reader:
+                    if not row:
+                        continue
+                    if header is None:
+                        header = [h.strip() for h in row]
+                        if "timestamp" not in header:
+                            raise SeriesError(
+                                f"{p}: no 'timestamp' column (columns: {', '.join(header)})")
+                        if column not in header:
+                            raise SeriesError(
+                                f"{p}: no {column!r} column (columns: {', '.join(header)})")
+                        it, iv = header.index("timestamp"), header.index(column)
+                        continue
+                    if any("\x00" in cell for cell in row):
+                        raise SeriesError(
+                            f"{p}:{reader.line_num}: NUL byte in the row: the file is binary "
+                            "or corrupt")
+                    need = max(it, iv) + 1
+                    if len(row) < need:
+                        cells = f"{len(row)} cell" + ("s" if len(row) != 1 else "")
+                        missing = "timestamp" if len(row) <= it else column
+                        raise SeriesError(
+                            f"{p}:{reader.line_num}: {cells}, need the {missing!r} column "
+                            f"(column {need} of the header)")
+                    lines.append(reader.line_num)
+                    raw_ts.append(row[it].strip())
+                    raw_vs.append(row[iv].strip())
+            except csv.Error as exc:
+                raise SeriesError(f"{p}:{reader.line_num + 1}: {exc}") from None
+            except UnicodeDecodeError:
+                raise SeriesError(_not_utf8(p)) from None
+        if header is None:
             raise SeriesError(f"{p}: empty file")
-        header = [h.strip() for h in rows[0]]
-        if "timestamp" not in header:
-            raise SeriesError(f"{p}: no 'timestamp' column (columns: {', '.join(header)})")
-        if column not in header:
-            raise SeriesError(f"{p}: no {column!r} column (columns: {', '.join(header)})")
-        it, iv = header.index("timestamp"), header.index(column)
-        raw_ts = [r[it].strip() for r in rows[1:] if r]
-        raw_vs = [r[iv].strip() for r in rows[1:] if r]
         if not raw_ts:
             raise SeriesError(f"{p}: no data rows")
         absolute = not _is_number(raw_ts[0])
@@ -325,16 +399,21 @@ class Series:
         for i, (t, v) in enumerate(zip(raw_ts, raw_vs, strict=True)):
             try:
                 ts[i] = _parse_iso(t) if absolute else float(t)
-            except ValueError as exc:
-                raise SeriesError(f"{p}:{i + 2}: bad timestamp {t!r}: {exc}") from None
+            except (ValueError, OverflowError) as exc:
+                raise SeriesError(f"{p}:{lines[i]}: bad timestamp {t!r}: {exc}") from None
             try:
                 vs[i] = float(v)
             except ValueError:
-                raise SeriesError(f"{p}:{i + 2}: bad {column} value {v!r}") from None
+                raise SeriesError(f"{p}:{lines[i]}: bad {column} value {v!r}") from None
+            if not (math.isfinite(vs[i]) and vs[i] >= 0):
+                raise InvalidValues(
+                    f"{p}:{lines[i]}: {column} value {v!r} is not a finite non-negative "
+                    "number (leave the row out to mark the bucket missing)")
         try:
-            return cls.from_points(
+            return cls._from_points(
                 ts, vs, step_s=step_s, kind=kind, absolute=absolute,
                 name=name if name is not None else p.stem,
+                where=lambda i: f"line {lines[i]}",
             )
         except SeriesError as exc:
             raise type(exc)(f"{p}: {exc}") from None
@@ -529,6 +608,39 @@ def _check_values(arr: FloatArray, start_s: float, step_s: float) -> None:
         raise InvalidValues(
             f"value at t={start_s + i * step_s:g} is {arr[i]!r}: demand cannot be negative"
         )
+
+
+def _not_utf8(p: Path) -> str:
+    """The message for a file that is not UTF-8: the first bad byte and its line."""
+    data = p.read_bytes()
+    try:
+        data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        bom = 3 if data.startswith(b"\xef\xbb\xbf") else 0
+        at = exc.start + bom
+        line = data[:at].count(b"\n") + 1
+        return f"{p}:{line}: not UTF-8 text (byte 0x{data[at]:02x}); save the trace as UTF-8"
+    return f"{p}: not UTF-8 text; save the trace as UTF-8"
+
+
+def _most_common_gap(diffs: FloatArray) -> float:
+    """The most common of the consecutive differences (rounded to a microsecond), the
+    smallest on a tie."""
+    rounded = np.round(diffs, 6)
+    gaps, counts = np.unique(rounded, return_counts=True)
+    return float(gaps[int(np.argmax(counts))])
+
+
+def _fmt_time(t: float, absolute: bool) -> str:
+    """``t`` as ISO-8601 UTC for absolute series, else as seconds from the start."""
+    if not absolute:
+        return f"{t:g} s"
+    try:
+        dt = datetime.fromtimestamp(t, tz=UTC)
+    except (OverflowError, OSError, ValueError):
+        return f"{t:g}"
+    text = dt.isoformat(timespec="microseconds" if dt.microsecond else "seconds")
+    return text.replace("+00:00", "Z")
 
 
 def _is_number(s: str) -> bool:

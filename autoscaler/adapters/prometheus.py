@@ -347,6 +347,13 @@ class PrometheusSource:
             raise MetricsUnavailable(
                 f"request to Prometheus at {self.base_url} failed: {_short(exc)}"
             ) from exc
+        except (KeyError, TypeError, ValueError) as exc:
+            # the client indexes response.json()["data"]["result"]: a 200 from something
+            # that is not Prometheus' API (Grafana, a proxy's page, other JSON)
+            raise MetricsUnavailable(
+                f"{self.base_url} answered without a Prometheus query result "
+                f"({type(exc).__name__}: {_short(exc)}): is it Prometheus' base URL?"
+            ) from exc
 
     # ------------------------------------------------------------------ instant
     def _instant(self, promql: str, now_s: float) -> Any:

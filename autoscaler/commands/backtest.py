@@ -24,7 +24,13 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from autoscaler.commands.forecast import UsageError, load_series
+from autoscaler.commands._output import (
+    check_writable_dir,
+    stdout_console,
+    write_atomic,
+    write_text_atomic,
+)
+from autoscaler.commands.forecast import UsageError, load_series, warn_if_mostly_missing
 from autoscaler.core.settings import DEFAULT_FORECAST_MODEL
 
 if TYPE_CHECKING:
@@ -175,7 +181,7 @@ def model_name(args: argparse.Namespace, spec: PredictiveAutoscalerSpec | None) 
     """surgecast's forecaster: the spec's, ``--model``, or the default."""
     if spec is not None:
         return spec.forecast.model
-    return str(args.model or DEFAULT_FORECAST_MODEL)
+    return DEFAULT_FORECAST_MODEL if args.model is None else str(args.model)
 
 
 def make_policies(
@@ -213,6 +219,14 @@ def make_policies(
                           forecaster=forecaster_kwargs(spec), guard=GuardSettings())
 
 
+#: finest simulation step (``--step``): the controller ticks every 15 s
+MIN_STEP_S = 1.0
+#: most simulation steps one replay may take (``--step`` against the trace's span)
+MAX_SIM_STEPS = 2_000_000
+#: refuse a ``--config`` whose peak needs more than this many times its maxReplicas
+MAX_CAPACITY_FACTOR = 10
+
+
 def _duration(flag: str, raw: str) -> float:
     from forecasting.series import parse_duration
 
@@ -229,31 +243,50 @@ def prepare(series: Series, args: argparse.Namespace,
             spec: PredictiveAutoscalerSpec | None = None) -> tuple[Series, Scenario]:
     """Slice the trace to ``--days``, check the flags and build the scenario (the user's
     fleet with ``spec``: see :func:`load_spec`)."""
-    from autoscaler.core.scenario import build_scenario, compatible_step
+    from autoscaler.core.scenario import MAX_REPLICAS, build_scenario, compatible_step
     from forecasting.models import REGISTRY as MODELS
 
     step_s = _duration("--step", args.step)
+    if step_s < MIN_STEP_S:
+        raise UsageError(f"--step must be at least {MIN_STEP_S:g} s, got {args.step}")
     lead = spec.lead_time if spec is not None else None
-    cold_s = _duration("--cold-start", args.cold_start or (lead.cold_start if lead else "120s"))
+
+    def flag_or(value: str | None, default: str) -> str:
+        return default if value is None else value  # '' is an error, not the default
+
+    cold_s = _duration("--cold-start",
+                       flag_or(args.cold_start, lead.cold_start if lead else "120s"))
     promo_s = _duration("--warm-promotion",
-                        args.warm_promotion or (lead.warm_promotion if lead else "5s"))
+                        flag_or(args.warm_promotion, lead.warm_promotion if lead else "5s"))
     slo_s = _duration("--slo", args.slo)
     peak_replicas = 40 if args.peak_replicas is None else args.peak_replicas
     if peak_replicas < 1:
         raise UsageError(f"--peak-replicas must be >= 1, got {peak_replicas}")
+    if peak_replicas > MAX_REPLICAS:
+        raise UsageError(f"--peak-replicas must be <= {MAX_REPLICAS} (the simulator caps every "
+                         f"policy at {MAX_REPLICAS} replicas), got {peak_replicas}")
     model = model_name(args, spec)
     if model not in MODELS:
         raise UsageError(
             f"unknown model {model!r}; available: {', '.join(sorted(MODELS))}"
         )
     if args.days is not None:
-        if not args.days > 0:
-            raise UsageError(f"--days must be > 0, got {args.days:g}")
+        if not (args.days > 0 and math.isfinite(args.days)):
+            raise UsageError(f"--days must be a finite number > 0, got {args.days:g}")
         series = series.slice(0, max(1, round(args.days * 86400 / series.step_s)))
     if not compatible_step(series.step_s, step_s):
         raise UsageError(
             f"--step {args.step} and the trace step {series.step_s:g} s: one must be a whole "
             "multiple of the other"
+        )
+    warn_if_mostly_missing(getattr(args, "command", NAME), series,
+                           "the replay interpolates them linearly")
+    n_steps = len(series) * series.step_s / step_s
+    if n_steps > MAX_SIM_STEPS:
+        raise UsageError(
+            f"--step {args.step} cuts the {len(series) * series.step_s / 86400:.3g} days of "
+            f"trace into {n_steps:.3g} simulation steps, more than {MAX_SIM_STEPS:,}; use a "
+            "coarser --step or fewer --days"
         )
     span_s = len(series) * series.step_s
     need_s = max(600.0, 2 * cold_s)
@@ -262,6 +295,8 @@ def prepare(series: Series, args: argparse.Namespace,
             f"trace too short: {len(series)} points cover {span_s:g} s, need at least "
             f"{need_s:g} s (10 min and two cold starts) in 2 points or more"
         )
+    if spec is not None:
+        _check_capacity(series, step_s, spec, getattr(args, "command", NAME))
     try:
         scenario = build_scenario(
             series, step_s, peak_replicas=peak_replicas, cold_start_s=cold_s,
@@ -275,6 +310,35 @@ def prepare(series: Series, args: argparse.Namespace,
     except ValueError as exc:
         raise UsageError(str(exc).replace("slo_s", "--slo")) from None
     return series, scenario
+
+
+def _check_capacity(series: Series, step_s: float, spec: PredictiveAutoscalerSpec,
+                    command: str) -> None:
+    """Before any simulation: refuse a spec whose capacity makes the trace's peak need more
+    than :data:`MAX_CAPACITY_FACTOR` times its ``maxReplicas`` (a capacity in the wrong unit:
+    the oracle's bound alone would loop over every replica slot), warn above ``maxReplicas``."""
+    import numpy as np
+
+    from autoscaler.core.simulator import demand_rates
+
+    cap = spec.capacity.requests_per_second_per_replica
+    util = spec.capacity.target_utilization
+    with np.errstate(all="ignore"):
+        peak = float(np.nanmax(demand_rates(series, step_s).values, initial=0.0))
+    need = math.ceil(peak / (cap * util) - 1e-9) if math.isfinite(peak / (cap * util)) else 0
+    if need > MAX_CAPACITY_FACTOR * spec.max_replicas:
+        raise UsageError(
+            f"--config: the trace's peak ({peak:.4g} req/s) needs "
+            f"{f'{need:,}' if need < 10**9 else f'{need:.3g}'} replicas at "
+            f"capacity.requestsPerSecondPerReplica {cap:g} and {100 * util:g} % utilisation, "
+            f"more than {MAX_CAPACITY_FACTOR} x maxReplicas ({spec.max_replicas}): is the "
+            "capacity in requests per second per replica?"
+        )
+    if need > spec.max_replicas:
+        print(f"surgecast {command}: warning: the trace's peak needs {need} replicas at the "
+              f"spec's {100 * util:g} % utilisation, more than its maxReplicas "
+              f"{spec.max_replicas}: every policy but the oracle is capped below that",
+              file=sys.stderr)
 
 
 def _policy_names(raw: str) -> list[str]:
@@ -314,28 +378,18 @@ def backtest_and_report(series: Series, names: list[str], args: argparse.Namespa
     from autoscaler.core.scenario import compare
 
     spec = load_spec(args)
+    if not args.out.strip():
+        raise UsageError("--out is empty")
     series, history = split_history(series, getattr(args, "history_days", 0.0))
     series, scenario = prepare(series, args, spec)
     out = Path(args.out)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise UsageError(f"cannot create --out folder {out}: {exc}") from None
+    check_writable_dir("--out", out)
     policies = make_policies(scenario, series, names, args, spec, history)
-    if spec is not None:
-        util = spec.capacity.target_utilization
-        need = math.ceil(float(scenario.rates.max())
-                         / (scenario.capacity * util) - 1e-9)
-        if need > spec.max_replicas:
-            print(f"surgecast {NAME}: warning: the trace's peak needs {need} replicas at the "
-                  f"spec's {100 * util:g} % utilisation, more than its maxReplicas "
-                  f"{spec.max_replicas}: every policy but the oracle is capped below that",
-                  file=sys.stderr)
     fan = FanRecorder(policies["surgecast"]) if "surgecast" in policies else None
     if fan is not None:
         policies["surgecast"] = fan
 
-    console = Console(width=None if sys.stdout.isatty() else 150)
+    console = stdout_console()
     err = Console(stderr=True)
     progress = Progress(
         TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
@@ -354,15 +408,16 @@ def backtest_and_report(series: Series, names: list[str], args: argparse.Namespa
 
     _print_table(console, series, scenario, [row for row, _ in results])
     png = out / "capacity.png"
-    _plot(png, [res for _, res in results])
+    write_atomic(png, lambda tmp: _plot(tmp, [res for _, res in results]))
     written = [png]
     if fan is not None:
         fan_png = out / "forecast_fan.png"
-        _plot_fan(fan_png, fan, next(res for _, res in results if res.name == "surgecast"))
+        sim = next(res for _, res in results if res.name == "surgecast")
+        write_atomic(fan_png, lambda tmp: _plot_fan(tmp, fan, sim))
         written.append(fan_png)
     payload = summary_payload(series, scenario, args, results, spec)
     js = out / "summary.json"
-    js.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
+    write_text_atomic(js, json.dumps(payload, indent=2) + "\n")
     written.append(js)
     console.print(f"wrote {', '.join(str(p) for p in written)}", highlight=False)
     return 0
@@ -452,9 +507,11 @@ def _plot(path: Path, results: list[SimResult]) -> None:
         )
         ax.legend(fontsize=7, loc="upper left")
     axes[-1, 0].set_xlabel("hours from the trace start")
-    fig.tight_layout()
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
+    try:
+        fig.tight_layout()
+        fig.savefig(path, dpi=80)
+    finally:
+        plt.close(fig)
 
 
 def _plot_fan(path: Path, fan: FanRecorder, res: SimResult) -> None:
@@ -491,6 +548,8 @@ def _plot_fan(path: Path, fan: FanRecorder, res: SimResult) -> None:
     ax.set_xlabel("hours from the trace start")
     ax.set_ylabel("req/s")
     ax.legend(fontsize=7, loc="upper left")
-    fig.tight_layout()
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
+    try:
+        fig.tight_layout()
+        fig.savefig(path, dpi=80)
+    finally:
+        plt.close(fig)

@@ -80,6 +80,14 @@ def run(args: argparse.Namespace) -> int:
             from autoscaler.commands.live_dry_run import live_dry_run
 
             return live_dry_run(args)
+        live_only = [flag for flag, given in (
+            ("--once", args.once), ("--ticks", args.ticks is not None),
+            ("--replicas", args.replicas is not None), ("--no-cluster", args.no_cluster),
+            ("--kubeconfig", args.kubeconfig is not None),
+            ("--context", args.context is not None)) if given]
+        if live_only:
+            raise UsageError(f"{live_only[0]} is for the live mode (--prometheus URL --target "
+                             "NS/NAME); a trace replay does not use it")
         if args.every < 1:
             raise UsageError(f"--every must be >= 1, got {args.every}")
         if args.limit is not None and args.limit < 1:
@@ -95,9 +103,6 @@ def run(args: argparse.Namespace) -> int:
     except UsageError as exc:
         print(f"surgecast {NAME}: error: {exc}", file=sys.stderr)
         return 2
-    except BrokenPipeError:  # `surgecast dry-run | head`
-        sys.stderr.close()
-        return 0
 
 
 def embedded_trace() -> Traversable:

@@ -74,12 +74,13 @@ def load_series(path: Path, column: str, step: str | None) -> Any:
     from forecasting.errors import SeriesError
     from forecasting.series import Series, parse_duration
 
-    if not path.is_file():
-        raise UsageError(f"trace file not found: {path}")
+    check_trace_file(path)
     try:
         series = Series.from_csv(path, column=column)
-    except (SeriesError, UnicodeDecodeError) as exc:
+    except SeriesError as exc:
         raise UsageError(str(exc)) from None
+    except OSError as exc:
+        raise UsageError(f"cannot read trace {path}: {exc.strerror or exc}") from None
     if step is not None:
         try:
             step_s = parse_duration(step)
@@ -89,14 +90,45 @@ def load_series(path: Path, column: str, step: str | None) -> Any:
     return series
 
 
+def warn_if_mostly_missing(command: str, series: Any, use: str) -> None:
+    """A warning on stderr (``history``'s wording) when more than half of ``series``'s
+    buckets are missing: what ``use`` does with them (interpolates, cannot score) rests on
+    little data."""
+    missing, n = series.n_missing, len(series)
+    if missing > 0.5 * n:
+        print(f"surgecast {command}: warning: {missing} of {n} buckets have no value "
+              f"({100 * missing / n:.0f} %): {use}", file=sys.stderr)
+
+
+def check_trace_file(path: Path) -> None:
+    """A usage error unless ``path`` is a regular file: missing, a folder, a FIFO, ... each
+    said as such."""
+    import stat
+
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        raise UsageError(f"trace file not found: {path}") from None
+    except OSError as exc:
+        raise UsageError(f"cannot read trace {path}: {exc.strerror or exc}") from None
+    if stat.S_ISDIR(mode):
+        raise UsageError(f"trace {path} is a folder, not a file")
+    if not stat.S_ISREG(mode):
+        kind = ("a FIFO (named pipe)" if stat.S_ISFIFO(mode) else
+                "a socket" if stat.S_ISSOCK(mode) else "a device")
+        raise UsageError(f"trace {path} is {kind}, not a regular file")
+
+
 def _models(raw: Sequence[str] | None) -> list[str]:
     from forecasting.models import REGISTRY
 
     names: list[str] = []
-    for item in raw or ["auto"]:
-        for n in item.split(","):
-            n = n.strip()
-            if n and n not in names:
+    for item in ["auto"] if raw is None else raw:
+        given = [n.strip() for n in item.split(",") if n.strip()]
+        if not given:
+            raise UsageError(f"--model {item!r} names no model")
+        for n in given:
+            if n not in names:
                 names.append(n)
     unknown = [n for n in names if n not in REGISTRY]
     if unknown:
@@ -110,7 +142,6 @@ def _models(raw: Sequence[str] | None) -> list[str]:
 
 def backtest_and_report(series: Any, args: argparse.Namespace) -> int:
     """Backtest every model asked on ``series``; print, plot and write the JSON."""
-    from rich.console import Console
 
     from forecasting.backtest import cross_validation, rolling_origins
     from forecasting.errors import InsufficientHistory
@@ -131,6 +162,19 @@ def backtest_and_report(series: Any, args: argparse.Namespace) -> int:
     if args.refit_every < 0:
         raise UsageError(f"--refit-every must be >= 0, got {args.refit_every}")
     names = _models(args.model)
+    warn_if_mostly_missing(getattr(args, "command", NAME), series,
+                           "the forecasts are scored on the observed ones only")
+    if not args.out.strip():
+        raise UsageError("--out is empty")
+    out = Path(args.out)
+    from autoscaler.commands._output import (
+        check_writable_dir,
+        stdout_console,
+        write_atomic,
+        write_text_atomic,
+    )
+
+    check_writable_dir("--out", out)
     try:
         origins = rolling_origins(len(series), h, n_windows=args.origins, step_size=h)
     except InsufficientHistory as exc:
@@ -143,7 +187,7 @@ def backtest_and_report(series: Any, args: argparse.Namespace) -> int:
         )
 
     # a pipe or a test gets a wide table instead of rich's 80-column default
-    console = Console(width=None if sys.stdout.isatty() else 150)
+    console = stdout_console()
     results = {}
     for name in names:
         kwargs: dict[str, int] = {"horizon": h} if name == "auto" else {}
@@ -152,14 +196,9 @@ def backtest_and_report(series: Any, args: argparse.Namespace) -> int:
                 series, functools.partial(make, name, **kwargs), h, origins=origins,
                 refit=args.refit_every, quantiles=CLI_QUANTILES, levels=(0.5, 0.9),
             )
-    out = Path(args.out)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise UsageError(f"cannot create --out folder {out}: {exc}") from None
     _print_table(console, series, h, results)
     png = out / "fan_chart.png"
-    _fan_chart(png, series, h, results)
+    write_atomic(png, lambda tmp: _fan_chart(tmp, series, h, results))
     payload = {
         "trace": series.name,
         "column": args.column,
@@ -173,7 +212,7 @@ def backtest_and_report(series: Any, args: argparse.Namespace) -> int:
         },
     }
     js = out / "metrics.json"
-    js.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
+    write_text_atomic(js, json.dumps(payload, indent=2) + "\n")
     console.print(f"wrote {png} and {js}")
     return 0
 
@@ -249,6 +288,8 @@ def _fan_chart(path: Path, series: Any, h: int, results: dict[str, Any]) -> None
         ax.set_ylabel(series.name or "value", fontsize=8)
         ax.legend(fontsize=7, loc="upper left")
     axes[-1, 0].set_xlabel("hours from the forecast origin")
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+    try:
+        fig.tight_layout()
+        fig.savefig(path, dpi=90)
+    finally:
+        plt.close(fig)

@@ -25,6 +25,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from autoscaler.commands._output import write_text_atomic
 from autoscaler.commands.forecast import UsageError
 from autoscaler.commands.live import (
     add_kube_arguments,
@@ -70,9 +71,9 @@ def _end_s(raw: str, step_s: float) -> float:
     else:
         try:
             dt = datetime.fromisoformat(raw.replace("Z", "+00:00"))
-        except ValueError:
+            t = (dt if dt.tzinfo else dt.replace(tzinfo=UTC)).timestamp()
+        except (ValueError, OverflowError):
             raise UsageError(f"--end: not 'now' or an ISO-8601 time: {raw!r}") from None
-        t = (dt if dt.tzinfo else dt.replace(tzinfo=UTC)).timestamp()
     return math.floor(t / step_s) * step_s
 
 
@@ -81,7 +82,12 @@ def write_trace(series: Series, path: Path) -> int:
     row per bucket with a value; the row count.
 
     ``requests`` is rate x step (fractional: a ``rate()`` is an average), which
-    :meth:`forecasting.series.Series.from_csv` reads back as the same rates.
+    :meth:`forecasting.series.Series.from_csv` reads back as the same rates. The file is
+    replaced whole or not at all (:mod:`autoscaler.commands._output`): a failed write
+    leaves an existing ``path`` as it was.
+
+    Raises:
+        UsageError: the file cannot be written.
     """
     rows = ["timestamp,requests,rate_rps"]
     for i, v in enumerate(series.values):
@@ -89,7 +95,7 @@ def write_trace(series: Series, path: Path) -> int:
             continue  # missing: no row, as in the shared traces
         t = datetime.fromtimestamp(series.start_s + i * series.step_s, tz=UTC)
         rows.append(f"{t.strftime('%Y-%m-%dT%H:%M:%SZ')},{v * series.step_s:.10g},{v:.10g}")
-    path.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    write_text_atomic(path, "\n".join(rows) + "\n")
     return len(rows) - 1
 
 
@@ -105,7 +111,7 @@ def run(args: argparse.Namespace) -> int:
 def _history(args: argparse.Namespace) -> int:
     from autoscaler.controller.loop import TargetKey
     from autoscaler.errors import ConfigError, MetricsUnavailable
-    from forecasting.series import parse_duration
+    from forecasting.series import MAX_BUCKETS, parse_duration
 
     prometheus_url(args)
     if args.config is None and args.target is None:
@@ -120,6 +126,13 @@ def _history(args: argparse.Namespace) -> int:
         raise UsageError(f"--step must be a whole number of seconds >= 1, got {args.step}")
     end_s = _end_s(args.end, step_s)
     start_s = end_s - args.days * 86400.0
+    if start_s < 0:
+        raise UsageError(f"--days {args.days:g} before --end {args.end} starts before 1970")
+    n_buckets = args.days * 86400.0 / step_s
+    if n_buckets > MAX_BUCKETS:
+        raise UsageError(
+            f"--days {args.days:g} at --step {args.step} is {n_buckets:.3g} buckets, more "
+            f"than {MAX_BUCKETS:,}; use a coarser --step or fewer --days")
     api = None
     ns, name = "", ""
     if args.target is not None:
@@ -153,9 +166,9 @@ def _history(args: argparse.Namespace) -> int:
     out = Path(args.out)
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
-        rows = write_trace(series, out)
     except OSError as exc:
         raise UsageError(f"cannot write --out {out}: {exc}") from None
+    rows = write_trace(series, out)
     finite = [v for v in series.values if math.isfinite(v)]
     missing = len(series) - n_values
     print(f"wrote {out}: {rows} buckets of {step_s:g} s from {_iso(series.start_s)} to "

@@ -4,6 +4,7 @@ Kubernetes options, and building the source, the pod reader and the spec from th
 from __future__ import annotations
 
 import argparse
+import math
 import os
 from typing import TYPE_CHECKING, Any
 
@@ -18,6 +19,7 @@ __all__ = [
     "StaticPods",
     "add_kube_arguments",
     "add_prometheus_arguments",
+    "check_prometheus_arguments",
     "make_source",
     "prometheus_url",
     "read_only_cluster",
@@ -66,11 +68,25 @@ def prometheus_url(args: argparse.Namespace) -> str:
     return str(url)
 
 
+def check_prometheus_arguments(args: argparse.Namespace) -> None:
+    """Usage errors for ``--prometheus-timeout`` (finite, > 0) and a ``--prometheus-ca-file``
+    that is not there, before any query."""
+    timeout_s = args.prometheus_timeout
+    if not (math.isfinite(timeout_s) and timeout_s > 0):
+        raise UsageError(f"--prometheus-timeout must be a finite number of seconds > 0, got "
+                         f"{timeout_s:g}")
+    ca = args.prometheus_ca_file
+    if ca is not None and not os.path.isfile(ca):
+        what = "is not a file" if os.path.exists(ca) else "not found"
+        raise UsageError(f"--prometheus-ca-file {ca}: {what}")
+
+
 def make_source(args: argparse.Namespace, spec: PredictiveAutoscalerSpec) -> PrometheusSource:
     """A ``PrometheusSource`` for ``spec`` with the command line's URL, auth and TLS."""
     from autoscaler.adapters.prometheus import PrometheusSource
     from autoscaler.config import source_kwargs
 
+    check_prometheus_arguments(args)
     auth = None
     if args.prometheus_basic_auth_env:
         p = args.prometheus_basic_auth_env

@@ -20,7 +20,12 @@ import threading
 from typing import Any
 
 from autoscaler.commands.forecast import UsageError
-from autoscaler.commands.live import add_kube_arguments, add_prometheus_arguments, make_source
+from autoscaler.commands.live import (
+    add_kube_arguments,
+    add_prometheus_arguments,
+    check_prometheus_arguments,
+    make_source,
+)
 
 NAME = "run"
 HELP = "Run the controller: watch PredictiveAutoscalers, forecast, and pre-scale Deployments."
@@ -90,6 +95,7 @@ def _run(args: argparse.Namespace) -> int:
         raise UsageError("--tick-workers must be >= 1")
     if args.refit_workers < 1:
         raise UsageError("--refit-workers must be >= 1")
+    check_prometheus_arguments(args)
     static: tuple[TargetKey, PredictiveAutoscalerSpec] | None = None
     if args.config is not None:
         static = (TargetKey.parse(args.target), load_config(args.config))

@@ -144,6 +144,15 @@ def test_history_outside_retention_is_missing_and_says_so(
     (["--step", "1.5s"], "whole number of seconds"),
     (["--no-config"], "give --target NS/NAME"),
     (["--target", "nope"], "NAMESPACE/NAME"),
+    # these used to end in ValueError/OverflowError tracebacks
+    (["--days", "1e6"], "--days 1e+06 before --end now starts before 1970"),
+    (["--days", "1e300"], "starts before 1970"),
+    (["--end", "0001-01-01T00:00:00Z"], "starts before 1970"),
+    (["--days", "3650", "--step", "1s"], "3.15e+08 buckets, more than 10,000,000"),
+    (["--prometheus-ca-file", "/nonexistent/ca.pem"],
+     "--prometheus-ca-file /nonexistent/ca.pem: not found"),
+    (["--prometheus-timeout", "nan"], "--prometheus-timeout must be a finite number"),
+    (["--prometheus-timeout", "inf"], "--prometheus-timeout must be a finite number"),
 ])
 def test_history_bad_input_is_a_usage_error(
         tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str],
@@ -151,7 +160,9 @@ def test_history_bad_input_is_a_usage_error(
     cfg = [] if "--no-config" in argv else ["--config", str(spec_file(tmp_path))]
     argv = [a for a in argv if a != "--no-config"]
     assert main(["history", "--prometheus", "http://127.0.0.1:9", *cfg, *argv]) == 2
-    assert message in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1
 
 
 def test_history_with_prometheus_down_or_no_data_exits_2(

@@ -133,6 +133,14 @@ def test_dry_run_bad_input_is_a_usage_error(tmp_path: Path,
     assert main(["dry-run", "--prometheus", "http://x", "--target", "a/b", "--config",
                  str(bad), "--no-cluster"]) == 2
     assert "requestsPerSecondPerReplica" in capsys.readouterr().err
+    # a missing CA file or a non-finite timeout used to crash in the first query
+    for flag, value, message in [
+            ("--prometheus-ca-file", str(tmp_path / "ca.pem"), "ca.pem: not found"),
+            ("--prometheus-timeout", "inf", "--prometheus-timeout must be a finite number")]:
+        assert main(["dry-run", "--prometheus", "http://x", "--target", "a/b", "--config",
+                     str(spec_file(tmp_path)), "--no-cluster", flag, value]) == 2
+        err = capsys.readouterr().err
+        assert message in err and len(err.strip().splitlines()) == 1
 
 
 def _get(url: str) -> tuple[int, str]:

@@ -209,6 +209,24 @@ def test_prometheus_down_is_unavailable(dead_url: str, combine: bool) -> None:
         src.history(0, 3600, 60)
 
 
+@pytest.mark.parametrize(("body", "content_type", "message"), [
+    # JSON without "data" (a proxy, Grafana's API) used to escape as a KeyError
+    (b'{"status": "success"}', "application/json", "answered without a Prometheus query"),
+    (b'{"foo": 1}', "application/json", "answered without a Prometheus query"),
+    (b'[1, 2]', "application/json", "answered without a Prometheus query"),
+    (b"<html>Grafana</html>", "text/html", "JSONDecodeError"),
+])
+def test_an_answer_that_is_not_prometheus_is_unavailable(
+        body: bytes, content_type: str, message: str) -> None:
+    with serve_static(body, content_type) as port:
+        url = f"http://127.0.0.1:{port}"
+        src = PrometheusSource(url, timeout_s=2.0, retries=0, combine_queries=False)
+        with pytest.raises(MetricsUnavailable, match=message):
+            src.signals(time.time())
+        with pytest.raises(MetricsUnavailable, match=message):
+            src.history(0, 3600, 60)
+
+
 def test_timeout_is_unavailable() -> None:
     """A server that accepts but never answers: the timeout fires (combined query too)."""
     import socket

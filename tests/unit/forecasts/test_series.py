@@ -175,6 +175,60 @@ def test_from_csv_errors_name_the_file_and_line(tmp_path: Path) -> None:
         Series.from_csv(dup)
 
 
+def _minutes(n: int, start: int = 0) -> list[str]:
+    return [f"2023-11-16T18:{start + i:02d}:00Z,{i + 1}" for i in range(n)]
+
+
+@pytest.mark.parametrize(
+    ("body", "fragment"),
+    [
+        # a short row used to be an IndexError
+        ("2023-11-16T18:00:00Z,1\n2023-11-16T18:01:00Z\n", r"x\.csv:3: 1 cell, need the "
+         "'requests' column"),
+        ("2023-11-16T18:00:00Z,1\n\x00\x00\x00\n", r"x\.csv:3: NUL byte"),
+        # ISO timestamps and line numbers, not 1.70016e+09 and an index
+        ("2023-11-16T18:00:00Z,1\n2023-11-16T18:01:00Z,2\n2023-11-16T18:01:00Z,3\n",
+         r"x\.csv: timestamp 2023-11-16T18:01:00Z appears twice \(line 3 and line 4\)"),
+        ("2023-11-16T18:00:00Z,1\n2023-11-16T18:02:00Z,2\n2023-11-16T18:01:00Z,3\n",
+         r"backwards at line 4: 2023-11-16T18:02:00Z \(line 3\) then 2023-11-16T18:01:00Z"),
+        # the raw cell, not np.float64(nan)
+        ("2023-11-16T18:00:00Z,1\n2023-11-16T18:01:00Z,NaN\n",
+         r"x\.csv:3: requests value 'NaN' is not a finite non-negative number"),
+        ("2023-11-16T18:00:00Z,1\n2023-11-16T18:01:00Z,-3\n", r"x\.csv:3: requests value '-3'"),
+        # a year typo'd as 2061 used to allocate ~9 GiB
+        ("2023-11-16T18:00:00Z,1\n2023-11-16T18:01:00Z,2\n2061-11-16T18:02:00Z,3\n",
+         r"line 4: 2061-11-16T18:02:00Z is .* days after .* more than 10,000,000"),
+    ],
+)
+def test_from_csv_bad_rows_name_the_line(tmp_path: Path, body: str, fragment: str) -> None:
+    f = tmp_path / "x.csv"
+    f.write_text("timestamp,requests\n" + body, encoding="utf-8")
+    with pytest.raises(SeriesError, match=fragment):
+        Series.from_csv(f)
+
+
+def test_from_csv_reads_a_bom_and_refuses_non_utf8(tmp_path: Path) -> None:
+    bom = tmp_path / "bom.csv"
+    bom.write_bytes(b"\xef\xbb\xbftimestamp,requests\n0,1\n60,2\n")
+    assert list(Series.from_csv(bom).values) == [1, 2]
+    latin = tmp_path / "latin.csv"
+    latin.write_bytes(b"timestamp,requests,note\n0,1,ok\n60,2,caf\xe9\n")
+    with pytest.raises(SeriesError, match=r"latin\.csv:3: not UTF-8 text \(byte 0xe9\)"):
+        Series.from_csv(latin)
+
+
+def test_one_stray_row_is_refused_not_a_halved_step(tmp_path: Path) -> None:
+    rows = _minutes(10)
+    rows.insert(5, "2023-11-16T18:04:30Z,99")  # between minute 4 and 5
+    f = tmp_path / "stray.csv"
+    f.write_text("timestamp,requests\n" + "\n".join(rows) + "\n", encoding="utf-8")
+    with pytest.raises(IrregularSteps, match=r"18:04:30Z \(line 7\) is not on the 60-s grid"):
+        Series.from_csv(f)
+    # gaps (outages) do not change the step: the most common gap wins
+    s = Series.from_points([0, 60, 120, 600, 660, 1200, 1260], [1] * 7)
+    assert s.step_s == 60 and len(s) == 22 and s.n_missing == 22 - 7
+
+
 def test_real_trace_with_outages(traces_dir: Path) -> None:
     s = Series.from_csv(traces_dir / "nasa_http_1995.csv")
     assert s.step_s == 60 and s.absolute

@@ -1,0 +1,139 @@
+"""Flags of the trace commands that used to crash, be silently ignored or fall back to a
+default: each is now one line on stderr and exit 2, before any simulation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from autoscaler.cli import main
+
+
+@pytest.fixture(scope="module")
+def wiki_slice(traces_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The first two days of hourly English-Wikipedia requests (peak 2149 req/s)."""
+    path = tmp_path_factory.mktemp("wiki") / "wiki.csv"
+    lines = (traces_dir / "wikipedia_en_2016_01.csv").read_text().splitlines()
+    path.write_text("\n".join(lines[: 1 + 48]) + "\n")
+    return path
+
+
+def _pa(tmp_path: Path, capacity_rps: float) -> Path:
+    doc = {"apiVersion": "surgecast.io/v1alpha1", "kind": "PredictiveAutoscaler",
+           "metadata": {"name": "w", "namespace": "llm"},
+           "spec": {"scaleTargetRef": {"name": "w"}, "minReplicas": 1, "maxReplicas": 40,
+                    "capacity": {"requestsPerSecondPerReplica": capacity_rps},
+                    "forecast": {"model": "seasonal_naive"}}}
+    p = tmp_path / "pa.yaml"
+    p.write_text(yaml.safe_dump(doc))
+    return p
+
+
+def _no_simulation(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fail the test if the scenario (the oracle's bound) or a simulation is started."""
+    import autoscaler.core.scenario as scenario
+
+    def boom(*_a: object, **_k: object) -> None:
+        raise AssertionError("the expensive work started before the flags were checked")
+
+    monkeypatch.setattr(scenario, "oracle_gpu_hours", boom)
+    monkeypatch.setattr(scenario, "compare", boom)
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    # OverflowError in round(inf * 86400 / step)
+    (["backtest", "--days", "inf"], "--days must be a finite number > 0, got inf"),
+    (["dry-run", "--days", "inf"], "--days must be a finite number > 0, got inf"),
+    (["backtest", "--days", "nan"], "--days must be a finite number > 0, got nan"),
+    # silently capped at the simulator's 400
+    (["backtest", "--peak-replicas", "401"], "--peak-replicas must be <= 400"),
+    # millions of simulation steps
+    (["backtest", "--step", "1ms"], "--step must be at least 1 s, got 1ms"),
+    (["dry-run", "--step", "0.5s"], "--step must be at least 1 s, got 0.5s"),
+    # empty values used to fall back to the defaults
+    (["backtest", "--cold-start", ""], "--cold-start: empty duration"),
+    (["dry-run", "--warm-promotion", ""], "--warm-promotion: empty duration"),
+    (["backtest", "--model", ""], "unknown model ''"),
+    (["backtest", "--out", ""], "--out is empty"),
+    (["forecast", "--model", ",,"], "--model ',,' names no model"),
+    (["forecast", "--model", ""], "--model '' names no model"),
+    # live-only flags were ignored in a trace replay
+    (["dry-run", "--once"], "--once is for the live mode"),
+    (["dry-run", "--ticks", "3"], "--ticks is for the live mode"),
+    (["dry-run", "--replicas", "3"], "--replicas is for the live mode"),
+    (["dry-run", "--no-cluster"], "--no-cluster is for the live mode"),
+])
+def test_bad_flag_is_one_line_exit_2_before_the_run(
+    wiki_slice: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch, argv: list[str], message: str,
+) -> None:
+    _no_simulation(monkeypatch)
+    cmd, rest = argv[0], argv[1:]
+    extra = ["--horizon", "24h"] if cmd == "forecast" else []
+    out = [] if "--out" in rest else ["--out", str(tmp_path / "o")]
+    if cmd == "dry-run":
+        out = []
+    rc = main([cmd, "--trace", str(wiki_slice), *extra, *out, *rest])
+    err = capsys.readouterr().err
+    assert rc == 2, err
+    assert message in err, err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("cmd", ["backtest", "dry-run"])
+def test_a_capacity_in_the_wrong_unit_is_refused_before_the_oracle(
+    wiki_slice: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch, cmd: str,
+) -> None:
+    # 0.001 req/s per replica: 3 million replicas, and the oracle's bound looped over each
+    # replica slot (backtest seemed to hang)
+    _no_simulation(monkeypatch)
+    out = ["--out", str(tmp_path / "o")] if cmd == "backtest" else []
+    rc = main([cmd, "--trace", str(wiki_slice), "--config", str(_pa(tmp_path, 0.001)), *out])
+    err = capsys.readouterr().err
+    assert rc == 2
+    assert "needs 3,070,445 replicas at capacity.requestsPerSecondPerReplica 0.001" in err
+    assert "more than 10 x maxReplicas (40)" in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_a_capacity_short_of_max_replicas_warns_before_the_run(
+    wiki_slice: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # 15 req/s per replica: the peak needs 205 > 40 replicas; a warning, then the run
+    _no_simulation(monkeypatch)
+    with pytest.raises(AssertionError, match="expensive work"):
+        main(["backtest", "--trace", str(wiki_slice), "--config", str(_pa(tmp_path, 15.0)),
+              "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err
+    assert "warning: the trace's peak needs 205 replicas" in err
+
+
+@pytest.mark.parametrize("cmd", ["backtest", "dry-run", "forecast"])
+def test_a_mostly_missing_trace_is_a_warning(
+    wiki_slice: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch, cmd: str,
+) -> None:
+    # two hours kept of every six: the replay used to interpolate 64 % of it silently
+    import forecasting.backtest
+
+    lines = wiki_slice.read_text().splitlines()
+    sparse = tmp_path / "sparse.csv"
+    kept = [ln for h, ln in enumerate(lines[1:]) if h % 6 in (0, 1)]
+    sparse.write_text("\n".join([lines[0], *kept]) + "\n")
+    _no_simulation(monkeypatch)
+
+    def boom(*_a: object, **_k: object) -> None:
+        raise AssertionError("the expensive work started")
+
+    monkeypatch.setattr(forecasting.backtest, "cross_validation", boom)
+    extra = {"backtest": ["--out", str(tmp_path / "o")],
+             "forecast": ["--horizon", "6h", "--origins", "1", "--out", str(tmp_path / "o")],
+             "dry-run": []}[cmd]
+    with pytest.raises(AssertionError, match="expensive work"):
+        main([cmd, "--trace", str(sparse), *extra])
+    err = capsys.readouterr().err
+    assert f"surgecast {cmd}: warning: 28 of 44 buckets have no value (64 %)" in err, err
