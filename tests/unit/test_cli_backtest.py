@@ -20,24 +20,6 @@ from forecasting.series import Series
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
-@pytest.fixture(scope="module")
-def conv_slice(traces_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The first 50 minutes of the Azure LLM conversation trace (1 s buckets)."""
-    path = tmp_path_factory.mktemp("conv") / "conv.csv"
-    lines = (traces_dir / "azure_llm_2023_conv.csv").read_text().splitlines()
-    path.write_text("\n".join(lines[: 1 + 3000]) + "\n")
-    return path
-
-
-@pytest.fixture(scope="module")
-def wiki_slice(traces_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The first two days of hourly English-Wikipedia requests."""
-    path = tmp_path_factory.mktemp("wiki") / "wiki.csv"
-    lines = (traces_dir / "wikipedia_en_2016_01.csv").read_text().splitlines()
-    path.write_text("\n".join(lines[: 1 + 48]) + "\n")
-    return path
-
-
 def test_backtest_table_png_json(
     conv_slice: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -11,15 +11,6 @@ import yaml
 from autoscaler.cli import main
 
 
-@pytest.fixture(scope="module")
-def wiki_slice(traces_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The first two days of hourly English-Wikipedia requests (peak 2149 req/s)."""
-    path = tmp_path_factory.mktemp("wiki") / "wiki.csv"
-    lines = (traces_dir / "wikipedia_en_2016_01.csv").read_text().splitlines()
-    path.write_text("\n".join(lines[: 1 + 48]) + "\n")
-    return path
-
-
 def _pa(tmp_path: Path, capacity_rps: float) -> Path:
     doc = {"apiVersion": "surgecast.io/v1alpha1", "kind": "PredictiveAutoscaler",
            "metadata": {"name": "w", "namespace": "llm"},

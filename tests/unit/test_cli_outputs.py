@@ -21,15 +21,6 @@ from forecasting.series import Series
 REPO = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture(scope="module")
-def wiki_slice(traces_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The first two days of hourly English-Wikipedia requests."""
-    path = tmp_path_factory.mktemp("wiki") / "wiki.csv"
-    lines = (traces_dir / "wikipedia_en_2016_01.csv").read_text().splitlines()
-    path.write_text("\n".join(lines[: 1 + 48]) + "\n")
-    return path
-
-
 def _disk_full_after(monkeypatch: pytest.MonkeyPatch, n_chars: int) -> None:
     """Every ``Path.write_text`` writes ``n_chars`` characters, then fails with ENOSPC."""
 
