@@ -297,7 +297,12 @@ def compare_transformers_cb(path: str, n: int, max_tokens: int, threads: int) ->
             rows.append(
                 {"engine": name, "run": run, "tokens": toks, "s": wall, "tok_s": toks / wall}
             )
-    table(rows, f"engine level, {n} greedy prompts x {max_tokens} tokens, torch threads {threads}")
+    dtype = next(eng.model.parameters()).dtype
+    table(
+        rows,
+        f"engine level on {eng.device} ({dtype}), {n} greedy prompts x {max_tokens} tokens, "
+        f"torch threads {threads}",
+    )
 
 
 def inproc_load(
