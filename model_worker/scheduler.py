@@ -111,6 +111,16 @@ def _init_decode_thread(nice: int, torch_threads: int) -> None:
         log.warning("could not lower the decode thread's priority: %s", exc)
 
 
+def decode_threads(torch_threads: int, device: str) -> int:
+    """The decode thread's torch intra-op thread count: ``torch_threads`` when set, else 1
+    when the model is on a GPU (its forwards are kernel launches; an OpenMP pool of every
+    host core made each forward 3x slower and stalled steps for 0.4-0.7 s on an H200
+    machine with 16 cores, see docs/model-worker.md), else 0 (torch's default)."""
+    if torch_threads > 0:
+        return torch_threads
+    return 1 if device.startswith("cuda") else 0
+
+
 class Scheduler:
     """Groups queued requests into batches and runs the engine on the decode thread."""
 
@@ -136,11 +146,12 @@ class Scheduler:
         self._lock = threading.Lock()
         self._buffer: list[tuple[Job, Event | BaseException]] = []
         self._flush_scheduled = False
+        self._stepping = False  # the token-mode decode loop is running (it wakes the loop)
         self._decode = ThreadPoolExecutor(
             1,
             "decode",
             initializer=_init_decode_thread,
-            initargs=(cfg.decode_nice, cfg.torch_threads),
+            initargs=(cfg.decode_nice, decode_threads(cfg.torch_threads, engine.device)),
         )
         self._movable: Offloadable | None = engine if isinstance(engine, Offloadable) else None
         self._want_resident = True
@@ -258,8 +269,11 @@ class Scheduler:
 
     def _emitter(self, job: Job, loop: asyncio.AbstractEventLoop) -> Callable[..., None]:
         """The engine-thread callback of ``job``. Events of all rows are buffered and handed
-        to the event loop with one wake-up per decode step, not one per row: on a busy CPU
-        each cross-thread hand-off costs a GIL switch."""
+        to the event loop with one wake-up per decode step, not one per row: each wake-up is
+        a write to the loop's self-pipe, and the decode thread then waits for the GIL while
+        the woken loop runs (it took 25 % of the decode thread's time, one per row). In
+        token mode the decode loop wakes the loop itself after each step (:meth:`_kick`);
+        in batch mode the first event of a burst wakes it."""
 
         def emit(delta: str, n: int, finish: FinishReason | None) -> None:
             now = time.perf_counter()
@@ -272,12 +286,21 @@ class Scheduler:
                 job.finished_at = now
             with self._lock:
                 self._buffer.append((job, (delta, n, finish)))
-                if self._flush_scheduled:
+                if self._flush_scheduled or self._stepping:
                     return
                 self._flush_scheduled = True
             loop.call_soon_threadsafe(self._flush)
 
         return emit
+
+    def _kick(self) -> None:
+        """Hand the events buffered during a decode step to the event loop (one wake-up)."""
+        loop = self._loop
+        with self._lock:
+            if not self._buffer or self._flush_scheduled or loop is None:
+                return
+            self._flush_scheduled = True
+        loop.call_soon_threadsafe(self._flush)
 
     def _fail(self, jobs: list[Job], exc: BaseException) -> None:
         """Hand ``exc`` to each job's consumer (a 500); callable from the decode thread."""
@@ -337,8 +360,10 @@ class Scheduler:
         nothing waits. An engine failure fails the jobs it concerns (500), never the loop."""
         batch: DecodeSession = engine.new_batch()
         live: dict[int, Job] = {}  # id(EngineRequest) -> job
+        self._stepping = True  # emit() buffers; _kick() wakes the loop once per step
         try:
             while not self._stopping:
+                self._kick()
                 room = self.max_batch - len(batch) if batch.can_admit else 0
                 if 0 < room < self.min_admit and len(batch) and len(self.pending) > room:
                     room = 0  # a backlog: let a few slots free up and prefill them together
@@ -354,6 +379,7 @@ class Scheduler:
                         live.update((id(j.request), j) for j in jobs)
                         self._leave(live, left)
                     self._set_running(len(batch))
+                    self._kick()  # their first tokens, before the next step's forward
                 if not len(batch):
                     if jobs:
                         continue  # all finished at their first token; more may wait
@@ -373,6 +399,8 @@ class Scheduler:
             log.exception("decode loop failed")
             self._fail(list(live.values()), exc)
         finally:
+            self._stepping = False
+            self._kick()
             self._set_running(0)
 
     def _leave(self, live: dict[int, Job], left: list[EngineRequest]) -> None:

@@ -472,3 +472,78 @@ def test_a_backlog_is_admitted_once_enough_slots_are_free(
 
     seen = asyncio.run(scenario())
     assert seen == {"c_started_early": False, "waiting": 2, "counts": (5, 5), "together": True}
+
+
+def test_the_event_loop_is_woken_between_engine_calls_not_by_each_row(
+    eng: TransformersEngine, tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each wake-up writes to the loop's self-pipe and hands the GIL to the loop; woken by a
+    row's event, the loop ran while the step still had rows to emit, one hand-off per row (a
+    quarter of the decode thread's time, docs/model-worker.md). Now no event wakes the loop
+    while a step or an admit emits: the decode loop wakes it once after each. 8 rows x 12
+    tokens, every token still arrives."""
+    cfg = WorkerConfig(
+        model_path=tiny_model_dir, max_batch=8, batch_wait_ms=0, decode_nice=0, torch_threads=1
+    )
+    batch_type = type(eng.new_batch())
+    real_push = batch_type._push
+    inside = threading.local()
+    wakes = {"inside_push": 0, "outside": 0}
+
+    def marked_push(self: Any, *a: Any) -> Any:
+        inside.on = True
+        try:
+            return real_push(self, *a)
+        finally:
+            inside.on = False
+
+    monkeypatch.setattr(batch_type, "_push", marked_push)
+
+    async def scenario() -> list[int]:
+        loop = asyncio.get_running_loop()
+        real_wake = loop.call_soon_threadsafe
+
+        def counted(*a: Any, **kw: Any) -> Any:
+            wakes["inside_push" if getattr(inside, "on", False) else "outside"] += 1
+            return real_wake(*a, **kw)
+
+        monkeypatch.setattr(loop, "call_soon_threadsafe", counted)
+        sched = Scheduler(eng, WorkerMetrics("tiny"), cfg)
+        runner = asyncio.create_task(sched.run())
+        jobs = [sched.new_job(prepared(eng, f"Request {i}", 12, str(i))) for i in range(8)]
+        for job in jobs:
+            sched.submit(job)
+        counts = [(await finish(job))[1] for job in jobs]
+        runner.cancel()
+        return counts
+
+    assert asyncio.run(scenario()) == [12] * 8
+    assert wakes["inside_push"] == 0 and wakes["outside"] >= 1, wakes
+
+
+def test_unseeded_sampling_does_not_reseed_torch(
+    eng: TransformersEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """torch.seed() also reseeds CUDA, formatting a stack trace on every call; an unseeded
+    request draws its seed from ``secrets`` instead, and two such requests differ."""
+    import torch
+
+    def forbidden() -> int:
+        raise AssertionError("torch.seed() called")
+
+    monkeypatch.setattr(torch, "seed", forbidden)
+    a = alone(eng, "Hello", 12, temperature=1.0)
+    b = alone(eng, "Hello", 12, temperature=1.0)
+    assert a.n == b.n == 12 and a.text != b.text
+
+
+@pytest.mark.parametrize(
+    ("configured", "device", "expected"),
+    [(0, "cuda", 1), (0, "cuda:1", 1), (0, "cpu", 0), (4, "cuda", 4), (2, "cpu", 2)],
+)
+def test_decode_thread_uses_one_torch_thread_on_a_gpu_unless_set(
+    configured: int, device: str, expected: int
+) -> None:
+    from model_worker.scheduler import decode_threads
+
+    assert decode_threads(configured, device) == expected
