@@ -25,6 +25,7 @@ only admits while empty (batch-level admission), removing finished rows all the 
 
 from __future__ import annotations
 
+import secrets
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -74,20 +75,22 @@ class Detok:
 
 
 def sample(logits: Any, reqs: list[EngineRequest], gens: list[Any]) -> list[int | Exception]:
-    """One token per row of ``logits`` ``[rows, vocab]``: argmax for greedy rows, else
-    temperature + top-p sampling with the row's own generator. A row whose distribution
-    cannot be sampled (NaN or inf probabilities) gets the exception in its place: only that
-    row fails, never the batch."""
+    """One token per row of ``logits`` ``[rows, vocab]`` (on the model's device): argmax for
+    greedy rows, else temperature + top-p sampling on the host with the row's own (CPU)
+    generator. The argmax runs where the logits are, so a greedy batch copies one integer per
+    row to the host, not its logits. A row whose distribution cannot be sampled (NaN or inf
+    probabilities) gets the exception in its place: only that row fails, never the batch."""
     import torch
 
-    rows = logits.float()
-    out: list[int | Exception] = list(rows.argmax(dim=-1).tolist())  # greedy: vectorized
-    for i, req in enumerate(reqs):
-        p = req.params
-        if p.temperature <= 0:
-            continue
+    out: list[int | Exception] = list(logits.argmax(dim=-1).tolist())  # greedy: vectorized
+    hot = [i for i, req in enumerate(reqs) if req.params.temperature > 0]
+    if not hot:
+        return out
+    rows = logits[hot].float().cpu()
+    for j, i in enumerate(hot):
+        p = reqs[i].params
         try:
-            probs = torch.softmax(rows[i] / p.temperature, dim=-1)
+            probs = torch.softmax(rows[j] / p.temperature, dim=-1)
             if p.top_p < 1.0:
                 sorted_p, idx = torch.sort(probs, descending=True)
                 keep = torch.cumsum(sorted_p, dim=-1) - sorted_p < p.top_p
@@ -175,7 +178,8 @@ class DecodeBatch:
             rows = []
             for r in reqs:
                 g = torch.Generator(device="cpu")
-                g.manual_seed(r.params.seed if r.params.seed is not None else int(torch.seed()))
+                # not torch.seed(): it also reseeds CUDA, formatting a stack trace each call
+                g.manual_seed(r.params.seed if r.params.seed is not None else secrets.randbits(63))
                 rows.append(_Row(r, Detok(eng.tokenizer, r), g))
             width = max(len(r.prompt_ids) for r in reqs)
             ids = torch.full((len(reqs), width), eng.pad_id, dtype=torch.long)
@@ -224,7 +228,7 @@ class DecodeBatch:
         return left
 
     def _push(self, rows: list[_Row], logits: Any) -> None:
-        toks = sample(logits.cpu(), [r.req for r in rows], [r.gen for r in rows])
+        toks = sample(logits, [r.req for r in rows], [r.gen for r in rows])
         eos = self._eng.eos_ids
         for row, tok in zip(rows, toks, strict=True):
             if isinstance(tok, Exception):  # this row alone failed: it leaves the batch
