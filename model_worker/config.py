@@ -95,8 +95,9 @@ class WorkerConfig(BaseModel):
     torch_threads: int = Field(
         0,
         ge=0,
-        description="torch intra-op CPU threads of the decode thread; 0 = torch's default (all "
-        "host cores: oversubscribes a CPU-limited container or a shared machine)",
+        description="torch intra-op CPU threads of the decode thread; 0 = auto: 1 on a GPU "
+        "(its forwards only launch kernels), torch's default on CPU (all host cores: "
+        "oversubscribes a CPU-limited container or a shared machine)",
     )
     log_level: str = Field("info", description="uvicorn log level")
 
