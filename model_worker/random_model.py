@@ -25,7 +25,8 @@ CORPUS = [
     "Warm pods are loaded and idle; active pods serve traffic.",
 ] * 20
 #: decoder shapes: ``tiny`` (2 layers, hidden 64, grouped-query attention) for tests;
-#: ``small`` (about 85 M parameters, GPT-2 small's body) to load a GPU's decode path
+#: ``small`` (about 114 M parameters: 12 layers, hidden 768, a 3072-wide gated MLP) to load
+#: a GPU's decode path
 SIZES: dict[str, dict[str, int]] = {
     "tiny": {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
              "num_attention_heads": 4, "num_key_value_heads": 2,

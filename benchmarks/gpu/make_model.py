@@ -3,8 +3,8 @@
     python benchmarks/gpu/make_model.py --size tiny|small --dest DIR
     python benchmarks/gpu/make_model.py --like SHAPE_DIR --dest DIR
 
-``tiny`` is the test suite's shape (2 layers, hidden 64); ``small`` is about 85 M parameters
-(12 layers, hidden 768, like GPT-2 small without its vocabulary), enough to load a GPU's
+``tiny`` is the test suite's shape (2 layers, hidden 64); ``small`` is about 114 M parameters
+(12 layers, hidden 768, a 3072-wide gated MLP), enough to load a GPU's
 decode path for the worker benchmark. Both come from :mod:`model_worker.random_model`.
 
 ``--like`` takes a folder holding a real model's ``config.json`` and tokenizer files but no

@@ -4,7 +4,7 @@
 # after benchmarks/gpu/prepare.sh here. Everything it prints also goes to $OUT/report.txt.
 # It installs the carried wheels into the image's Python (the test suite's transformers
 # version; if that install fails it goes on with the image's own and says so), builds three
-# random-weight Llamas (tiny, small: 85 M, and smollm2: SmolLM2-135M-Instruct's exact shape
+# random-weight Llamas (tiny, small: 114 M, and smollm2: SmolLM2-135M-Instruct's exact shape
 # and tokenizer), and runs benchmarks/worker_load.py on the GPU for each: cold start,
 # concurrency sweep 1/4/16/64 with /metrics latency, sequential vs batched at 16, and
 # warm -> first served request with the weights resident and offloaded to host memory while
