@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import math
 import signal
@@ -97,6 +98,17 @@ async def unless_disconnected(
                 await task
 
 
+def freeze_startup_objects() -> int:
+    """Collect once, then move every object alive now (torch, transformers, the model's
+    modules, FastAPI) to the collector's permanent generation (:func:`gc.freeze`), so the
+    full collections that allocation under load triggers no longer walk them: they stopped
+    the whole process (decode thread, event loop, ``/metrics``) for 0.24-0.44 s each on the
+    tiny model. Returns the number of objects frozen."""
+    gc.collect()
+    gc.freeze()
+    return gc.get_freeze_count()
+
+
 def create_app(
     cfg: WorkerConfig, engine_factory: Callable[[WorkerConfig], Engine] | None = None
 ) -> FastAPI:
@@ -140,6 +152,8 @@ def create_app(
                     rt.lifecycle.set_role(role)
                 watch = rt.lifecycle.watch_role_file(cfg.role_file, applied=role)
                 tasks.append(asyncio.create_task(watch))
+            if cfg.gc_freeze:
+                freeze_startup_objects()
             rt.lifecycle.mark_warmed_up()
             rt.ready_after_s = time.perf_counter() - rt.started_at
         except Exception as exc:  # surfaced on /readyz and /status; liveness stays up

@@ -85,6 +85,9 @@ def start_worker(
     from model_worker.config import WorkerConfig
 
     overrides.setdefault("model_name", "tiny")
+    # gc.freeze() would freeze pytest's whole heap, every test's leftovers included, for the
+    # rest of the session; test_runtime's worker processes and test_gc_freeze cover it
+    overrides.setdefault("gc_freeze", False)
     cfg = WorkerConfig(model_path=model_dir, **overrides)
     app = create_app(cfg, engine_factory)
     return ThreadServer(app).start(wait_ready=wait_ready, timeout_s=start_timeout_s)
