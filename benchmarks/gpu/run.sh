@@ -3,14 +3,18 @@
 #   run(command="bash benchmarks/gpu/run.sh", carry=[".gpu-wheels"], timeout_s=480)
 # after benchmarks/gpu/prepare.sh here. Everything it prints also goes to $OUT/report.txt.
 # It installs the carried wheels into the image's Python (the test suite's transformers
-# version; if that install fails it goes on with the image's own and says so), builds three
-# random-weight Llamas (tiny, small: 114 M, and smollm2: SmolLM2-135M-Instruct's exact shape
-# and tokenizer), and runs benchmarks/worker_load.py on the GPU for each: cold start,
-# concurrency sweep 1/4/16/64 with /metrics latency, sequential vs batched at 16, and
-# warm -> first served request with the weights resident and offloaded to host memory while
-# warm (the host <-> GPU copy the CPU runs could not measure). Then, on the smollm2 shape,
-# the engine's own batched loop vs transformers' generate_batch, and the NVML gauges.
-# Each step has its own time limit so one hang cannot eat the call.
+# version; if that install fails it goes on with the image's own and says so), builds
+# random-weight Llamas (tiny; small: 114 M; smollm2: SmolLM2-135M-Instruct's exact shape and
+# tokenizer), then runs, the checks never done on a GPU first, each with its own time limit:
+#   1. the NVML gauges on a worker (check_metrics.py);
+#   2. warm -> first served request on small, resident and with the weights offloaded to host
+#      memory while warm (the host <-> GPU copy);
+#   3. the engine in process on smollm2: per-step time split into forward and the rest,
+#      torch.profiler's top operators (profile_decode.py);
+#   4. worker_load.py on smollm2: cold start, sweep 1/16/64 with /metrics latency, sequential
+#      vs batched at 16; then the same sweep at --max-batch 64 (decoding is launch-bound, so
+#      bigger batches should be nearly free on a GPU);
+#   5. the tiny model's sweep, to compare with the first GPU run (results/2026-11-30-run.txt).
 # Rehearse on CPU: DEVICE=cpu DTYPE=fp32 PY=.venv/bin/python SKIP_PIP=1 SIZES=tiny bash benchmarks/gpu/run.sh
 set -uo pipefail
 OUT=${OUT:-/tmp/gpu-out}
@@ -19,12 +23,12 @@ DEVICE=${DEVICE:-cuda}
 DTYPE=${DTYPE:-bf16}
 SIZES=${SIZES:-tiny small smollm2}
 REQUESTS=${REQUESTS:-32}
-STEP_S=${STEP_S:-150}
 mkdir -p "$OUT"
 exec > >(tee -a "$OUT/report.txt") 2>&1
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1
 export PIP_BREAK_SYSTEM_PACKAGES=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 stamp() { echo "== $(date -u +%T) $*"; }
+has() { [[ " $SIZES " == *" $1 "* ]]; }
 stamp "device run, $DEVICE $DTYPE"
 command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
 if [ -z "${SKIP_PIP:-}" ]; then
@@ -40,22 +44,38 @@ print("torch", torch.__version__, "cuda", torch.cuda.is_available(),
       "| transformers", transformers.__version__, "| fastapi", fastapi.__version__)
 PY
 for size in $SIZES; do
-  dir="/tmp/surgecast-$size"
   if [ "$size" = smollm2 ]; then
-    "$PY" benchmarks/gpu/make_model.py --like .gpu-wheels/smollm2-shape --dest "$dir" || exit 5
+    "$PY" benchmarks/gpu/make_model.py --like .gpu-wheels/smollm2-shape --dest /tmp/surgecast-$size
   else
-    "$PY" benchmarks/gpu/make_model.py --size "$size" --dest "$dir" || exit 5
-  fi
-  stamp "worker_load, $size"
-  timeout "$STEP_S" "$PY" benchmarks/worker_load.py --model-path "$dir" --name "$size" \
-    --requests "$REQUESTS" --max-tokens 64 --max-batch 16 \
-    --worker-args "--device $DEVICE --dtype $DTYPE" || echo "!! worker_load $size failed ($?)"
+    "$PY" benchmarks/gpu/make_model.py --size "$size" --dest /tmp/surgecast-$size
+  fi || exit 5
 done
-last=${SIZES##* }
-stamp "own batched loop vs transformers generate_batch, $last"
-timeout 90 "$PY" benchmarks/worker_load.py --model-path "/tmp/surgecast-$last" \
-  --compare-transformers-cb --max-tokens 64 --torch-threads 0 || echo "!! compare failed ($?)"
-stamp "NVML gauges on a worker (absent without a GPU)"
-timeout 60 "$PY" benchmarks/gpu/check_metrics.py --model-path /tmp/surgecast-tiny \
+wargs="--device $DEVICE --dtype $DTYPE"
+first=${SIZES%% *}
+stamp "1. NVML gauges on a worker (absent without a GPU), $first"
+timeout 60 "$PY" benchmarks/gpu/check_metrics.py --model-path /tmp/surgecast-$first \
   --device "$DEVICE" --dtype "$DTYPE" || echo "!! check_metrics failed ($?)"
+if has small; then
+  stamp "2. warm -> first served, small"
+  timeout 120 "$PY" benchmarks/worker_load.py --model-path /tmp/surgecast-small --name small \
+    --warm-only --worker-args "$wargs" || echo "!! warm starts failed ($?)"
+fi
+big=smollm2; has smollm2 || big=$first
+stamp "3. engine in process, $big"
+timeout 60 "$PY" benchmarks/gpu/profile_decode.py --model-path /tmp/surgecast-$big \
+  --device "$DEVICE" --dtype "$DTYPE" || echo "!! profile_decode failed ($?)"
+stamp "4. worker_load, $big"
+timeout 120 "$PY" benchmarks/worker_load.py --model-path /tmp/surgecast-$big --name "$big" \
+  --requests "$REQUESTS" --max-tokens 64 --max-batch 16 --concurrency 1,16,64 \
+  --worker-args "$wargs" --skip-warm || echo "!! worker_load $big failed ($?)"
+stamp "4b. worker_load, $big, max_batch 64"
+timeout 60 "$PY" benchmarks/worker_load.py --model-path /tmp/surgecast-$big --name "$big" \
+  --requests 64 --max-tokens 64 --max-batch 64 --concurrency 64 --sweep-only \
+  --worker-args "$wargs" || echo "!! worker_load $big max_batch 64 failed ($?)"
+if has tiny && [ "$big" != tiny ]; then
+  stamp "5. worker_load, tiny"
+  timeout 60 "$PY" benchmarks/worker_load.py --model-path /tmp/surgecast-tiny --name tiny \
+    --requests "$REQUESTS" --max-tokens 64 --max-batch 16 --concurrency 1,16,64 --sweep-only \
+    --worker-args "$wargs" || echo "!! worker_load tiny failed ($?)"
+fi
 stamp done
