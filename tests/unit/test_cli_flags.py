@@ -103,12 +103,13 @@ def test_a_capacity_short_of_max_replicas_warns_before_the_run(
     assert "warning: the trace's peak needs 205 replicas" in err
 
 
-@pytest.mark.parametrize("cmd", ["backtest", "dry-run", "forecast"])
+@pytest.mark.parametrize("cmd", ["backtest", "dry-run", "forecast", "demo"])
 def test_a_mostly_missing_trace_is_a_warning(
     wiki_slice: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch, cmd: str,
 ) -> None:
     # two hours kept of every six: the replay used to interpolate 64 % of it silently
+    import autoscaler.commands.forecast as forecast_cmd
     import forecasting.backtest
 
     lines = wiki_slice.read_text().splitlines()
@@ -121,10 +122,16 @@ def test_a_mostly_missing_trace_is_a_warning(
         raise AssertionError("the expensive work started")
 
     monkeypatch.setattr(forecasting.backtest, "cross_validation", boom)
-    extra = {"backtest": ["--out", str(tmp_path / "o")],
-             "forecast": ["--horizon", "6h", "--origins", "1", "--out", str(tmp_path / "o")],
+    scored = ["--horizon", "6h", "--origins", "1", "--out", str(tmp_path / "o")]
+    extra = {"backtest": ["--out", str(tmp_path / "o")], "forecast": scored, "demo": scored,
              "dry-run": []}[cmd]
+    trace = ["--trace", str(sparse)]
+    if cmd == "demo":  # the whole embedded trace is scored: make it the sparse one
+        load = forecast_cmd.load_series
+        monkeypatch.setattr(forecast_cmd, "load_series",
+                            lambda _path, column, step: load(sparse, column, step))
+        trace = []
     with pytest.raises(AssertionError, match="expensive work"):
-        main([cmd, "--trace", str(sparse), *extra])
+        main([cmd, *trace, *extra])
     err = capsys.readouterr().err
     assert f"surgecast {cmd}: warning: 28 of 44 buckets have no value (64 %)" in err, err
