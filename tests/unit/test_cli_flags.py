@@ -3,7 +3,11 @@ default: each is now one line on stderr and exit 2, before any simulation."""
 
 from __future__ import annotations
 
+import errno
+import os
+import socket
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -135,3 +139,70 @@ def test_a_mostly_missing_trace_is_a_warning(
         main([cmd, *trace, *extra])
     err = capsys.readouterr().err
     assert f"surgecast {cmd}: warning: 28 of 44 buckets have no value (64 %)" in err, err
+
+
+def _token_file(tmp_path: Path, kind: str, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A ``--prometheus-token-file`` that cannot be used: missing, a folder, a FIFO (read on
+    every query, it would block) or unreadable (mode 0; for root, who reads it anyway, the
+    CLI's ``open`` of it is denied as it would be)."""
+    path = tmp_path / f"{kind}.token"
+    if kind == "folder":
+        path.mkdir()
+    elif kind == "fifo":
+        os.mkfifo(path)
+    elif kind == "unreadable":
+        path.write_text("secret")
+        path.chmod(0)
+        if os.geteuid() == 0:
+            import builtins
+
+            import autoscaler.commands.live
+
+            def denied(file: object, *args: Any, **kwargs: Any) -> Any:
+                if str(file) == str(path):
+                    raise PermissionError(errno.EACCES, "Permission denied", str(file))
+                return builtins.open(file, *args, **kwargs)  # type: ignore[call-overload]
+
+            monkeypatch.setattr(autoscaler.commands.live, "open", denied, raising=False)
+    return path
+
+
+_TOKEN_ERRORS = {"missing": "not found", "folder": "is not a file", "fifo": "is not a file",
+                 "unreadable": "cannot read it: Permission denied"}
+
+
+@pytest.mark.parametrize("cmd", ["history", "dry-run", "run"])
+@pytest.mark.parametrize("kind", ["missing", "folder", "fifo", "unreadable"])
+def test_an_unusable_token_file_is_refused_before_any_query(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+    cmd: str, kind: str,
+) -> None:
+    # it used to be first read by the first query: history said "cannot read bearer token
+    # file" without naming the flag, dry-run printed NoDecision lines and exited 0, run went
+    # on to the cluster and the controller (whose every query would fail), and a FIFO
+    # blocked the first query for good
+    token = _token_file(tmp_path, kind, monkeypatch)
+    spec = tmp_path / "pa.yaml"
+    spec.write_text(yaml.safe_dump({"scaleTargetRef": {"name": "w"},
+                                    "capacity": {"requestsPerSecondPerReplica": 1.0}}))
+    with socket.socket() as prometheus:  # listens, never accepts: a query would queue here
+        prometheus.bind(("127.0.0.1", 0))
+        prometheus.listen(8)
+        url = f"http://127.0.0.1:{prometheus.getsockname()[1]}"
+        extra = {"history": ["--out", str(tmp_path / "d.csv")],
+                 "dry-run": ["--once", "--no-cluster"],
+                 "run": ["--kubeconfig", str(tmp_path / "no-kubeconfig")]}[cmd]
+        rc = main([cmd, "--prometheus", url, "--prometheus-token-file", str(token),
+                   "--config", str(spec), "--target", "llm/pa", *extra])
+        prometheus.setblocking(False)
+        try:
+            conn, _addr = prometheus.accept()
+        except BlockingIOError:
+            pass  # nobody connected
+        else:
+            conn.close()
+            pytest.fail("a query reached Prometheus before the token file was checked")
+    err = capsys.readouterr().err
+    assert rc == 2, err
+    assert f"--prometheus-token-file {token}: {_TOKEN_ERRORS[kind]}" in err, err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
