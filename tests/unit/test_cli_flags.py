@@ -3,9 +3,11 @@ default: each is now one line on stderr and exit 2, before any simulation."""
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import socket
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -167,6 +169,31 @@ def _token_file(tmp_path: Path, kind: str, monkeypatch: pytest.MonkeyPatch) -> P
     return path
 
 
+def _bare_spec(tmp_path: Path) -> Path:
+    """A minimal PredictiveAutoscaler spec file."""
+    spec = tmp_path / "pa.yaml"
+    spec.write_text(yaml.safe_dump({"scaleTargetRef": {"name": "w"},
+                                    "capacity": {"requestsPerSecondPerReplica": 1.0}}))
+    return spec
+
+
+@contextlib.contextmanager
+def _unqueried_prometheus() -> Iterator[str]:
+    """The URL of a socket that listens but never answers; fails the test if the command
+    connected to it (a query that should not have been sent)."""
+    with socket.socket() as prometheus:
+        prometheus.bind(("127.0.0.1", 0))
+        prometheus.listen(8)
+        yield f"http://127.0.0.1:{prometheus.getsockname()[1]}"
+        prometheus.setblocking(False)
+        try:
+            conn, _addr = prometheus.accept()
+        except BlockingIOError:
+            return  # nobody connected
+        conn.close()
+        pytest.fail("a query reached Prometheus before the flags were checked")
+
+
 _TOKEN_ERRORS = {"missing": "not found", "folder": "is not a file", "fifo": "is not a file",
                  "unreadable": "cannot read it: Permission denied"}
 
@@ -182,27 +209,34 @@ def test_an_unusable_token_file_is_refused_before_any_query(
     # on to the cluster and the controller (whose every query would fail), and a FIFO
     # blocked the first query for good
     token = _token_file(tmp_path, kind, monkeypatch)
-    spec = tmp_path / "pa.yaml"
-    spec.write_text(yaml.safe_dump({"scaleTargetRef": {"name": "w"},
-                                    "capacity": {"requestsPerSecondPerReplica": 1.0}}))
-    with socket.socket() as prometheus:  # listens, never accepts: a query would queue here
-        prometheus.bind(("127.0.0.1", 0))
-        prometheus.listen(8)
-        url = f"http://127.0.0.1:{prometheus.getsockname()[1]}"
-        extra = {"history": ["--out", str(tmp_path / "d.csv")],
-                 "dry-run": ["--once", "--no-cluster"],
-                 "run": ["--kubeconfig", str(tmp_path / "no-kubeconfig")]}[cmd]
+    extra = {"history": ["--out", str(tmp_path / "d.csv")],
+             "dry-run": ["--once", "--no-cluster"],
+             "run": ["--kubeconfig", str(tmp_path / "no-kubeconfig")]}[cmd]
+    with _unqueried_prometheus() as url:
         rc = main([cmd, "--prometheus", url, "--prometheus-token-file", str(token),
-                   "--config", str(spec), "--target", "llm/pa", *extra])
-        prometheus.setblocking(False)
-        try:
-            conn, _addr = prometheus.accept()
-        except BlockingIOError:
-            pass  # nobody connected
-        else:
-            conn.close()
-            pytest.fail("a query reached Prometheus before the token file was checked")
+                   "--config", str(_bare_spec(tmp_path)), "--target", "llm/pa", *extra])
     err = capsys.readouterr().err
     assert rc == 2, err
     assert f"--prometheus-token-file {token}: {_TOKEN_ERRORS[kind]}" in err, err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize(("flag", "value"), [
+    ("--column", "rate_rps"), ("--days", "1"), ("--step", "1m"), ("--slo", "1s"),
+    ("--peak-replicas", "10"), ("--cold-start", "60s"), ("--warm-promotion", "2s"),
+    ("--model", "ets"), ("--every", "5"), ("--limit", "3"),
+    # the trace replay's defaults, given: refused all the same
+    ("--days", "2"), ("--step", "15s"), ("--column", "requests"), ("--every", "1"),
+])
+def test_trace_flags_are_refused_by_the_live_dry_run(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], flag: str, value: str,
+) -> None:
+    # they used to be ignored: the live mode reads the spec and Prometheus, not a trace
+    with _unqueried_prometheus() as url:
+        rc = main(["dry-run", "--prometheus", url, "--target", "llm/pa", "--config",
+                   str(_bare_spec(tmp_path)), "--no-cluster", "--once",
+                   "--prometheus-timeout", "0.5", flag, value])
+    err = capsys.readouterr().err
+    assert rc == 2, err
+    assert f"{flag} is for a trace replay" in err, err
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1
