@@ -13,13 +13,13 @@ Three parts, each printed as a markdown table:
    ``15 s / mean tick`` (this process ticks on one thread: one core).
 2. **Fetch included.** The same runners against a real Prometheus (``promtool``-backfilled
    per-target counters and gauges from the trace: ``surgecast_worker_requests_total{target=
-   "t17"}`` and friends, read by :class:`PrometheusSource` with the ``surgecast`` preset and
-   a per-target selector) and the fake Kubernetes API server (one Deployment and one
-   ``PredictiveAutoscaler`` per target, :class:`KubernetesActuator` and the status writer,
-   official client over real HTTP). Each tick is split into Prometheus queries, Kubernetes
-   reads/writes, status write and the core; the ticking thread's CPU time
-   (``time.thread_time``) is the client-side CPU a tick costs when the fetch latency is I/O
-   wait hidden by threads.
+   "t17",status="200"}`` and friends, read by :class:`PrometheusSource` with the
+   ``surgecast`` preset and a per-target selector) and the fake Kubernetes API server (one
+   Deployment and one ``PredictiveAutoscaler`` per target, :class:`KubernetesActuator` and
+   the status writer, official client over real HTTP). Each tick is split into Prometheus
+   queries, Kubernetes reads/writes, status write and the core; the ticking thread's CPU
+   time (``time.thread_time``) is the client-side CPU a tick costs when the fetch latency
+   is I/O wait hidden by threads.
 3. **Memory per target.** ``tracemalloc`` growth per runner after refit and a few ticks,
    with 7 days (the CRD default) and 3 days of 1-min history.
 
@@ -489,7 +489,8 @@ def backfill_series(slices: Sequence[Series], now0: float, span_s: float) -> lis
         # each minute's requests spread over its 15-s scrapes (NaN minutes: no samples)
         inc = np.repeat(rps * STEP_S / per, per)
         ts = s.start_s + scrape * np.arange(len(inc), dtype=np.float64) + scrape
-        out.append(BackfillSeries("surgecast_worker_requests", "counter", ts, inc, lab))
+        out.append(BackfillSeries("surgecast_worker_requests", "counter", ts, inc,
+                                  {**lab, "status": "200"}))
         win = (ts >= now0 - 600.0) & (ts <= now0 + span_s + 120.0)
         tw, iw = ts[win], np.nan_to_num(inc[win], nan=0.0)
         out.append(BackfillSeries("surgecast_worker_prompt_tokens", "counter", tw, iw * 350.0,

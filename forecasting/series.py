@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import io
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -340,7 +341,8 @@ class Series:
         The ``timestamp`` column holds ISO-8601 times (``2016-01-01T00:00:00Z``; naive times
         are read as UTC) or numbers of seconds from the trace start. Rows may skip buckets
         (outages): the skipped buckets are missing, not zero. The file is UTF-8, with or
-        without a byte-order mark.
+        without a byte-order mark. It is read once, whole, so ``path`` may be a pipe
+        (``/dev/stdin``, a FIFO, a shell's ``<(zcat t.csv.gz)``).
 
         Raises:
             SeriesError: the file is not UTF-8 text, has no ``timestamp`` column or no
@@ -355,7 +357,12 @@ class Series:
         raw_vs: list[str] = []
         header: list[str] | None = None
         it = iv = 0
-        with p.open(newline="", encoding="utf-8-sig") as fh:
+        data = p.read_bytes()  # once: a pipe cannot be read again (for an error message)
+        try:
+            text = data.decode("utf-8-sig")
+        except UnicodeDecodeError:
+            raise SeriesError(_not_utf8(p, data)) from None
+        with io.StringIO(text, newline="") as fh:
             reader = csv.reader(fh)
             try:
                 for row in reader:
@@ -387,8 +394,6 @@ class Series:
                     raw_vs.append(row[iv].strip())
             except csv.Error as exc:
                 raise SeriesError(f"{p}:{reader.line_num + 1}: {exc}") from None
-            except UnicodeDecodeError:
-                raise SeriesError(_not_utf8(p)) from None
         if header is None:
             raise SeriesError(f"{p}: empty file")
         if not raw_ts:
@@ -610,9 +615,9 @@ def _check_values(arr: FloatArray, start_s: float, step_s: float) -> None:
         )
 
 
-def _not_utf8(p: Path) -> str:
-    """The message for a file that is not UTF-8: the first bad byte and its line."""
-    data = p.read_bytes()
+def _not_utf8(p: Path, data: bytes) -> str:
+    """The message for file ``p``, read as ``data``, that is not UTF-8: the first bad byte
+    and its line."""
     try:
         data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:

@@ -110,9 +110,17 @@ class QuerySet:
         return out
 
 
-#: Our model worker (model_worker/metrics.py). Names follow vLLM's meanings.
+#: Our model worker (model_worker/metrics.py). Names follow vLLM's meanings. Demand is what
+#: the fleet must serve, by the ``status`` label: 2xx, 5xx, 429 (refused for want of
+#: capacity: unmet demand, the very reason to scale up) and 499 (the client left
+#: mid-request); the other 4xx (400, 401, 404, 413, ...) are the client's mistake, which
+#: more pods would not serve. The comma before ``$selector`` keeps the matchers valid PromQL
+#: when it is empty (``{status=~"...",}``).
 _SURGECAST = QuerySet(
-    demand_rps="sum(rate(surgecast_worker_requests_total{$selector}[$window]))",
+    demand_rps=(
+        "sum(rate(surgecast_worker_requests_total"
+        '{status=~"2..|5..|429|499",$selector}[$window]))'
+    ),
     tokens_per_s=(
         "sum(rate(surgecast_worker_prompt_tokens_total{$selector}[$window]))"
         " + sum(rate(surgecast_worker_generation_tokens_total{$selector}[$window]))"

@@ -33,6 +33,13 @@ if TYPE_CHECKING:
 NAME = "dry-run"
 HELP = "Print, tick by tick, what the surgecast controller would decide on a trace."
 EMBEDDED = "wikipedia_en_2016_01.csv"
+#: the trace replay's defaults of its flags that have one: the parser leaves them ``None``,
+#: so that the live mode can tell a flag given (refused there) from one left out
+TRACE_DEFAULTS: dict[str, object] = {
+    "column": "requests", "slo": "500ms", "step": "15s", "days": 2.0, "every": 1,
+}
+
+
 def header(quantile: float) -> str:
     """The column line; ``quantile`` names the policy's forecast column (``p95``)."""
     pq = f"p{100 * quantile:g}"
@@ -69,6 +76,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                            "(default: the spec's minReplicas)")
     live.add_argument("--no-cluster", action="store_true",
                       help="do not contact Kubernetes at all")
+    parser.set_defaults(**dict.fromkeys(TRACE_DEFAULTS))  # filled in by a trace replay
+
+
+def _trace_only_flags(args: argparse.Namespace) -> list[str]:
+    """The flags given that only a trace replay uses (the simulated scenario, the trace's
+    column and span, which ticks to print)."""
+    given = [("--column", args.column), ("--days", args.days), ("--step", args.step),
+             ("--slo", args.slo), ("--peak-replicas", args.peak_replicas),
+             ("--cold-start", args.cold_start), ("--warm-promotion", args.warm_promotion),
+             ("--model", args.model), ("--every", args.every), ("--limit", args.limit)]
+    return [flag for flag, value in given if value is not None]
 
 
 def run(args: argparse.Namespace) -> int:
@@ -77,6 +95,12 @@ def run(args: argparse.Namespace) -> int:
         if args.prometheus is not None or args.target is not None:
             if args.trace is not None:
                 raise UsageError("--trace and --prometheus/--target exclude each other")
+            trace_only = _trace_only_flags(args)
+            if trace_only:
+                raise UsageError(
+                    f"{trace_only[0]} is for a trace replay (--trace, or the embedded trace); "
+                    "the live mode reads the spec (--config or the cluster's) and Prometheus "
+                    "instead, so it does not use it")
             from autoscaler.commands.live_dry_run import live_dry_run
 
             return live_dry_run(args)
@@ -88,6 +112,9 @@ def run(args: argparse.Namespace) -> int:
         if live_only:
             raise UsageError(f"{live_only[0]} is for the live mode (--prometheus URL --target "
                              "NS/NAME); a trace replay does not use it")
+        for name, default in TRACE_DEFAULTS.items():
+            if getattr(args, name) is None:
+                setattr(args, name, default)
         if args.every < 1:
             raise UsageError(f"--every must be >= 1, got {args.every}")
         if args.limit is not None and args.limit < 1:

@@ -101,8 +101,10 @@ def warn_if_mostly_missing(command: str, series: Any, use: str) -> None:
 
 
 def check_trace_file(path: Path) -> None:
-    """A usage error unless ``path`` is a regular file: missing, a folder, a FIFO, ... each
-    said as such."""
+    """A usage error unless ``path`` can be read as a trace: a regular file, or a pipe or
+    terminal read once to its end (``--trace <(zcat t.csv.gz)``, ``--trace /dev/stdin``:
+    :meth:`~forecasting.series.Series.from_csv` reads a file once). Missing, a folder, a
+    socket or a block device is each said as such."""
     import stat
 
     try:
@@ -113,10 +115,9 @@ def check_trace_file(path: Path) -> None:
         raise UsageError(f"cannot read trace {path}: {exc.strerror or exc}") from None
     if stat.S_ISDIR(mode):
         raise UsageError(f"trace {path} is a folder, not a file")
-    if not stat.S_ISREG(mode):
-        kind = ("a FIFO (named pipe)" if stat.S_ISFIFO(mode) else
-                "a socket" if stat.S_ISSOCK(mode) else "a device")
-        raise UsageError(f"trace {path} is {kind}, not a regular file")
+    if not (stat.S_ISREG(mode) or stat.S_ISFIFO(mode) or stat.S_ISCHR(mode)):
+        kind = "a socket" if stat.S_ISSOCK(mode) else "a block device"
+        raise UsageError(f"trace {path} is {kind}, not a file or a pipe")
 
 
 def _models(raw: Sequence[str] | None) -> list[str]:

@@ -30,6 +30,7 @@ from autoscaler.commands.forecast import UsageError
 from autoscaler.commands.live import (
     add_kube_arguments,
     add_prometheus_arguments,
+    check_prometheus_arguments,
     make_source,
     prometheus_url,
     read_only_cluster,
@@ -114,6 +115,7 @@ def _history(args: argparse.Namespace) -> int:
     from forecasting.series import MAX_BUCKETS, parse_duration
 
     prometheus_url(args)
+    check_prometheus_arguments(args)
     if args.config is None and args.target is None:
         raise UsageError("give --target NS/NAME (read from the cluster) or --config FILE")
     if not (args.days > 0 and math.isfinite(args.days)):

@@ -69,16 +69,31 @@ def prometheus_url(args: argparse.Namespace) -> str:
 
 
 def check_prometheus_arguments(args: argparse.Namespace) -> None:
-    """Usage errors for ``--prometheus-timeout`` (finite, > 0) and a ``--prometheus-ca-file``
-    that is not there, before any query."""
+    """Usage errors for ``--prometheus-timeout`` (finite, > 0) and for a
+    ``--prometheus-ca-file`` or ``--prometheus-token-file`` that is missing, not a regular
+    file or unreadable, before any query (the token file is otherwise first read by the
+    first query, and again by each: a FIFO would block it)."""
     timeout_s = args.prometheus_timeout
     if not (math.isfinite(timeout_s) and timeout_s > 0):
         raise UsageError(f"--prometheus-timeout must be a finite number of seconds > 0, got "
                          f"{timeout_s:g}")
-    ca = args.prometheus_ca_file
-    if ca is not None and not os.path.isfile(ca):
-        what = "is not a file" if os.path.exists(ca) else "not found"
-        raise UsageError(f"--prometheus-ca-file {ca}: {what}")
+    for flag, path in (("--prometheus-ca-file", args.prometheus_ca_file),
+                       ("--prometheus-token-file", args.prometheus_token_file)):
+        if path is not None:
+            _check_readable_file(flag, path)
+
+
+def _check_readable_file(flag: str, path: str) -> None:
+    """A usage error naming ``flag`` and ``path`` unless ``path`` is a regular file that
+    opens for reading."""
+    if not os.path.isfile(path):
+        what = "is not a file" if os.path.exists(path) else "not found"
+        raise UsageError(f"{flag} {path}: {what}")
+    try:
+        with open(path, "rb") as fh:
+            fh.read(1)
+    except OSError as exc:
+        raise UsageError(f"{flag} {path}: cannot read it: {exc.strerror or exc}") from None
 
 
 def make_source(args: argparse.Namespace, spec: PredictiveAutoscalerSpec) -> PrometheusSource:

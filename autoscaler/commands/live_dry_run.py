@@ -22,6 +22,7 @@ from autoscaler.commands.dry_run import header
 from autoscaler.commands.forecast import UsageError
 from autoscaler.commands.live import (
     StaticPods,
+    check_prometheus_arguments,
     make_source,
     prometheus_url,
     read_only_cluster,
@@ -63,6 +64,7 @@ def live_dry_run(args: argparse.Namespace) -> int:
     if args.target is None:
         raise UsageError("live mode needs --target NAMESPACE/NAME")
     prometheus_url(args)
+    check_prometheus_arguments(args)
     if args.ticks is not None and args.ticks < 1:
         raise UsageError(f"--ticks must be >= 1, got {args.ticks}")
     if args.replicas is not None and args.replicas < 0:

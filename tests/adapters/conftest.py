@@ -20,6 +20,9 @@ from prom_fixture import (
     serve_static,
 )
 
+#: the statuses the live exporter's request counter has series for
+LIVE_STATUSES = ("200", "400", "404", "429", "499", "503")
+
 
 @pytest.fixture(scope="session")
 def live_exporter() -> Iterator[LiveExporter]:
@@ -27,10 +30,13 @@ def live_exporter() -> Iterator[LiveExporter]:
     from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
 
     reg = CollectorRegistry()
-    requests = Counter("surgecast_worker_requests", "requests", registry=reg)
+    # labelled as the worker labels it: the surgecast preset counts some statuses only
+    by_status = Counter("surgecast_worker_requests", "requests", ["status"], registry=reg)
+    for status in LIVE_STATUSES:  # every series exists from the first scrape on
+        by_status.labels(status)
     waiting = Gauge("surgecast_worker_num_requests_waiting", "waiting", registry=reg)
     server, thread = start_http_server(0, addr="127.0.0.1", registry=reg)
-    yield LiveExporter(server.server_port, requests, waiting, server)
+    yield LiveExporter(server.server_port, by_status.labels("200"), waiting, server, by_status)
     server.shutdown()
     server.server_close()
     thread.join(timeout=5)

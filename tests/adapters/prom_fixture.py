@@ -322,9 +322,10 @@ class LiveExporter:
     """A prometheus_client exporter on a loopback port, scraped by the fixture's Prometheus."""
 
     port: int
-    requests: Any  # prometheus_client.Counter
+    requests: Any  # prometheus_client.Counter: the status="200" child
     waiting: Any  # prometheus_client.Gauge
     server: Any
+    by_status: Any  # the labelled counter: by_status.labels("429").inc()
 
 
 @dataclass

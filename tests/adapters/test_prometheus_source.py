@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import subprocess
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import pytest
-from prom_fixture import STEP_S, PromEnv, counting_proxy, serve_static
+from prom_fixture import STEP_S, PromEnv, counting_proxy, find_binaries, serve_static
 
 from autoscaler.adapters.prometheus import (
     MAX_POINTS,
@@ -87,19 +90,36 @@ def test_instant_query_at_now_s_reads_backfilled_value(prom: PromEnv) -> None:
 
 
 def test_live_target_rate(prom: PromEnv) -> None:
-    """A live prometheus_client exporter, scraped every second, read back with rate()."""
+    """A live prometheus_client exporter, scraped every second, read back with rate().
+
+    Demand is what the fleet must serve: 2xx, 5xx, 429 (refused for want of capacity) and
+    499 (the client left) count; the other client errors (400, 404) do not."""
     src = PrometheusSource(prom.url, queries=preset("surgecast", gpu="worker"), window="5s")
     prom.live.waiting.set(7)
     prom.server.wait_for("surgecast_worker_requests_total", timeout_s=20)
-    # 20 req/s for ~4 s, in 0.1-s steps
+    # for ~4 s, in 0.1-s steps: 20 req/s of demand (10 of them 429s), 30 req/s of 4xx
+    by = prom.live.by_status
     t_end = time.monotonic() + 4.0
     while time.monotonic() < t_end:
-        prom.live.requests.inc(2)
+        prom.live.requests.inc(0.5)
+        by.labels("429").inc(1.0)
+        by.labels("499").inc(0.25)
+        by.labels("503").inc(0.25)
+        by.labels("400").inc(2.0)
+        by.labels("404").inc(1.0)
         time.sleep(0.1)
     time.sleep(1.2)  # one more scrape
-    sig = src.signals(time.time())
+    now = time.time()
+    sig = src.signals(now)
     assert sig.demand_rps is not None, sig.errors
-    assert 12.0 < sig.demand_rps < 26.0, sig.demand_rps
+    assert 12.0 < sig.demand_rps < 26.0, sig.demand_rps  # 50 with the 4xx, 10 without 429
+
+    def rate(statuses: str) -> float:
+        return src.query_at(
+            f'sum(rate(surgecast_worker_requests_total{{status=~"{statuses}"}}[5s]))', now)[0]
+
+    assert sig.demand_rps == pytest.approx(rate("200|429|499|503"))
+    assert rate("429") > 0.3 * sig.demand_rps and rate("400|404") > sig.demand_rps
     assert sig.queue_depth == 7.0
     assert sig.observed_at_s is not None and sig.staleness_s() is not None
     assert sig.staleness_s() < 5.0  # type: ignore[operator]
@@ -282,6 +302,40 @@ def test_presets_render_and_validate() -> None:
         PrometheusSource("http://x:9090", max_points=20_000)
     with pytest.raises(ConfigError, match="combine_retry_s"):
         PrometheusSource("http://x:9090", combine_retry_s=float("nan"))
+
+
+_REQUESTS = "surgecast_worker_requests_total"
+
+
+@pytest.mark.parametrize(("selector", "want_rps"), [("", 3.5), ('namespace="llm"', 2.0)])
+def test_surgecast_demand_counts_what_the_fleet_must_serve(
+    tmp_path: Path, selector: str, want_rps: float
+) -> None:
+    """The preset's demand query, rendered with and without matchers, evaluated by
+    Prometheus' own engine (``promtool test rules``) on counters of every kind of status:
+    2xx, 5xx, 429 (refused for want of capacity: unmet demand) and 499 (the client left)
+    count; 400, 401, 404 and 413 (the client's mistake) do not."""
+    bins = find_binaries()
+    if bins is None:
+        pytest.skip("prometheus/promtool not found on PATH: run `make system-deps` (Debian)")
+    per_min = {"200": 60, "201": 6, "500": 6, "503": 6, "429": 30, "499": 12,
+               "400": 600, "401": 60, "404": 60, "413": 60}
+    series = [{"series": f'{_REQUESTS}{{namespace="llm",endpoint="/v1/completions",'
+                         f'status="{code}"}}', "values": f"0+{n}x20"}
+              for code, n in per_min.items()]
+    series.append({"series": f'{_REQUESTS}{{namespace="other",status="200"}}',
+                   "values": "0+90x20"})
+    expr = preset("surgecast").render(selector=selector, gpu_selector="",
+                                      window="5m")["demand_rps"]
+    tests = {"rule_files": [], "evaluation_interval": "1m", "tests": [{
+        "interval": "1m", "input_series": series,
+        "promql_expr_test": [{"expr": expr, "eval_time": "10m",
+                              "exp_samples": [{"labels": "{}", "value": want_rps}]}]}]}
+    path = tmp_path / "demand_test.yml"
+    path.write_text(json.dumps(tests))  # JSON is YAML
+    out = subprocess.run([bins[1], "test", "rules", str(path)], capture_output=True,
+                         text=True, timeout=60, check=False)
+    assert out.returncode == 0, expr + "\n" + out.stdout + out.stderr
 
 
 def test_custom_ca_and_insecure_tls(tmp_path) -> None:  # type: ignore[no-untyped-def]

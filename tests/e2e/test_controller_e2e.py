@@ -106,7 +106,9 @@ class Exporters:
         self.ports: list[int] = []
         for _ in range(PODS):
             reg = CollectorRegistry()
-            c = Counter("surgecast_worker_requests", "requests", registry=reg)
+            # status="200", as the worker labels what it serves (the preset counts by status)
+            c = Counter("surgecast_worker_requests", "requests", ["status"],
+                        registry=reg).labels("200")
             Gauge("surgecast_worker_num_requests_waiting", "waiting", registry=reg).set(0)
             c.inc(start_totals / PODS)
             server, thread = start_http_server(0, addr="127.0.0.1", registry=reg)
@@ -159,7 +161,7 @@ def world(tmp_path_factory: pytest.TempPathFactory,
     targets = [f"127.0.0.1:{p}" for p in exporters.ports]
     backfill = [
         BackfillSeries("surgecast_worker_requests", "counter", ts, hist / PODS,
-                       {"job": "live", "instance": t})
+                       {"job": "live", "instance": t, "status": "200"})
         for t in targets
     ]
     storage = tmp_path_factory.mktemp("e2e-prom") / "data"

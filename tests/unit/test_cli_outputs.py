@@ -4,9 +4,13 @@ unreadable traces as one-line usage errors, ``| head`` ends quietly."""
 from __future__ import annotations
 
 import errno
+import json
 import os
+import socket
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -96,10 +100,11 @@ def test_an_out_that_is_a_file_is_refused_before_the_run(
 def test_a_trace_that_is_not_a_readable_file_is_named(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    fifo = tmp_path / "fifo.csv"
-    os.mkfifo(fifo)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock_path = tmp_path / "sock.csv"
+    sock.bind(str(sock_path))
     cases = [(tmp_path, "is a folder, not a file"),
-             (fifo, "is a FIFO (named pipe), not a regular file")]
+             (sock_path, "is a socket, not a file or a pipe")]
     for path, message in cases:
         assert main(["backtest", "--trace", str(path), "--out", str(tmp_path / "o")]) == 2
         err = capsys.readouterr().err
@@ -116,6 +121,71 @@ def test_a_trace_that_is_not_a_readable_file_is_named(
     err = capsys.readouterr().err
     assert f"cannot read trace {unreadable}: Permission denied" in err
     _one_line(err)
+    sock.close()
+
+
+def _feed_fifo(path: Path, data: bytes, timeout_s: float = 30.0) -> threading.Thread:
+    """A thread that writes ``data`` into the FIFO ``path`` once a reader has opened it,
+    then closes it; it gives up after ``timeout_s`` when no reader comes (no hung test)."""
+
+    def write() -> None:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:  # non-blocking: ENXIO until the other end is open for reading
+                fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK)
+                break
+            except OSError as exc:
+                if exc.errno != errno.ENXIO or time.monotonic() > deadline:
+                    return
+                time.sleep(0.01)
+        os.set_blocking(fd, True)
+        try:
+            os.write(fd, data)
+        except BrokenPipeError:
+            pass  # the reader gave up
+        finally:
+            os.close(fd)
+
+    th = threading.Thread(target=write, daemon=True)
+    th.start()
+    return th
+
+
+def test_a_trace_from_a_fifo_is_read_once(
+    wiki_slice: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+) -> None:
+    # `--trace <(zcat trace.csv.gz)`: a pipe can be read once, and that is all a trace needs
+    fifo = tmp_path / "trace.csv"
+    os.mkfifo(fifo)
+    writer = _feed_fifo(fifo, wiki_slice.read_bytes())
+    out = tmp_path / "o"
+    rc = main(["forecast", "--trace", str(fifo), "--model", "seasonal_naive", "--horizon",
+               "6h", "--origins", "1", "--out", str(out)])
+    err = capsys.readouterr().err
+    writer.join(timeout=10)
+    assert rc == 0, err
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["trace"] == "trace" and metrics["models"]["seasonal_naive"]["n_ok"] == 1
+    # an error found after the read names the line from the bytes read: no second read
+    # (which would wait for a writer that is gone)
+    writer = _feed_fifo(fifo, b"timestamp,requests\n0,1\n60,caf\xe9\n")
+    assert main(["forecast", "--trace", str(fifo), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    writer.join(timeout=10)
+    assert f"{fifo}:3: not UTF-8 text (byte 0xe9)" in err
+    _one_line(err)
+
+
+def test_a_trace_on_stdin_is_read(wiki_slice: Path, tmp_path: Path) -> None:
+    # /dev/stdin is the pipe the shell feeds: `zcat t.csv.gz | surgecast forecast --trace
+    # /dev/stdin`
+    out = tmp_path / "o"
+    proc = subprocess.run(
+        [sys.executable, "-m", "autoscaler.cli", "forecast", "--trace", "/dev/stdin",
+         "--model", "seasonal_naive", "--horizon", "6h", "--origins", "1", "--out", str(out)],
+        input=wiki_slice.read_bytes(), capture_output=True, cwd=REPO, timeout=120)
+    assert proc.returncode == 0, proc.stderr.decode()
+    assert json.loads((out / "metrics.json").read_text())["h"] == 6
 
 
 def test_backtest_into_head_exits_0_and_still_writes(wiki_slice: Path, tmp_path: Path) -> None:
