@@ -69,29 +69,33 @@ def prometheus_url(args: argparse.Namespace) -> str:
 
 
 def check_prometheus_arguments(args: argparse.Namespace) -> None:
-    """Usage errors for ``--prometheus-timeout`` (finite, > 0) and for a
+    """Usage errors for ``--prometheus-timeout`` (finite, > 0), for a
     ``--prometheus-ca-file`` or ``--prometheus-token-file`` that is missing, not a regular
-    file or unreadable, before any query (the token file is otherwise first read by the
-    first query, and again by each: a FIFO would block it)."""
+    file or unreadable, and for a token file with nothing but whitespace, before any query
+    (the token file is otherwise first read by the first query, and again by each: a FIFO
+    would block it)."""
     timeout_s = args.prometheus_timeout
     if not (math.isfinite(timeout_s) and timeout_s > 0):
         raise UsageError(f"--prometheus-timeout must be a finite number of seconds > 0, got "
                          f"{timeout_s:g}")
-    for flag, path in (("--prometheus-ca-file", args.prometheus_ca_file),
-                       ("--prometheus-token-file", args.prometheus_token_file)):
-        if path is not None:
-            _check_readable_file(flag, path)
+    if args.prometheus_ca_file is not None:
+        _check_readable_file("--prometheus-ca-file", args.prometheus_ca_file)
+    if args.prometheus_token_file is not None:
+        head = _check_readable_file("--prometheus-token-file", args.prometheus_token_file, 4096)
+        if not head.strip():
+            raise UsageError(f"--prometheus-token-file {args.prometheus_token_file}: holds no "
+                             "token (requests would go without Authorization)")
 
 
-def _check_readable_file(flag: str, path: str) -> None:
+def _check_readable_file(flag: str, path: str, size: int = 1) -> bytes:
     """A usage error naming ``flag`` and ``path`` unless ``path`` is a regular file that
-    opens for reading."""
+    opens for reading; returns its first ``size`` bytes."""
     if not os.path.isfile(path):
         what = "is not a file" if os.path.exists(path) else "not found"
         raise UsageError(f"{flag} {path}: {what}")
     try:
         with open(path, "rb") as fh:
-            fh.read(1)
+            return fh.read(size)
     except OSError as exc:
         raise UsageError(f"{flag} {path}: cannot read it: {exc.strerror or exc}") from None
 

@@ -150,6 +150,8 @@ def _token_file(tmp_path: Path, kind: str, monkeypatch: pytest.MonkeyPatch) -> P
     path = tmp_path / f"{kind}.token"
     if kind == "folder":
         path.mkdir()
+    elif kind == "empty":
+        path.write_text(" \n")
     elif kind == "fifo":
         os.mkfifo(path)
     elif kind == "unreadable":
@@ -195,11 +197,12 @@ def _unqueried_prometheus() -> Iterator[str]:
 
 
 _TOKEN_ERRORS = {"missing": "not found", "folder": "is not a file", "fifo": "is not a file",
-                 "unreadable": "cannot read it: Permission denied"}
+                 "unreadable": "cannot read it: Permission denied",
+                 "empty": "holds no token (requests would go without Authorization)"}
 
 
 @pytest.mark.parametrize("cmd", ["history", "dry-run", "run"])
-@pytest.mark.parametrize("kind", ["missing", "folder", "fifo", "unreadable"])
+@pytest.mark.parametrize("kind", ["missing", "folder", "fifo", "unreadable", "empty"])
 def test_an_unusable_token_file_is_refused_before_any_query(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
     cmd: str, kind: str,
