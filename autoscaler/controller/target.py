@@ -31,6 +31,7 @@ from typing import Any, Protocol
 from autoscaler.config import (
     PredictiveAutoscalerSpec,
     forecaster_kwargs,
+    source_kwargs,
     to_policy_settings,
 )
 from autoscaler.core.decision import Decision, Reason
@@ -186,6 +187,13 @@ class TargetRunner:
         self.can_write, self.write_status, self.metrics = can_write, write_status, metrics
         self.guard = PredictionGuard(guard or GuardSettings())
         self.guard_plan = GuardPlan.of(self.settings)
+        #: what the forecaster and the guard's record depend on: a new spec that keeps it
+        #: keeps them (see :meth:`carry_from`)
+        self.forecast_basis: tuple[object, ...] = (
+            repr(fk), repr(source_kwargs(spec)), spec.forecast.history,
+            self.settings.quantile, self.settings.warm_quantile, self.settings.interval_s,
+            self.guard_plan, guard,
+        )
         self.conditions = ConditionSet()
         self.quantiles = tuple(sorted({0.5, self.settings.quantile, self.settings.warm_quantile}))
         self._lock = threading.Lock()  # guards self.live
@@ -247,7 +255,10 @@ class TargetRunner:
         """Continue where ``old`` (the same resource under its previous spec, closed)
         left off: the policy's stabilization history, scale events and failure count, its
         capacity and lead estimates where the spec still means the same, the conditions
-        (honest transition times) and which transitions were already announced by Events."""
+        (honest transition times) and which transitions were already announced by Events;
+        and, when the new spec's forecast settings, signal queries and plan shape are the
+        old ones (:attr:`forecast_basis`), the fitted forecaster and the prediction
+        guard's record."""
         with old._fence:
             self.state = self.policy.carry(old.state, old.settings)
             self._seeded = old._seeded
@@ -255,6 +266,15 @@ class TargetRunner:
             self._prediction_on, self._fallback_on = old._prediction_on, old._fallback_on
             self._prediction_reason = old._prediction_reason
             self._events_at = dict(old._events_at)
+            if self.forecast_basis == old.forecast_basis:
+                # an edit the forecast does not depend on (bounds, behavior, mode, ...):
+                # keep the fitted forecaster, its history and adapted quantile, and the
+                # guard's record, instead of a fresh fit and an empty record. The lock
+                # goes with the forecaster: a refit of ``old`` still running holds it.
+                self._lock, self.live = old._lock, old.live
+                self.guard = old.guard
+                self.model_in_use, self.model_fallback = old.model_in_use, old.model_fallback
+                self._history_failed = old._history_failed
 
     # ------------------------------------------------------------------ history + refit
     def _fetch_history(self, now_s: float, *, full: bool) -> None:

@@ -528,3 +528,35 @@ def test_two_resources_on_one_deployment_the_older_scales_the_other_waits(
         wait(lambda: replicas(kube) == 16, what="pa-a's plan")
     finally:
         ctl.stop()
+
+
+# ---------------------------------------------------------------- forecaster carried (13)
+def test_an_edit_the_forecast_does_not_depend_on_keeps_the_fitted_forecaster(
+    kube: FakeKube,
+) -> None:
+    """A new maxReplicas or behavior keeps the fitted forecaster (its history, the adapted
+    quantile) and the prediction guard's record; a new forecast model, step or demand
+    query starts them afresh. Before, every edit refitted from an empty forecaster and
+    the guard started with no record."""
+    kube.add_deployment(NS, "worker", replicas=1)
+    src = Manual(2.0)
+    first = _runner(kube, src)
+    first.tick(1_800_000_000.0)
+
+    def edited(**over: Any) -> TargetRunner:
+        new = _runner(kube, src, **over)
+        new.carry_from(first)
+        return new
+
+    for same in (edited(maxReplicas=40), edited(minReplicas=2),
+                 edited(behavior={"scaleUp": {"policies": [{"type": "Pods", "value": 4,
+                                                            "periodSeconds": 15}]}})):
+        assert same.live is first.live and same.guard is first.guard
+        assert same._lock is first._lock  # a refit of the old runner still holds it
+    forecast = dict(body()["forecast"])
+    for fresh in (edited(forecast={**forecast, "model": "nowcast"}),
+                  edited(forecast={**forecast, "step": "2m"}),
+                  edited(signals={"window": "2m"}),
+                  edited(capacity={"requestsPerSecondPerReplica": 1.0,
+                                   "targetUtilization": 0.7})):
+        assert fresh.live is not first.live and fresh.guard is not first.guard
