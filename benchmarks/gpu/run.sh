@@ -14,7 +14,9 @@
 #   4. worker_load.py on smollm2: cold start, sweep 1/16/64 with /metrics latency, sequential
 #      vs batched at 16; then the same sweep at --max-batch 64 (decoding is launch-bound, so
 #      bigger batches should be nearly free on a GPU);
-#   5. the tiny model's sweep, to compare with the first GPU run (results/2026-11-30-run.txt).
+#   5. the tiny model's sweep with --gc-freeze true and false, to compare with the first GPU
+#      run (results/2026-11-30-run.txt), whose p99s were seconds.
+# py-spy's samples of the smollm2 sweep's worker come back as $OUT/spy-smollm2.txt.
 # Rehearse on CPU: DEVICE=cpu DTYPE=fp32 PY=.venv/bin/python SKIP_PIP=1 SIZES=tiny bash benchmarks/gpu/run.sh
 set -uo pipefail
 OUT=${OUT:-/tmp/gpu-out}
@@ -22,7 +24,7 @@ PY=${PY:-python3}
 DEVICE=${DEVICE:-cuda}
 DTYPE=${DTYPE:-bf16}
 SIZES=${SIZES:-tiny small smollm2}
-REQUESTS=${REQUESTS:-32}
+REQUESTS=${REQUESTS:-16}
 mkdir -p "$OUT"
 exec > >(tee -a "$OUT/report.txt") 2>&1
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1
@@ -33,6 +35,8 @@ stamp "device run, $DEVICE $DTYPE"
 command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
 if [ -z "${SKIP_PIP:-}" ]; then
   "$PY" -m pip install -q --no-index --find-links .gpu-wheels fastapi uvicorn pydantic || exit 3
+  "$PY" -m pip install -q --no-index --find-links .gpu-wheels py-spy \
+    || echo "!! py-spy not installed; the sweep runs without sampling"
   tv=$(ls .gpu-wheels/transformers-*.whl 2>/dev/null | sed 's/.*transformers-\([^-]*\)-.*/\1/')
   "$PY" -m pip install -q --no-index --find-links .gpu-wheels "transformers==$tv" \
     || echo "!! could not install transformers $tv; going on with the image's own"
@@ -65,17 +69,19 @@ stamp "3. engine in process, $big"
 timeout 60 "$PY" benchmarks/gpu/profile_decode.py --model-path /tmp/surgecast-$big \
   --device "$DEVICE" --dtype "$DTYPE" || echo "!! profile_decode failed ($?)"
 stamp "4. worker_load, $big"
-timeout 120 "$PY" benchmarks/worker_load.py --model-path /tmp/surgecast-$big --name "$big" \
+timeout 180 "$PY" benchmarks/worker_load.py --model-path /tmp/surgecast-$big --name "$big" \
   --requests "$REQUESTS" --max-tokens 64 --max-batch 16 --concurrency 1,16,64 \
-  --worker-args "$wargs" --skip-warm || echo "!! worker_load $big failed ($?)"
+  --worker-args "$wargs" --skip-warm --spy "$OUT/spy-$big.txt" || echo "!! worker_load $big failed ($?)"
 stamp "4b. worker_load, $big, max_batch 64"
 timeout 60 "$PY" benchmarks/worker_load.py --model-path /tmp/surgecast-$big --name "$big" \
   --requests 64 --max-tokens 64 --max-batch 64 --concurrency 64 --sweep-only \
   --worker-args "$wargs" || echo "!! worker_load $big max_batch 64 failed ($?)"
 if has tiny && [ "$big" != tiny ]; then
-  stamp "5. worker_load, tiny"
-  timeout 60 "$PY" benchmarks/worker_load.py --model-path /tmp/surgecast-tiny --name tiny \
-    --requests "$REQUESTS" --max-tokens 64 --max-batch 16 --concurrency 1,16,64 --sweep-only \
-    --worker-args "$wargs" || echo "!! worker_load tiny failed ($?)"
+  for gcf in true false; do  # the first GPU run's multi-second p99s: garbage collections?
+    stamp "5. worker_load, tiny, --gc-freeze $gcf"
+    timeout 60 "$PY" benchmarks/worker_load.py --model-path /tmp/surgecast-tiny --name tiny \
+      --requests 64 --max-tokens 64 --max-batch 16 --concurrency 1,16 --sweep-only \
+      --worker-args "$wargs --gc-freeze $gcf" || echo "!! worker_load tiny failed ($?)"
+  done
 fi
 stamp done
