@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Run ON THE DEVICE MACHINE from the repository root, in one call (issue 5's GPU run):
-#   run(command="bash benchmarks/gpu/run.sh", carry=[".gpu-wheels"], timeout_s=480)
+#   run(command="bash benchmarks/gpu/run.sh", carry=[".gpu-wheels"], timeout_s=540)
 # after benchmarks/gpu/prepare.sh here. Everything it prints also goes to $OUT/report.txt.
 # It installs the carried wheels into the image's Python (the test suite's transformers
 # version; if that install fails it goes on with the image's own and says so), builds
