@@ -249,8 +249,11 @@ class Scheduler:
             headers={"Retry-After": str(retry)},
         )
 
-    def _take(self, n: int) -> list[Job]:
-        """Pop up to ``n`` queued jobs that are not cancelled (any thread)."""
+    def _take(self, n: int, running: int) -> list[Job]:
+        """Pop up to ``n`` queued jobs that are not cancelled (any thread), and count them
+        as running beside the ``running`` rows already decoding, in the same critical
+        section as :meth:`submit`'s check: a job in its prefill is neither waiting nor
+        uncounted, so a long prefill cannot let the queue bound admit more."""
         jobs: list[Job] = []
         with self._qlock:
             while self.pending and len(jobs) < n:
@@ -258,6 +261,8 @@ class Scheduler:
                 if not job.request.cancelled.is_set():
                     jobs.append(job)
             self.metrics.waiting.set(len(self.pending))
+            if jobs:
+                self._set_running(running + len(jobs))
         return jobs
 
     def _started(self, jobs: list[Job]) -> None:
@@ -340,7 +345,7 @@ class Scheduler:
                     # runs until the batch is empty and nothing waits
                     await loop.run_in_executor(self._decode, self._decode_loop, self._stepwise)
                     continue
-                batch = self._take(self.max_batch)
+                batch = self._take(self.max_batch, 0)
                 if not batch:
                     continue
                 if self._movable is not None and self._movable.offloaded:
@@ -367,7 +372,7 @@ class Scheduler:
                 room = self.max_batch - len(batch) if batch.can_admit else 0
                 if 0 < room < self.min_admit and len(batch) and len(self.pending) > room:
                     room = 0  # a backlog: let a few slots free up and prefill them together
-                jobs = self._take(room) if room > 0 else []
+                jobs = self._take(room, len(batch)) if room > 0 else []
                 if jobs:
                     self._started(jobs)
                     try:

@@ -26,28 +26,86 @@ def metric(url: str, name: str, **labels: str) -> float:
     return 0.0
 
 
-def burst(url: str, n: int, body: dict[str, Any]) -> list[int]:
-    codes: list[int] = []
-    threads = [
-        threading.Thread(
-            target=lambda: codes.append(
-                httpx.post(url + "/v1/completions", json=body, timeout=60).status_code
-            )
-        )
-        for _ in range(n)
-    ]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    return codes
+class GatedEngine(TransformersEngine):
+    """The real engine whose forwards wait for :attr:`gate` (set = open)."""
+
+    gate = threading.Event()
+    held = threading.Event()  # a forward is waiting at the closed gate
+
+    def forward(self, *args: Any) -> Any:
+        if not GatedEngine.gate.is_set():
+            GatedEngine.held.set()
+        assert GatedEngine.gate.wait(60), "the test never opened the gate"
+        return super().forward(*args)
+
+
+def gated_factory(cfg: Any) -> TransformersEngine:
+    engine = TransformersEngine.load(cfg.model_path, cfg.served_name)
+    engine.__class__ = GatedEngine
+    return engine
 
 
 def test_a_burst_on_an_idle_worker_fills_the_batch_before_429(make_server: Any) -> None:
-    # the scheduler waits 1 s to fill the batch: the whole burst is queued at once
-    srv = make_server(max_queue=1, max_batch=4, batch_wait_ms=1000)
-    codes = burst(srv.url, 7, {"model": "tiny", "prompt": "fox", "max_tokens": 4})
-    # 4 free slots + 1 waiting beyond them are accepted; the rest is over max_queue
+    """7 requests at once on an idle worker with 4 batch slots and room for 1 more: 5 are
+    accepted and 2 refused. The engine is held until the refusals are in, so nothing the
+    accepted ones do (finishing early on a fast machine, arriving spread out on a loaded
+    one) can change the count."""
+    GatedEngine.gate.set()  # the warmup generation runs through
+    srv = make_server(engine_factory=gated_factory, max_queue=1, max_batch=4,
+                      batch_wait_ms=1000)
+    GatedEngine.gate.clear()
+    codes: list[int] = []
+    body = {"model": "tiny", "prompt": "fox", "max_tokens": 4}
+    threads = [
+        threading.Thread(
+            target=lambda: codes.append(
+                httpx.post(srv.url + "/v1/completions", json=body, timeout=60).status_code
+            )
+        )
+        for _ in range(7)
+    ]
+    try:
+        for t in threads:
+            t.start()
+        wait_for(lambda: len(codes) >= 2, 30)
+        refused = list(codes)  # only refusals can answer while the engine is held
+    finally:
+        GatedEngine.gate.set()
+        for t in threads:
+            t.join()
+    assert refused == [429, 429], refused
+    assert sorted(codes) == [200] * 5 + [429] * 2, codes
+
+
+def test_a_request_in_its_prefill_holds_its_batch_slot(make_server: Any) -> None:
+    """A request taken off the queue is counted as running from then on, not only once its
+    prefill is done: while a long prefill runs, 3 slots and 1 queue place are left, so of 6
+    more requests 4 are accepted. Before, the request in its prefill counted nowhere and 5
+    were accepted (one more than the bound)."""
+    GatedEngine.gate.set()
+    srv = make_server(engine_factory=gated_factory, max_queue=1, max_batch=4, batch_wait_ms=0)
+    GatedEngine.gate.clear()
+    GatedEngine.held.clear()
+    codes: list[int] = []
+    body = {"model": "tiny", "prompt": "fox", "max_tokens": 2}
+
+    def post() -> None:
+        codes.append(httpx.post(srv.url + "/v1/completions", json=body, timeout=60).status_code)
+
+    first = threading.Thread(target=post)
+    more = [threading.Thread(target=post) for _ in range(6)]
+    try:
+        first.start()
+        assert GatedEngine.held.wait(30), "the first request never reached the engine"
+        for t in more:
+            t.start()
+        wait_for(lambda: len(codes) >= 2, 30)
+        refused = list(codes)
+    finally:
+        GatedEngine.gate.set()
+        for t in [first, *more]:
+            t.join()
+    assert refused == [429, 429], refused
     assert sorted(codes) == [200] * 5 + [429] * 2, codes
 
 
