@@ -16,7 +16,10 @@ pipe closes (the parent died).
 
 from __future__ import annotations
 
+import gc
 import logging
+import os
+import signal
 import time
 from collections import deque
 from collections.abc import Callable
@@ -204,7 +207,11 @@ def child_main(
     outbox: Connection,
 ) -> None:
     """The engine process's entry point (spawned): load, say hello, decode until told to
-    stop or the parent leaves."""
+    stop or the parent leaves. SIGINT and SIGTERM are ignored: a terminal's Ctrl-C or a
+    runtime that signals the whole process group would otherwise kill the engine under a
+    draining parent; the parent stops it (``stop``, else SIGKILL)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     logging.basicConfig(
         level=cfg.log_level.upper(), format="%(asctime)s %(levelname)s engine: %(message)s"
     )
@@ -221,8 +228,6 @@ def child_main(
         log.exception("engine load failed")
         outbox.send(("failed", f"{type(exc).__name__}: {exc}"))
         return
-    import os
-
     info = {
         "model_name": engine.model_name,
         "max_context": engine.max_context,
@@ -230,5 +235,8 @@ def child_main(
         "weight_bytes": int(getattr(engine, "weight_bytes", 0)),
         "pid": os.getpid(),
     }
+    if cfg.gc_freeze:  # as the parent does after warmup: full collections skip the model
+        gc.collect()
+        gc.freeze()
     outbox.send(("hello", info))
     EngineCore(engine, cfg, inbox, outbox).run()

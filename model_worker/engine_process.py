@@ -38,7 +38,7 @@ from model_worker.metrics import WorkerMetrics
 from model_worker.scheduler import Job, Prepared
 
 log = logging.getLogger("model_worker")
-#: how long a stopping engine process gets before it is terminated, then killed
+#: how long a stopping engine process gets before it is killed
 STOP_WAIT_S = 5.0
 
 
@@ -154,11 +154,8 @@ class EngineProcess:
             return
         self._send(("stop",))
         self._proc.join(STOP_WAIT_S)
-        if self._proc.is_alive():
-            log.warning("engine process did not stop in %.0fs: terminating", STOP_WAIT_S)
-            self._proc.terminate()
-            self._proc.join(STOP_WAIT_S)
-        if self._proc.is_alive():
+        if self._proc.is_alive():  # it ignores SIGTERM (see engine_core.child_main)
+            log.warning("engine process did not stop in %.0fs: killing it", STOP_WAIT_S)
             self._proc.kill()
             self._proc.join()
         self._to_child.close()
