@@ -23,11 +23,14 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from model_worker.config import ConfigError, WorkerConfig, load_config
-from model_worker.engine import Engine, TransformersEngine
+from model_worker.engine import Engine
+from model_worker.engine_core import load_engine
+from model_worker.engine_process import EngineProcess
 from model_worker.errors import CLIENT_CLOSED
 from model_worker.lifecycle import Lifecycle
 from model_worker.metrics import CONTENT_TYPE, MetricsServer, WorkerMetrics
 from model_worker.protocol import ChatCompletionRequest, CompletionRequest
+from model_worker.scheduler import JobScheduler
 from model_worker.serving import OpenAIServing, ServingError
 
 log = logging.getLogger("model_worker")
@@ -50,6 +53,12 @@ class WorkerRuntime:
     ready_after_s: float | None = None
     load_error: str | None = None
     metrics_server: MetricsServer | None = None
+    engine_process: EngineProcess | None = None
+
+    @property
+    def engine_failure(self) -> str | None:
+        """Why the engine can no longer decode (its process died), else None."""
+        return self.serving.scheduler.failure if self.serving is not None else None
 
 
 def _error(exc: ServingError) -> JSONResponse:
@@ -114,12 +123,7 @@ def create_app(
 ) -> FastAPI:
     """The worker app; the model loads in the background so ``/healthz`` answers at once."""
 
-    def default_factory(c: WorkerConfig) -> Engine:
-        return TransformersEngine.load(
-            c.model_path, c.served_name, c.dtype, c.device, c.quantization
-        )
-
-    factory = engine_factory or default_factory
+    factory = engine_factory or load_engine
     metrics = WorkerMetrics(cfg.served_name)
     rt = WorkerRuntime(cfg, metrics, Lifecycle(cfg.start_role, metrics.set_state))
     rt.started_at = time.perf_counter()
@@ -128,10 +132,18 @@ def create_app(
     async def start() -> None:
         try:
             t0 = time.perf_counter()
-            engine = await asyncio.to_thread(factory, cfg)
+            engine: Engine
+            scheduler: JobScheduler | None = None
+            if cfg.engine_process:  # the factory must pickle: a module-level function
+                proc = EngineProcess(cfg, metrics, factory)
+                scheduler = proc
+                rt.engine_process = proc
+                engine = await proc.start()
+            else:
+                engine = await asyncio.to_thread(factory, cfg)
             metrics.load_seconds.set(time.perf_counter() - t0)
             metrics.weight_bytes.set(float(getattr(engine, "weight_bytes", 0)))
-            rt.serving = OpenAIServing(cfg, engine, metrics, rt.lifecycle)
+            rt.serving = OpenAIServing(cfg, engine, metrics, rt.lifecycle, scheduler)
             tasks.append(asyncio.create_task(rt.serving.scheduler.run()))
             warm_s = await rt.serving.warmup()
             log.info(
@@ -174,6 +186,10 @@ def create_app(
         finally:
             for t in tasks:
                 t.cancel()
+            if rt.serving is not None:
+                rt.serving.scheduler.close()
+            elif rt.engine_process is not None:  # still loading
+                rt.engine_process.close()
             if rt.metrics_server is not None:
                 rt.metrics_server.close()
 
@@ -252,12 +268,17 @@ def create_app(
 
     @app.get("/healthz")
     async def healthz() -> Response:
+        failure = rt.engine_failure  # the engine process died: restart the container
+        if failure is not None:
+            return JSONResponse({"status": "engine_dead", "error": failure}, status_code=503)
         return JSONResponse({"status": "alive"})
 
     @app.get("/readyz")
     async def readyz() -> Response:
-        ready = rt.lifecycle.ready
-        body = {"ready": ready, "state": rt.lifecycle.state.value, "error": rt.load_error}
+        failure = rt.engine_failure
+        ready = rt.lifecycle.ready and failure is None
+        error = failure or rt.load_error
+        body = {"ready": ready, "state": rt.lifecycle.state.value, "error": error}
         return JSONResponse(body, status_code=200 if ready else 503)
 
     @app.get("/status")
@@ -272,6 +293,7 @@ def create_app(
                 "device": s.engine.device if s else None,
                 "quantization": cfg.quantization,
                 "weights": s.scheduler.weights if s else None,
+                "engine_pid": s.scheduler.engine_pid if s else None,
                 "weight_bytes": getattr(s.engine, "weight_bytes", None) if s else None,
                 "in_flight": rt.lifecycle.in_flight,
                 "waiting": len(s.scheduler.pending) if s else 0,
@@ -279,7 +301,7 @@ def create_app(
                 "cache_entries": len(s.cache) if s else 0,
                 "ready_after_s": rt.ready_after_s,
                 "metrics_port": rt.metrics_server.port if rt.metrics_server else None,
-                "error": rt.load_error,
+                "error": rt.engine_failure or rt.load_error,
             }
         )
 

@@ -105,6 +105,13 @@ class WorkerConfig(BaseModel):
         "permanent generation (gc.freeze), so full collections under load stop scanning the "
         "model and libraries (they paused the whole worker for 0.24-0.44 s each)",
     )
+    engine_process: bool = Field(
+        False,
+        description="run the engine and its decode loop in a child process (spawned), so "
+        "the decode loop and the event loop writing the token streams no longer share one "
+        "GIL; the parent keeps HTTP, tokenization, the queue, timeouts, drain and metrics "
+        "(needs admission token and offload_when_warm false)",
+    )
     log_level: str = Field("info", description="uvicorn log level")
 
     @model_validator(mode="after")
@@ -119,6 +126,16 @@ class WorkerConfig(BaseModel):
                 )
             if self.dtype not in ("auto", "fp32"):
                 raise ValueError("quantization=int8 needs dtype auto or fp32")
+        if self.engine_process and self.admission != "token":
+            raise ValueError(
+                "engine_process=true supports admission=token only (batch-level admission "
+                "stays in-process for now)"
+            )
+        if self.engine_process and self.offload_when_warm:
+            raise ValueError(
+                "engine_process=true cannot offload the weights yet: set offload_when_warm "
+                "false, or run the engine in-process"
+            )
         return self
 
     @property

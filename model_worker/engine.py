@@ -144,7 +144,52 @@ def pick_dtype(dtype: str, device: str) -> Any:
     return torch.float32
 
 
-class TransformersEngine:
+def model_source(path: Path) -> tuple[Path, dict[str, Any]]:
+    """``path`` (a model folder or a ``.gguf`` file) -> the folder and the ``from_pretrained``
+    keyword arguments that load from it."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"model path {path} does not exist")
+    if path.is_file() and path.suffix == ".gguf":
+        return path.parent, {"gguf_file": path.name}
+    return path, {}
+
+
+def load_tokenizer(path: Path) -> Any:
+    """The tokenizer of the model at ``path`` (folder or ``.gguf`` file)."""
+    from transformers import AutoTokenizer
+
+    folder, kwargs = model_source(path)
+    return AutoTokenizer.from_pretrained(folder, **kwargs)
+
+
+class Encoding:
+    """Prompt and chat encoding with a Hugging Face tokenizer (``self.tokenizer``) for the
+    model ``self.model_name``; shared by the engine and the engine process's front."""
+
+    tokenizer: Any
+
+    @property
+    def model_name(self) -> str:
+        raise NotImplementedError
+
+    def encode_prompt(self, text: str) -> list[int]:
+        ids: list[int] = self.tokenizer(text, add_special_tokens=True)["input_ids"]
+        return ids
+
+    def encode_chat(self, messages: Sequence[dict[str, str]]) -> list[int]:
+        if not getattr(self.tokenizer, "chat_template", None):
+            raise EngineInputError(
+                f"model {self.model_name!r} has no chat template; use /v1/completions"
+            )
+        text = self.tokenizer.apply_chat_template(
+            list(messages), add_generation_prompt=True, tokenize=False
+        )
+        ids: list[int] = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        return ids
+
+
+class TransformersEngine(Encoding):
     """A causal LM from a local folder (or ``.gguf`` file), decoded in batches."""
 
     def __init__(
@@ -189,7 +234,7 @@ class TransformersEngine:
     ) -> TransformersEngine:
         """Load weights and tokenizer; ``path`` is a model folder or a ``.gguf`` file;
         ``quantization="int8"`` quantizes every linear layer (CPU only, else ConfigError)."""
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers import AutoModelForCausalLM
 
         from model_worker.weights import check_quantization, quantize_int8
 
@@ -198,13 +243,8 @@ class TransformersEngine:
         check_quantization(quantization, dev, dtype)
         torch_dtype = pick_dtype(dtype, dev)
         path = Path(path)
-        if not path.exists():
-            raise FileNotFoundError(f"model path {path} does not exist")
-        kwargs: dict[str, Any] = {}
-        folder = path
-        if path.is_file() and path.suffix == ".gguf":
-            folder, kwargs["gguf_file"] = path.parent, path.name
-        tokenizer = AutoTokenizer.from_pretrained(folder, **kwargs)
+        folder, kwargs = model_source(path)
+        tokenizer = load_tokenizer(path)
         model: Any = AutoModelForCausalLM.from_pretrained(folder, dtype=torch_dtype, **kwargs)
         model.to(dev).eval()
         if quantization == "int8":
@@ -247,21 +287,6 @@ class TransformersEngine:
         took = move_weights(self.model, self.serving_device)
         self._offloaded = False
         return took
-
-    def encode_prompt(self, text: str) -> list[int]:
-        ids: list[int] = self.tokenizer(text, add_special_tokens=True)["input_ids"]
-        return ids
-
-    def encode_chat(self, messages: Sequence[dict[str, str]]) -> list[int]:
-        if not getattr(self.tokenizer, "chat_template", None):
-            raise EngineInputError(
-                f"model {self._name!r} has no chat template; use /v1/completions"
-            )
-        text = self.tokenizer.apply_chat_template(
-            list(messages), add_generation_prompt=True, tokenize=False
-        )
-        ids: list[int] = self.tokenizer(text, add_special_tokens=False)["input_ids"]
-        return ids
 
     def new_batch(self) -> DecodeBatch:
         """An empty step-wise decode batch on this engine (see :mod:`model_worker.decode`)."""

@@ -38,7 +38,7 @@ from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from model_worker.config import WorkerConfig
 from model_worker.engine import (
@@ -92,6 +92,51 @@ class Job:
     finished_at: float | None = None
     done: bool = field(default=False)
     generated: int = 0  # tokens emitted so far (counted in generation_tokens_total)
+    key: int = 0  # the job's id in the engine process (``--engine-process``)
+
+
+class JobScheduler(Protocol):
+    """What serving and the HTTP edge need from a scheduler: :class:`Scheduler` (the decode
+    loop on a thread of this process) or :class:`~model_worker.engine_process.EngineProcess`
+    (the decode loop in a child process)."""
+
+    max_batch: int
+    running: int
+    last_batch_s: float
+
+    @property
+    def pending(self) -> Any:
+        """The requests admitted and not yet started (``len()`` is the waiting count)."""
+        ...
+
+    @property
+    def weights(self) -> str: ...
+
+    @property
+    def failure(self) -> str | None:
+        """Why the scheduler can no longer decode (the engine process died); else None."""
+        ...
+
+    @property
+    def engine_pid(self) -> int | None:
+        """The engine's process id when it runs in a process of its own."""
+        ...
+
+    def want_resident(self, resident: bool) -> None: ...
+
+    def new_job(self, prep: Prepared) -> Job: ...
+
+    def submit(self, job: Job, bounded: bool = True) -> None: ...
+
+    def cancel(self, job: Job) -> None:
+        """Drop ``job``'s row (its client left, timed out, or it is answered)."""
+        ...
+
+    async def run(self) -> None: ...
+
+    def close(self) -> None:
+        """Stop decoding for good (server shutdown); idempotent."""
+        ...
 
 
 def _init_decode_thread(nice: int, torch_threads: int) -> None:
@@ -215,6 +260,25 @@ class Scheduler:
         self._loop = asyncio.get_running_loop()
         job.request.emit = self._emitter(job, self._loop)
         return job
+
+    def cancel(self, job: Job) -> None:
+        """Drop ``job``'s row: the decode thread removes it before the next step."""
+        job.request.cancelled.set()
+
+    @property
+    def failure(self) -> str | None:
+        """Always None: the decode thread fails rows, never the scheduler."""
+        return None
+
+    @property
+    def engine_pid(self) -> int | None:
+        """None: the engine runs in this process."""
+        return None
+
+    def close(self) -> None:
+        """Stop the decode loop after its current step."""
+        self._stopping = True
+        self._decode.shutdown(wait=False)
 
     @property
     def admission(self) -> str:

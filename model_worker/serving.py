@@ -31,7 +31,7 @@ from model_worker.protocol import (
     ModelList,
     Usage,
 )
-from model_worker.scheduler import Event, Job, Prepared, Scheduler
+from model_worker.scheduler import Event, Job, JobScheduler, Prepared, Scheduler
 
 __all__ = ["OpenAIServing", "Prepared", "Result", "ResultCache", "ServingError", "bad_request"]
 
@@ -105,13 +105,18 @@ class OpenAIServing:
     """Everything behind the routes."""
 
     def __init__(
-        self, cfg: WorkerConfig, engine: Engine, metrics: WorkerMetrics, lifecycle: Lifecycle
+        self,
+        cfg: WorkerConfig,
+        engine: Engine,
+        metrics: WorkerMetrics,
+        lifecycle: Lifecycle,
+        scheduler: JobScheduler | None = None,
     ) -> None:
         self.cfg = cfg
         self.engine = engine
         self.metrics = metrics
         self.lifecycle = lifecycle
-        self.scheduler = Scheduler(engine, metrics, cfg)
+        self.scheduler: JobScheduler = scheduler or Scheduler(engine, metrics, cfg)
         self.cache = ResultCache(cfg.cache_size)
         self.created = int(time.time())
         # one thread: fast tokenizers are not safe to call concurrently from several threads
@@ -285,6 +290,9 @@ class OpenAIServing:
 
     # ---- generation ---------------------------------------------------------------------
     def _check_accepting(self) -> None:
+        failure = self.scheduler.failure
+        if failure is not None:
+            raise ServingError(503, failure, "service_unavailable", code="engine_unavailable")
         if not self.lifecycle.accepting:
             state = self.lifecycle.state.value
             raise ServingError(
@@ -305,7 +313,7 @@ class OpenAIServing:
 
     def _release(self, job: Job) -> None:
         """The request is answered (or its client left): free its row, end it."""
-        job.request.cancelled.set()
+        self.scheduler.cancel(job)
         self._jobs.pop(id(job), None)
         self.lifecycle.end()
 
@@ -314,7 +322,7 @@ class OpenAIServing:
         for streams) and its row is cancelled; returns how many."""
         jobs = list(self._jobs.values())
         for job in jobs:
-            job.request.cancelled.set()
+            self.scheduler.cancel(job)
             job.out.put_nowait(
                 ServingError(
                     503,
@@ -344,7 +352,7 @@ class OpenAIServing:
                     raise TimeoutError
                 item = await asyncio.wait_for(job.out.get(), timeout=remaining)
             except TimeoutError:
-                job.request.cancelled.set()
+                self.scheduler.cancel(job)
                 raise ServingError(
                     504,
                     f"request exceeded the {timeout:g} s timeout",

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 
 
 def _wait_ready(proc: subprocess.Popen[bytes], url: str, log_path: Path) -> None:
@@ -35,11 +36,18 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def test_sigterm_drains_accepted_requests(tiny_model_dir: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("engine_process", [False, True])
+def test_sigterm_drains_accepted_requests(
+    tiny_model_dir: Path, tmp_path: Path, engine_process: bool
+) -> None:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     log = (tmp_path / "worker.log").open("w")
-    env = {**os.environ, "SURGECAST_WORKER_GRACE_PERIOD_S": "60"}
+    env = {
+        **os.environ,
+        "SURGECAST_WORKER_GRACE_PERIOD_S": "60",
+        "SURGECAST_WORKER_ENGINE_PROCESS": str(engine_process).lower(),
+    }
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -78,7 +86,11 @@ def test_sigterm_drains_accepted_requests(tiny_model_dir: Path, tmp_path: Path) 
             t.start()
         while httpx.get(url + "/status").json()["in_flight"] < 3:
             time.sleep(0.01)
+        engine_pid = httpx.get(url + "/status").json()["engine_pid"]
+        assert (engine_pid is not None) == engine_process
         proc.send_signal(signal.SIGTERM)
+        if engine_pid is not None:  # as a runtime signalling the process group would
+            os.kill(engine_pid, signal.SIGTERM)
         time.sleep(0.2)
         r = httpx.get(url + "/readyz")
         assert r.status_code == 503 and r.json()["state"] == "draining"
@@ -88,6 +100,9 @@ def test_sigterm_drains_accepted_requests(tiny_model_dir: Path, tmp_path: Path) 
             t.join()
         assert results == [200, 200, 200], (tmp_path / "worker.log").read_text()
         assert proc.wait(timeout=30) == 0
+        if engine_pid is not None:  # stopped with its parent, not orphaned
+            with pytest.raises(ProcessLookupError):
+                os.kill(engine_pid, 0)
     finally:
         if proc.poll() is None:
             proc.kill()

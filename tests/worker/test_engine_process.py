@@ -1,0 +1,233 @@
+"""``--engine-process``: the engine and its decode loop in a child process. Real HTTP server,
+real tiny model, a real spawned engine process; every behaviour checked here is one the
+in-process scheduler already has (or the child's life cycle)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from model_worker.config import ConfigError, WorkerConfig, load_config
+from model_worker.engine import TransformersEngine
+
+PROMPTS = ["Hello world", "the quick brown fox", "tiny language model", "tests are", "a b c"]
+
+
+class FailsOnLongPrompts(TransformersEngine):
+    """The real engine, except that a prefill wider than 40 tokens raises (a lost device)."""
+
+    def forward(self, ids: Any, mask: Any, pos: Any, cache: Any) -> Any:
+        if ids.shape[1] > 40:
+            raise RuntimeError("device lost")
+        return super().forward(ids, mask, pos, cache)
+
+
+def fails_on_long_prompts(cfg: WorkerConfig) -> TransformersEngine:
+    """A module-level engine factory (the engine process unpickles it by name)."""
+    e = TransformersEngine.load(cfg.model_path, cfg.served_name)
+    e.__class__ = FailsOnLongPrompts
+    return e
+
+
+def metric(url: str, name: str, **labels: str) -> float:
+    """The sum of the samples of ``name`` whose labels include ``labels``."""
+    total = 0.0
+    for line in httpx.get(url + "/metrics").text.splitlines():
+        if line.startswith("#") or not line.startswith(name):
+            continue
+        series, value = line.rsplit(" ", 1)
+        if series.split("{")[0] != name:
+            continue
+        if all(f'{k}="{v}"' in series for k, v in labels.items()):
+            total += float(value)
+    return total
+
+
+def complete(url: str, prompt: str, stream: bool, max_tokens: int = 24) -> tuple[str, int]:
+    body = {
+        "model": "tiny",
+        "prompt": prompt,
+        "max_tokens": max_tokens,
+        "temperature": 0,
+        "stream": stream,
+    }
+    if not stream:
+        r = httpx.post(url + "/v1/completions", json=body, timeout=60)
+        assert r.status_code == 200, r.text
+        return r.json()["choices"][0]["text"], r.status_code
+    parts = []
+    with httpx.stream("POST", url + "/v1/completions", json=body, timeout=60) as r:
+        assert r.status_code == 200
+        for line in r.iter_lines():
+            if line.startswith("data: {"):
+                chunk = json.loads(line[6:])
+                assert "error" not in chunk, chunk
+                parts.append(chunk["choices"][0]["text"])
+    return "".join(parts), r.status_code
+
+
+@pytest.fixture(scope="module")
+def servers(tiny_model_dir: Path, worker_starter: Any) -> Any:
+    """The same worker in-process and with ``--engine-process`` (no result cache, so every
+    request decodes)."""
+    inproc = worker_starter(tiny_model_dir, cache_size=0, max_tokens_cap=250)
+    proc = worker_starter(tiny_model_dir, cache_size=0, max_tokens_cap=250, engine_process=True)
+    yield inproc, proc
+    inproc.stop()
+    proc.stop()
+
+
+def test_greedy_outputs_equal_in_process_ones(servers: Any) -> None:
+    inproc, proc = servers
+    status = httpx.get(proc.url + "/status").json()
+    assert status["engine_pid"] not in (None, os.getpid())
+    assert httpx.get(inproc.url + "/status").json()["engine_pid"] is None
+    cases = [(p, s) for p in PROMPTS for s in (False, True)]
+    with ThreadPoolExecutor(len(cases)) as pool:  # concurrent: they share decode steps
+        want = list(pool.map(lambda c: complete(inproc.url, *c), cases))
+        got = list(pool.map(lambda c: complete(proc.url, *c), cases))
+    assert got == want
+    assert all(text for text, _ in got)
+
+
+def test_metrics_count_tokens_requests_ttft_and_running(servers: Any) -> None:
+    _, proc = servers
+    url = proc.url
+    before = {
+        "tokens": metric(url, "surgecast_worker_generation_tokens_total"),
+        "ok": metric(url, "surgecast_worker_requests_total", status="200"),
+        "ttft": metric(url, "surgecast_worker_time_to_first_token_seconds_count"),
+        "queue": metric(url, "surgecast_worker_request_queue_time_seconds_count"),
+    }
+    body = {"model": "tiny", "prompt": "fox", "max_tokens": 200, "temperature": 0, "stream": True}
+    with httpx.stream("POST", url + "/v1/completions", json=body, timeout=60) as r:
+        lines = r.iter_lines()
+        while not next(lines).startswith("data: {"):
+            pass
+        running = metric(url, "surgecast_worker_num_requests_running")  # mid-stream
+        for _ in lines:
+            pass
+    short = [complete(url, p, False, max_tokens=5) for p in PROMPTS[:3]]
+    assert running == 1.0
+    assert metric(url, "surgecast_worker_num_requests_running") == 0.0
+    gen = metric(url, "surgecast_worker_generation_tokens_total") - before["tokens"]
+    assert gen == 200 + 3 * 5  # greedy on the tiny model: no eos before max_tokens
+    assert len(short) == 3
+    assert metric(url, "surgecast_worker_requests_total", status="200") - before["ok"] == 4
+    assert metric(url, "surgecast_worker_time_to_first_token_seconds_count") - before["ttft"] == 4
+    assert metric(url, "surgecast_worker_request_queue_time_seconds_count") - before["queue"] == 4
+
+
+def test_a_disconnected_stream_frees_its_row(servers: Any) -> None:
+    _, proc = servers
+    url = proc.url
+    steps = metric(url, "surgecast_worker_batch_size_count")
+    body = {"model": "tiny", "prompt": "fox", "max_tokens": 240, "temperature": 0, "stream": True}
+    with httpx.stream("POST", url + "/v1/completions", json=body, timeout=60) as r:
+        lines = r.iter_lines()
+        while not next(lines).startswith("data: {"):
+            pass
+    # the client left after its first token; others are served
+    assert complete(url, "Hello world", False, max_tokens=4)[1] == 200
+    deadline = time.monotonic() + 30
+    while metric(url, "surgecast_worker_num_requests_running") != 0.0:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    # the engine process stopped decoding the row: far fewer steps than its 240 tokens
+    assert metric(url, "surgecast_worker_batch_size_count") - steps < 120
+    assert metric(url, "surgecast_worker_requests_total", status="499") >= 1
+
+
+def test_request_timeout_is_504_and_frees_its_row(make_server: Any) -> None:
+    srv = make_server(request_timeout_s=0.05, max_tokens_cap=250, engine_process=True)
+    steps = metric(srv.url, "surgecast_worker_batch_size_count")
+    r = httpx.post(
+        srv.url + "/v1/completions",
+        timeout=30,
+        json={"model": "tiny", "prompt": "fox", "max_tokens": 250, "temperature": 0},
+    )
+    assert r.status_code == 504 and r.json()["error"]["code"] == "timeout"
+    assert httpx.get(srv.url + "/readyz").status_code == 200
+    deadline = time.monotonic() + 30
+    while metric(srv.url, "surgecast_worker_num_requests_running") != 0.0:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    # the engine process dropped the row instead of decoding its 250 tokens
+    assert metric(srv.url, "surgecast_worker_batch_size_count") - steps < 200
+
+
+def test_an_engine_error_in_the_child_fails_its_rows_only(make_server: Any) -> None:
+    srv = make_server(engine_process=True, engine_factory=fails_on_long_prompts)
+    long = {"model": "tiny", "prompt": "word " * 60, "max_tokens": 4, "temperature": 0}
+    r = httpx.post(srv.url + "/v1/completions", json=long, timeout=30)
+    assert r.status_code == 500, r.text
+    assert "device lost" in r.json()["error"]["message"]
+    assert complete(srv.url, "Hello world", False, max_tokens=4)[1] == 200
+    assert complete(srv.url, "Hello world", True, max_tokens=4)[1] == 200
+    assert httpx.get(srv.url + "/readyz").status_code == 200
+
+
+def _gone(pid: int, timeout_s: float = 15.0) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_the_engine_process_exits_with_the_server(make_server: Any) -> None:
+    srv = make_server(engine_process=True)
+    pid = httpx.get(srv.url + "/status").json()["engine_pid"]
+    assert isinstance(pid, int) and pid != os.getpid()
+    os.kill(pid, 0)  # alive
+    srv.stop()
+    assert _gone(pid)
+
+
+def test_a_dead_engine_process_fails_requests_and_readiness(make_server: Any) -> None:
+    srv = make_server(engine_process=True, max_tokens_cap=250)
+    pid = httpx.get(srv.url + "/status").json()["engine_pid"]
+    body = {"model": "tiny", "prompt": "fox", "max_tokens": 250, "temperature": 0, "stream": True}
+    errors = []
+    with httpx.stream("POST", srv.url + "/v1/completions", json=body, timeout=60) as r:
+        lines = r.iter_lines()
+        while not next(lines).startswith("data: {"):
+            pass
+        os.kill(pid, signal.SIGKILL)
+        for line in lines:
+            if line.startswith("data: {") and '"error"' in line:
+                errors.append(json.loads(line[6:])["error"])
+    # the stream either finished its 250 tokens before the kill landed, or got a 503
+    assert all(e["code"] == "engine_unavailable" for e in errors)
+    assert _gone(pid)
+    deadline = time.monotonic() + 15
+    while httpx.get(srv.url + "/readyz").status_code != 503:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    assert httpx.get(srv.url + "/healthz").status_code == 503
+    r = httpx.post(srv.url + "/v1/completions", json={**body, "stream": False}, timeout=30)
+    assert r.status_code == 503 and r.json()["error"]["code"] == "engine_unavailable"
+
+
+@pytest.mark.parametrize(
+    "flags",
+    [["--admission", "batch"], ["--offload-when-warm", "true"]],
+)
+def test_engine_process_refuses_what_it_does_not_support(
+    tiny_model_dir: Path, flags: list[str]
+) -> None:
+    argv = ["--model-path", str(tiny_model_dir), "--engine-process", "true", *flags]
+    with pytest.raises(ConfigError, match="engine_process"):
+        load_config(argv)
+    assert load_config(argv[:2] + flags).engine_process is False  # fine in-process
