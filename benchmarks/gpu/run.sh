@@ -14,6 +14,7 @@
 #   4. worker_load.py on smollm2: cold start, sweep 1/16/64 with /metrics latency, sequential
 #      vs batched at 16; then the same sweep at --max-batch 64 (decoding is launch-bound, so
 #      bigger batches should be nearly free on a GPU);
+#      then the same sweep with --engine-process true (decoding in a child process);
 #   5. the tiny model's sweep with --gc-freeze true and false, to compare with the first GPU
 #      run (results/2026-11-30-run.txt), whose p99s were seconds.
 # py-spy's samples of the smollm2 sweep's worker come back as $OUT/spy-smollm2.txt.
@@ -76,6 +77,10 @@ stamp "4b. worker_load, $big, max_batch 64"
 timeout 60 "$PY" benchmarks/worker_load.py --model-path /tmp/surgecast-$big --name "$big" \
   --requests 64 --max-tokens 64 --max-batch 64 --concurrency 64 --sweep-only \
   --worker-args "$wargs" || echo "!! worker_load $big max_batch 64 failed ($?)"
+stamp "4c. worker_load, $big, --engine-process true (decoding in a child process: no GIL shared with HTTP)"
+timeout 90 "$PY" benchmarks/worker_load.py --model-path /tmp/surgecast-$big --name "$big" \
+  --requests "$REQUESTS" --max-tokens 64 --max-batch 16 --concurrency 1,16,64 --sweep-only \
+  --worker-args "$wargs --engine-process true" || echo "!! worker_load $big engine process failed ($?)"
 if has tiny && [ "$big" != tiny ]; then
   for gcf in true false; do  # the first GPU run's multi-second p99s: garbage collections?
     stamp "5. worker_load, tiny, --gc-freeze $gcf"
