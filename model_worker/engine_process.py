@@ -22,10 +22,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import math
 import multiprocessing as mp
 import threading
-import time
 from collections.abc import Callable, Sequence
 from itertools import count
 from typing import Any
@@ -35,7 +33,7 @@ from model_worker.engine import Encoding, Engine, EngineRequest, load_tokenizer
 from model_worker.engine_core import StepEvent, child_main, load_engine
 from model_worker.errors import ServingError
 from model_worker.metrics import WorkerMetrics
-from model_worker.scheduler import Job, Prepared
+from model_worker.scheduler import Job, Prepared, queue_full
 
 log = logging.getLogger("model_worker")
 #: how long a stopping engine process gets before it is killed
@@ -180,12 +178,7 @@ class EngineProcess:
         """Offload is not supported with an engine process (refused by the config)."""
 
     def new_job(self, prep: Prepared) -> Job:
-        job = Job(
-            prep,
-            asyncio.Queue(),
-            time.perf_counter(),
-            EngineRequest(prep.prompt_ids, prep.params, lambda *_: None),
-        )
+        job = Job.of(prep)
         job.key = next(self._keys)
         return job
 
@@ -200,14 +193,7 @@ class EngineProcess:
             raise ServingError(503, self._failure, "service_unavailable", code="engine_unavailable")
         waiting = len(self.pending)
         if bounded and waiting - self.free_slots >= self.max_queue:
-            retry = max(1, math.ceil(self.last_batch_s * (1 + waiting / self.max_batch)))
-            raise ServingError(
-                429,
-                f"server busy: {waiting} requests waiting (max_queue={self.max_queue})",
-                type_="rate_limit_error",
-                code="queue_full",
-                headers={"Retry-After": str(retry)},
-            )
+            raise queue_full(waiting, self.max_queue, self.max_batch, self.last_batch_s)
         p = job.prepared
         if not self._send(("admit", job.key, p.prompt_ids, p.params)):
             raise ServingError(

@@ -94,6 +94,17 @@ class Job:
     generated: int = 0  # tokens emitted so far (counted in generation_tokens_total)
     key: int = 0  # the job's id in the engine process (``--engine-process``)
 
+    @classmethod
+    def of(cls, prep: Prepared) -> Job:
+        """A job for ``prep`` arriving now, with an empty queue and an engine request whose
+        callback the scheduler sets."""
+        return cls(
+            prep,
+            asyncio.Queue(),
+            time.perf_counter(),
+            EngineRequest(prep.prompt_ids, prep.params, lambda *_: None),
+        )
+
 
 class JobScheduler(Protocol):
     """What serving and the HTTP edge need from a scheduler: :class:`Scheduler` (the decode
@@ -154,6 +165,19 @@ def _init_decode_thread(nice: int, torch_threads: int) -> None:
         os.setpriority(os.PRIO_PROCESS, tid, os.getpriority(os.PRIO_PROCESS, tid) + nice)
     except OSError as exc:  # e.g. a seccomp profile forbids it: run at normal priority
         log.warning("could not lower the decode thread's priority: %s", exc)
+
+
+def queue_full(waiting: int, max_queue: int, max_batch: int, last_batch_s: float) -> ServingError:
+    """The 429 for a full queue, with a ``Retry-After`` of about how long the ``waiting``
+    requests take to get a batch slot (``last_batch_s`` per batch of ``max_batch``)."""
+    retry = max(1, math.ceil(last_batch_s * (1 + waiting / max_batch)))
+    return ServingError(
+        429,
+        f"server busy: {waiting} requests waiting (max_queue={max_queue})",
+        type_="rate_limit_error",
+        code="queue_full",
+        headers={"Retry-After": str(retry)},
+    )
 
 
 def decode_threads(torch_threads: int, device: str) -> int:
@@ -251,12 +275,7 @@ class Scheduler:
 
     def new_job(self, prep: Prepared) -> Job:
         """A job for ``prep`` whose engine callback feeds its queue (call on the event loop)."""
-        job = Job(
-            prep,
-            asyncio.Queue(),
-            time.perf_counter(),
-            EngineRequest(prep.prompt_ids, prep.params, lambda *_: None),
-        )
+        job = Job.of(prep)
         self._loop = asyncio.get_running_loop()
         job.request.emit = self._emitter(job, self._loop)
         return job
@@ -304,14 +323,7 @@ class Scheduler:
                 self.metrics.waiting.set(waiting + 1)
                 self._wake.set()
                 return
-        retry = max(1, math.ceil(self.last_batch_s * (1 + waiting / self.max_batch)))
-        raise ServingError(
-            429,
-            f"server busy: {waiting} requests waiting (max_queue={self.max_queue})",
-            type_="rate_limit_error",
-            code="queue_full",
-            headers={"Retry-After": str(retry)},
-        )
+        raise queue_full(waiting, self.max_queue, self.max_batch, self.last_batch_s)
 
     def _take(self, n: int, running: int) -> list[Job]:
         """Pop up to ``n`` queued jobs that are not cancelled (any thread), and count them
