@@ -76,29 +76,35 @@ def test_sigterm_drains_accepted_requests(
         _wait_ready(proc, url, tmp_path / "worker.log")
 
         results: list[int] = []
-        body = {"model": "tiny", "prompt": "drain me", "max_tokens": 100, "temperature": 0}
+        # greedy on the tiny model: no eos, so 6 x 200 tokens one at a time (max_batch 1), a
+        # second or more of decoding; 3 x 100 tokens once drained before /readyz was asked
+        n = 6
+        body = {"model": "tiny", "prompt": "drain me", "max_tokens": 200, "temperature": 0}
 
         def fire() -> None:
             results.append(httpx.post(url + "/v1/completions", json=body, timeout=120).status_code)
 
-        threads = [threading.Thread(target=fire) for _ in range(3)]
+        threads = [threading.Thread(target=fire) for _ in range(n)]
         for t in threads:
             t.start()
-        while httpx.get(url + "/status").json()["in_flight"] < 3:
+        while httpx.get(url + "/status").json()["in_flight"] < n:
             time.sleep(0.01)
         engine_pid = httpx.get(url + "/status").json()["engine_pid"]
         assert (engine_pid is not None) == engine_process
         proc.send_signal(signal.SIGTERM)
         if engine_pid is not None:  # as a runtime signalling the process group would
             os.kill(engine_pid, signal.SIGTERM)
-        time.sleep(0.2)
-        r = httpx.get(url + "/readyz")
+        deadline = time.monotonic() + 5
+        while (r := httpx.get(url + "/readyz")).status_code == 200:  # until the signal lands
+            assert time.monotonic() < deadline, "still ready 5 s after SIGTERM"
+            time.sleep(0.01)
         assert r.status_code == 503 and r.json()["state"] == "draining"
+        assert len(results) < n, "the drain ended before it was observed: lengthen the requests"
         r = httpx.post(url + "/v1/completions", json=body)  # same body: not even from cache
         assert r.status_code == 503 and r.json()["error"]["code"] == "worker_draining"
         for t in threads:
             t.join()
-        assert results == [200, 200, 200], (tmp_path / "worker.log").read_text()
+        assert results == [200] * n, (tmp_path / "worker.log").read_text()
         assert proc.wait(timeout=30) == 0
         if engine_pid is not None:  # stopped with its parent, not orphaned
             with pytest.raises(ProcessLookupError):
