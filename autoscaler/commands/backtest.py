@@ -392,19 +392,25 @@ def backtest_and_report(series: Series, names: list[str], args: argparse.Namespa
     console = stdout_console()
     err = Console(stderr=True)
     progress = Progress(
-        TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+        TextColumn("{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f} %"),
         TimeElapsedColumn(), console=err, transient=True, disable=not sys.stderr.isatty(),
     )
     labels = list(policies)
     with progress:
-        task = progress.add_task(f"simulating {labels[0]}", total=len(labels))
+        # one unit a simulated step of each policy: the bar moves within a long simulation
+        task = progress.add_task(f"simulating {labels[0]}", total=None)
+        finished: list[int] = [0]  # steps of the policies already simulated
 
-        def done(name: str, _res: SimResult) -> None:
-            i = labels.index(name) + 1
-            nxt = f"simulating {labels[i]}" if i < len(labels) else "done"
-            progress.update(task, advance=1, description=nxt)
+        def step(name: str, k: int, n: int) -> None:
+            i = labels.index(name)
+            progress.update(
+                task, total=n * len(labels), completed=finished[0] + k,
+                description=f"simulating {name} ({i + 1}/{len(labels)})",
+            )
+            if k == n:
+                finished[0] += n
 
-        results = compare(series, scenario, policies, on_done=done)
+        results = compare(series, scenario, policies, on_progress=step)
 
     _print_table(console, series, scenario, [row for row, _ in results])
     png = out / "capacity.png"
@@ -497,9 +503,21 @@ def _plot(path: Path, results: list[SimResult]) -> None:
         stride = max(1, n // 4000)  # keep the PNG light on long traces
         x = (np.arange(0, n, stride) * res.step_s) / 3600.0
         ax.plot(x, res.demand_rps[::stride], color="black", lw=0.8, label="demand req/s")
+        cap = res.capacity_per_replica_rps
         ax.plot(
             x, res.capacity_rps[::stride], color="tab:blue", lw=1.0,
             label="serving capacity req/s", drawstyle="steps-post",
+        )
+        if float(np.max(res.warm, initial=0.0)) > 0:  # ready but idle: the warm pool
+            ax.plot(
+                x, ((res.active + res.warm) * cap)[::stride], color="tab:green", lw=0.8,
+                ls="--", label="ready capacity (active + warm) req/s", drawstyle="steps-post",
+            )
+        ax.plot(
+            x, ((res.starting + res.warm + res.active + res.terminating) * cap)[::stride],
+            color="tab:red", lw=0.6, alpha=0.6,
+            label="every pod paid for (starting, warm, active, terminating) x capacity",
+            drawstyle="steps-post",
         )
         ax.set_title(
             f"{res.name}: {100 * res.slo_share:.2f} % within SLO, "

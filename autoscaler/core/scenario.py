@@ -11,6 +11,7 @@ prints). Pure: no clock (``perf_counter`` only measures), no I/O.
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -374,14 +375,19 @@ def compare(
     policies: dict[str, Autoscaler],
     *,
     on_done: Callable[[str, SimResult], None] | None = None,
+    on_progress: Callable[[str, int, int], None] | None = None,
 ) -> list[tuple[dict[str, float | str], SimResult]]:
     """Simulate every policy on ``trace``; one summary row (``policy``, ``slo_pct``,
     ``p99_s``, ``gpu_hours``, ``x_oracle``, ``actions``, ``under_min``, ``util_pct``,
-    ``sim_s``) and the full result per policy, in order. ``on_done`` is called after each."""
+    ``sim_s``) and the full result per policy, in order. ``on_done`` is called after each;
+    ``on_progress(name, steps_done, steps)`` during each (see :func:`simulate`)."""
     out: list[tuple[dict[str, float | str], SimResult]] = []
     for name, pol in policies.items():
         t0 = time.perf_counter()
-        res = simulate(trace, pol, scenario.config, name=name)
+        step_cb = None
+        if on_progress is not None:
+            step_cb = functools.partial(on_progress, name)
+        res = simulate(trace, pol, scenario.config, name=name, on_progress=step_cb)
         row = res.summary(scenario.oracle_gpu_hours)
         busy = res.served.sum() / max(1e-9, (res.capacity_rps * scenario.step_s).sum())
         row["util_pct"] = 100 * float(busy)

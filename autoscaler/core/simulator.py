@@ -17,6 +17,7 @@ Conservation holds exactly: ``served + final backlog == arrivals``.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -108,6 +109,7 @@ class SimResult:
     slo_s: float
     actions: int
     reasons: dict[str, int] = field(default_factory=dict)
+    capacity_per_replica_rps: float = 0.0
 
     @property
     def arrivals(self) -> float:
@@ -206,9 +208,14 @@ def simulate(
     config: SimConfig,
     *,
     name: str | None = None,
+    on_progress: Callable[[int, int], None] | None = None,
 ) -> SimResult:
     """Replay ``demand`` (any kind; converted to req/s on the ``config.step_s`` grid)
-    through a Deployment driven by ``autoscaler``."""
+    through a Deployment driven by ``autoscaler``.
+
+    ``on_progress(steps_done, steps)``, when given, is called about every 1 % of the steps
+    and once at the end (for a progress bar on long traces; it changes nothing simulated).
+    """
     cfg = config
     dt = cfg.step_s
     rates_series = demand_rates(demand, dt)
@@ -251,8 +258,11 @@ def simulate(
     actions = 0
     reasons: dict[str, int] = {}
     pending_ready: list[float] = []
+    every = max(1, n // 100)
 
     for k in range(n):
+        if on_progress is not None and k % every == 0 and k > 0:
+            on_progress(k, n)
         t = start + k * dt
         # pods that became ready in this step report their start duration once
         for p in pods:
@@ -344,6 +354,8 @@ def simulate(
         rec["term"][k] = len(terminating)
         rec["util"][k] = min(1.0, served / dt / cap_rps) if cap_rps > 0 else 0.0
         rec["thr"][k] = served / dt
+    if on_progress is not None:
+        on_progress(n, n)
     return SimResult(
         name=name or autoscaler.name,
         start_s=start,
@@ -361,4 +373,5 @@ def simulate(
         slo_s=cfg.slo_s,
         actions=actions,
         reasons=reasons,
+        capacity_per_replica_rps=cap,
     )

@@ -7,6 +7,7 @@ import math
 import re
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -344,3 +345,35 @@ def test_a_step_that_does_not_divide_the_forecast_step_is_a_usage_error(
     # the baselines alone do not forecast: any step works
     assert main(["backtest", "--trace", str(conv_slice), "--step", "2m",
                  "--policies", "hpa,oracle", "--out", str(tmp_path / "o")]) == 0
+
+
+def test_compare_reports_progress_within_each_simulation(wiki_slice: Path) -> None:
+    import argparse
+
+    from autoscaler.commands.backtest import prepare
+    from autoscaler.core.scenario import compare
+
+    args = argparse.Namespace(
+        step="15s", cold_start="120s", warm_promotion="5s", slo="500ms", peak_replicas=40,
+        model="seasonal_naive", days=None,
+    )
+    series, scenario = prepare(Series.from_csv(wiki_slice), args, None)
+    cap = scenario.capacity
+
+    def policies() -> dict[str, Any]:  # fresh ones each run: an autoscaler keeps state
+        return {"static": REGISTRY["static"](40), "hpa": REGISTRY["hpa_rps"](cap)}
+
+    seen: list[tuple[str, int, int]] = []
+    results = compare(series, scenario, policies(), on_progress=lambda *a: seen.append(a))
+    n = len(results[0][1].demand_rps)
+    for name in ("static", "hpa"):
+        mine = [(k, m) for p, k, m in seen if p == name]
+        steps = [k for k, _ in mine]
+        assert {m for _, m in mine} == {n} and steps == sorted(steps)
+        assert steps[-1] == n and len(steps) >= 50  # about every 1 % of 2 days of 15 s steps
+    # the callback changes nothing simulated
+    plain = compare(series, scenario, policies())
+    for (row, _), (row2, _) in zip(results, plain, strict=True):
+        assert {k: v for k, v in row.items() if k != "sim_s"} == {
+            k: v for k, v in row2.items() if k != "sim_s"
+        }

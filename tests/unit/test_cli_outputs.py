@@ -6,6 +6,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -198,3 +199,34 @@ def test_backtest_into_head_exits_0_and_still_writes(wiki_slice: Path, tmp_path:
     assert proc.returncode == 0, proc.stderr
     assert proc.stderr == ""
     assert (out / "summary.json").is_file()
+
+
+def test_backtest_on_a_terminal_shows_progress_within_a_simulation(
+    wiki_slice: Path, tmp_path: Path
+) -> None:
+    import pty
+
+    # stderr is a terminal (a pty), so rich draws the bar there; stdout stays a pipe
+    primary, secondary = pty.openpty()
+    cmd = [sys.executable, "-m", "autoscaler.cli", "backtest", "--trace", str(wiki_slice),
+           "--policies", "hpa,static", "--out", str(tmp_path / "o")]
+    env = {**os.environ, "COLUMNS": "120", "TERM": "xterm"}
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=secondary, cwd=REPO, env=env)
+    os.close(secondary)
+    chunks: list[bytes] = []
+    while True:
+        try:
+            data = os.read(primary, 4096)
+        except OSError:  # EIO: the child closed the terminal
+            break
+        if not data:
+            break
+        chunks.append(data)
+    out, _ = proc.communicate(timeout=120)
+    os.close(primary)
+    assert proc.returncode == 0
+    err = b"".join(chunks).decode(errors="replace")
+    assert "simulating hpa(gpu 70%) (1/2)" in err and "simulating static peak (2/2)" in err
+    percents = {int(m) for m in re.findall(r"(\d+) %", err)}
+    assert any(0 < p < 50 for p in percents), err[-400:]  # moved within the first policy
+    assert "static peak" in out.decode()  # the table itself went to stdout
