@@ -52,6 +52,7 @@ from autoscaler.core.settings import (
     RateRule,
     ScalingRules,
     ScheduleWindow,
+    Tier,
 )
 from autoscaler.errors import ConfigError
 from forecasting.adaptive import DEFAULT_STEP, default_bounds
@@ -355,6 +356,9 @@ class HPARules(_Wire):
     """Rate limits."""
     select_policy: Literal["Max", "Min", "Disabled"] | None = None
     """Which policy wins: Max, Min or Disabled."""
+    tolerance: float | None = Field(default=None, ge=0, lt=1)
+    """No scaling this way while the metric is within this ratio of its target
+    (Kubernetes 1.33+ ``behavior`` field; default: the HPA's cluster-wide 0.1)."""
 
 
 def _rules_from_core(r: ScalingRules) -> HPARules:
@@ -380,6 +384,7 @@ def _fill(given: HPARules | None, default: ScalingRules) -> HPARules:
         ),
         policies=d.policies if given.policies is None else given.policies,
         select_policy=d.select_policy if given.select_policy is None else given.select_policy,
+        tolerance=given.tolerance,
     )
 
 
@@ -409,6 +414,16 @@ class FallbackSpec(_Wire):
         "static", "currentReplicas", "currentReplicasIfHigher", "currentReplicasIfLower"
     ] = _CORE_FALLBACK.behavior
     """How replicas combines with the current count (KEDA)."""
+
+
+class GPUTier(_Wire):
+    """A tiered threshold on GPU utilisation: at or above ``utilizationAtLeast``, keep at
+    least ``ceil(ready pods x scaleFactor)`` replicas (e.g. 0.5/1.0, 0.7/1.25, 0.9/1.5)."""
+
+    utilization_at_least: float = Field(gt=0, le=1)
+    """GPU utilisation (0, 1] at which the tier applies."""
+    scale_factor: float = Field(ge=1)
+    """Replicas as a multiple of the ready pods while it applies (>= 1)."""
 
 
 class Schedule(_Wire):
@@ -460,6 +475,8 @@ class PredictiveAutoscalerSpec(_Wire):
     """KEDA-style fallback after repeated failures (off when absent)."""
     schedules: list[Schedule] = Field(default_factory=list)
     """Scheduled replica bounds; later windows override earlier ones."""
+    gpu_tiers: list[GPUTier] = Field(default_factory=list)
+    """Tiered GPU-utilisation thresholds that raise the reactive floor (needs signals.gpu)."""
     mode: Literal["Auto", "Observe"] = "Auto"
     """Auto writes replicas; Observe computes and reports, never writes."""
     interval: Duration = _secs(_CORE.interval_s)
@@ -487,6 +504,11 @@ class PredictiveAutoscalerSpec(_Wire):
                     "value_error", "must be at least the interval ({interval}), got {step}",
                     {"interval": self.interval, "step": self.forecast.step}),
                 loc=("forecast", "step"), input=self.forecast.step)])
+        if self.gpu_tiers and self.signals.gpu == "none":
+            raise ValidationError.from_exception_data(type(self).__name__, [InitErrorDetails(
+                type=PydanticCustomError(
+                    "value_error", "need a GPU utilisation source: signals.gpu is none", {}),
+                loc=("gpuTiers",), input=len(self.gpu_tiers))])
         _core(lambda: to_policy_settings(self))
         return self
 
@@ -534,6 +556,7 @@ def _rules(r: HPARules | None) -> ScalingRules:
         stabilization_window_s=float(r.stabilization_window_seconds or 0),
         policies=tuple(RateRule(p.type, p.value, float(p.period_seconds)) for p in r.policies),
         select_policy=r.select_policy or "Max",
+        tolerance=r.tolerance,
     )
 
 
@@ -601,6 +624,7 @@ def to_policy_settings(spec: PredictiveAutoscalerSpec) -> PolicySettings:
             )
         ),
         schedule=tuple(_window(s) for s in spec.schedules),
+        tiers=tuple(Tier(t.utilization_at_least, t.scale_factor) for t in spec.gpu_tiers),
         lead_min_samples=(
             FIXED_LEAD_MIN_SAMPLES if spec.lead_time.mode == "Fixed" else _CORE.lead_min_samples
         ),

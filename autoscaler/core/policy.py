@@ -67,6 +67,10 @@ def _ceil_div(x: float, per: float) -> int:
     return max(0, math.ceil(x / per - 1e-9))
 
 
+def _or(value: float | None, default: float) -> float:
+    return default if value is None else value
+
+
 def _lead_prior(s: PolicySettings) -> LeadTimeEstimate:
     return LeadTimeEstimate(
         s.cold_start_prior_s, s.lead_quantile, s.lead_min_samples, learn=s.learn_lead
@@ -218,7 +222,8 @@ class Policy:
                 per_pod,
                 ready=serving,
                 unready=pods.starting,
-                tolerance=s.tolerance,
+                tolerance=_or(s.behavior.scale_up.tolerance, s.tolerance),
+                tolerance_down=_or(s.behavior.scale_down.tolerance, s.tolerance),
             )
             comps["reactive"] = reactive
             comps["demand_rps"] = signals.demand_rps

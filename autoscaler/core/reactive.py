@@ -54,6 +54,7 @@ def hpa_replicas(
     ready: int | None = None,
     unready: int = 0,
     tolerance: float = 0.1,
+    tolerance_down: float | None = None,
 ) -> int:
     """Desired replicas for an average-value metric (HPA ``AverageValue`` target).
 
@@ -63,8 +64,16 @@ def hpa_replicas(
         target_per_pod: the target average per pod (> 0).
         ready: pods that report the metric (defaults to ``current``).
         unready: pods not ready yet, counted at 0 when the result would scale up.
-        tolerance: no change while ``|ratio - 1| <= tolerance``.
+        tolerance: no change while ``ratio <= 1 + tolerance`` (the scale-up side) and
+            ``ratio >= 1 - tolerance_down``.
+        tolerance_down: the scale-down side (``None``: ``tolerance``), as Kubernetes 1.33+
+            takes ``behavior.scaleUp.tolerance`` and ``behavior.scaleDown.tolerance``.
     """
+    down = tolerance if tolerance_down is None else tolerance_down
+
+    def within(r: float) -> bool:
+        return 1.0 - down <= r <= 1.0 + tolerance
+
     if target_per_pod <= 0:
         raise ValueError(f"target_per_pod must be > 0, got {target_per_pod}")
     n_ready = current if ready is None else ready
@@ -76,12 +85,12 @@ def hpa_replicas(
             else current
         )
     ratio = metric_total / (target_per_pod * n_ready)
-    if abs(ratio - 1.0) <= tolerance:
+    if within(ratio):
         return current
     if ratio > 1.0 and unready > 0:
         # not-yet-ready pods count as 0 % on scale-up; recompute and re-check direction
         ratio2 = metric_total / (target_per_pod * (n_ready + unready))
-        if ratio2 <= 1.0 or abs(ratio2 - 1.0) <= tolerance:
+        if ratio2 <= 1.0 or within(ratio2):
             return current
         return math.ceil(ratio2 * (n_ready + unready) - 1e-9)
     return math.ceil(ratio * n_ready - 1e-9)

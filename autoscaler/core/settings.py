@@ -55,13 +55,18 @@ class RateRule:
 
 @dataclass(frozen=True)
 class ScalingRules:
-    """HPA ``behavior.scaleUp`` / ``scaleDown``: stabilization window, policies, selection."""
+    """HPA ``behavior.scaleUp`` / ``scaleDown``: stabilization window, policies, selection,
+    and the direction's tolerance (Kubernetes 1.33+; ``None``: the policy's ``tolerance``,
+    the cluster-wide 0.1 by default)."""
 
     stabilization_window_s: float
     policies: tuple[RateRule, ...]
     select_policy: SelectPolicy = "Max"
+    tolerance: float | None = None
 
     def __post_init__(self) -> None:
+        if self.tolerance is not None and not 0 <= self.tolerance < 1:
+            raise ConfigError(f"tolerance must be in [0, 1), got {self.tolerance}")
         if not 0 <= self.stabilization_window_s <= 3600:
             raise ConfigError(
                 f"stabilization_window_s must be in [0, 3600], got {self.stabilization_window_s}"
@@ -210,7 +215,8 @@ class PolicySettings:
         warm_promotion_s: time for a warm pod to start serving.
         warm_min, warm_max: warm-pool bounds (``warm_max = 0`` disables the warm pool).
         warm_quantile: high quantile of the spread that sizes the warm pool.
-        tolerance: HPA tolerance of the reactive rule.
+        tolerance: HPA tolerance of the reactive rule, both ways, where ``behavior``'s
+            ``scale_up`` / ``scale_down`` set none of their own.
         max_staleness_s: demand older than this is stale (hold, never scale down).
         behavior: HPA-shaped stabilization and rate limits.
         fallback: KEDA-style fallback after repeated failures (``None``: hold forever).

@@ -20,7 +20,14 @@ from autoscaler.config import (
     to_policy_settings,
     validate_spec,
 )
-from autoscaler.core.settings import Behavior, Fallback, RateRule, ScalingRules, ScheduleWindow
+from autoscaler.core.settings import (
+    Behavior,
+    Fallback,
+    RateRule,
+    ScalingRules,
+    ScheduleWindow,
+    Tier,
+)
 from autoscaler.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[2]
@@ -314,6 +321,27 @@ BAD: list[tuple[dict[str, Any], str]] = [
         spec_with(scaleTargetRef={"kind": "StatefulSet", "name": "w"}),
         "spec.scaleTargetRef.kind: must be one of Deployment",
     ),
+    (
+        spec_with(behavior={"scaleUp": {"tolerance": 1}}),
+        "spec.behavior.scaleUp.tolerance: must be < 1",
+    ),
+    (
+        spec_with(behavior={"scaleDown": {"tolerance": -0.1}}),
+        "spec.behavior.scaleDown.tolerance: must be >= 0",
+    ),
+    (
+        spec_with(gpuTiers=[{"utilizationAtLeast": 0, "scaleFactor": 1.5}]),
+        "spec.gpuTiers[0].utilizationAtLeast: must be > 0",
+    ),
+    (
+        spec_with(gpuTiers=[{"utilizationAtLeast": 0.9, "scaleFactor": 0.9}]),
+        "spec.gpuTiers[0].scaleFactor: must be >= 1",
+    ),
+    (
+        spec_with(gpuTiers=[{"utilizationAtLeast": 0.9, "scaleFactor": 1.5}],
+                  signals={"gpu": "none"}),
+        "spec.gpuTiers: need a GPU utilisation source: signals.gpu is none",
+    ),
 ]
 
 
@@ -422,3 +450,24 @@ def test_adaptive_quantile_defaults_follow_the_quantile_and_step_zero_is_off() -
     assert adaptive_kwargs(own) == {"step": 0.01, "lo": 0.7, "hi": 0.9}
     off = validate_spec(spec_with(forecast={"adaptiveQuantile": {"step": 0}})).forecast
     assert adaptive_kwargs(off) is None
+
+
+def test_tolerance_per_direction_and_gpu_tiers_reach_the_core() -> None:
+    spec = validate_spec(spec_with(
+        behavior={"scaleUp": {"tolerance": 0.02}, "scaleDown": {"tolerance": 0.3}},
+        gpuTiers=[{"utilizationAtLeast": 0.7, "scaleFactor": 1.25},
+                  {"utilizationAtLeast": 0.9, "scaleFactor": 1.5}],
+    ))
+    s = to_policy_settings(spec)
+    assert s.behavior.scale_up.tolerance == 0.02 and s.behavior.scale_down.tolerance == 0.3
+    # the rest of each side keeps the HPA defaults
+    assert s.behavior.scale_up.policies == Behavior().scale_up.policies
+    assert s.behavior.scale_down.stabilization_window_s == 300
+    assert s.tiers == (Tier(0.7, 1.25), Tier(0.9, 1.5))
+    # left out: the cluster-wide 0.1 both ways, no tiers
+    plain = to_policy_settings(validate_spec(MINIMAL))
+    assert plain.behavior.scale_up.tolerance is None and plain.tolerance == 0.1
+    assert plain.tiers == ()
+    assert "tolerance" not in spec_with()["capacity"]
+    # the CR round-trips: what a user wrote is what the controller reads back
+    assert validate_spec(spec.to_wire()) == spec

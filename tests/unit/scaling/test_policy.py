@@ -162,6 +162,26 @@ def test_tiers_raise_the_floor() -> None:
     assert dec.total == 15 and dec.reason is Reason.TIER
 
 
+def test_the_reactive_floor_takes_each_directions_tolerance_from_behavior() -> None:
+    from dataclasses import replace
+
+    from autoscaler.core.settings import Behavior
+
+    b = Behavior()
+    tight_up = Behavior(replace(b.scale_up, tolerance=0.0), b.scale_down)
+    loose_down = Behavior(
+        b.scale_up, replace(b.scale_down, tolerance=0.5, stabilization_window_s=0)
+    )
+    # 10 pods at 70 % of 10 req/s plan 70 req/s; 73.5 req/s is 1.05x: inside the default band
+    assert Policy(PolicySettings(CAP)).decide(sig(10, 73.5), None)[0].total == 10
+    assert Policy(PolicySettings(CAP, behavior=tight_up)).decide(sig(10, 73.5), None)[0].total == 11
+    # 42 req/s is 0.6x: the default band scales down to 6, a 0.5 scale-down tolerance holds
+    no_window = Behavior(b.scale_up, replace(b.scale_down, stabilization_window_s=0))
+    assert Policy(PolicySettings(CAP, behavior=no_window)).decide(sig(10, 42.0), None)[0].total == 6
+    held = Policy(PolicySettings(CAP, behavior=loose_down)).decide(sig(10, 42.0), None)[0]
+    assert held.total == 10
+
+
 @pytest.mark.parametrize(
     "kwargs, field",
     [

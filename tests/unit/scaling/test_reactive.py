@@ -22,6 +22,18 @@ def test_ratio_doubles_halves_and_tolerance() -> None:
     assert hpa_replicas(4, 4 * 111.0, 100.0) == 5  # ceil(4 * 1.11)
 
 
+def test_tolerance_per_direction() -> None:
+    # Kubernetes 1.33+ behavior.scaleUp/scaleDown.tolerance: the band is [1 - down, 1 + up]
+    assert hpa_replicas(10, 10 * 105.0, 100.0, tolerance=0.02, tolerance_down=0.3) == 11
+    assert hpa_replicas(10, 10 * 75.0, 100.0, tolerance=0.02, tolerance_down=0.3) == 10
+    assert hpa_replicas(10, 10 * 65.0, 100.0, tolerance=0.02, tolerance_down=0.3) == 7
+    # the same band re-checks the ratio over ready + starting pods
+    assert hpa_replicas(10, 8 * 135.0, 100.0, ready=8, unready=2, tolerance=0.05) == 11  # 1.08
+    assert hpa_replicas(10, 8 * 135.0, 100.0, ready=8, unready=2, tolerance=0.1) == 10
+    # one tolerance alone still applies both ways
+    assert hpa_replicas(10, 10 * 92.0, 100.0, tolerance=0.1) == 10
+
+
 def test_unready_pods_count_as_zero_on_scale_up() -> None:
     # 2 ready pods at 150 % with 2 starting: recomputed ratio 0.75 flips direction -> hold
     assert hpa_replicas(4, 2 * 150.0, 100.0, ready=2, unready=2) == 4
