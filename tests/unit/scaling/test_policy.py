@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -79,6 +81,57 @@ def test_never_below_reactive_rule(c: int, d: float, level: float, predicting: b
     reactive = hpa_replicas(c, d, CAP * util, ready=c)
     up_cap = max(2 * c, c + 4)
     assert dec.total >= min(reactive, up_cap)
+
+
+#: one tick of a run: demand read (``None``: missing), forecast level (``None``: no forecast)
+#: and how many of the pods ordered are still starting
+tick = st.tuples(st.one_of(st.none(), dem), st.one_of(st.none(), lvl), st.integers(0, 8))
+
+
+def _run(p: Policy, start: int, ticks: list[tuple[float | None, float | None, int]]) -> list[int]:
+    """Totals of ``p`` over ``ticks`` 15 s apart, each tick's pods as the last one left."""
+    state, current, totals = p.initial_state(), start, [start]
+    for i, (d, level, starting) in enumerate(ticks):
+        n_start = min(starting, current)
+        s = Signals(
+            now_s=NOW + 15 * i,
+            demand_rps=d,
+            observed_at_s=NOW + 15 * i - 15,
+            pods=PodCounts(active=current - n_start, starting=n_start, desired=current),
+        )
+        dec, state = p.decide(s, None if level is None else fc(level), state)
+        current = dec.total
+        totals.append(current)
+    return totals
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(0, 60), st.lists(tick, min_size=2, max_size=30), st.integers(0, 10),
+       st.integers(0, 90))
+def test_over_many_ticks_bounds_and_rate_limits_hold(
+    c: int, ticks: list[tuple[float | None, float | None, int]], lo: int, extra: int
+) -> None:
+    """Across a run, not only at a fresh state: every total within the bounds, and no tick
+    adds more than the HPA's default scale-up limits allow from the tick before (100 % or
+    4 pods per 15 s, whichever is more)."""
+    c = min(max(c, lo), lo + extra)
+    totals = _run(Policy(PolicySettings(CAP, min_replicas=lo, max_replicas=lo + extra)), c, ticks)
+    assert all(lo <= t <= lo + extra for t in totals)
+    for before, after in itertools.pairwise(totals):
+        assert after <= max(2 * before, before + 4, lo)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(1, 60), st.lists(tick, min_size=2, max_size=30))
+def test_over_many_ticks_missing_demand_never_lowers_the_count(
+    c: int, ticks: list[tuple[float | None, float | None, int]]
+) -> None:
+    """Without a fallback a tick whose demand is missing holds or raises the count, however
+    the ticks before it went (their stabilization and rate-limit history included)."""
+    totals = _run(Policy(PolicySettings(CAP, min_replicas=0, max_replicas=1000)), c, ticks)
+    for (d, _, _), before, after in zip(ticks, totals[:-1], totals[1:], strict=True):
+        if d is None:
+            assert after >= before
 
 
 def test_reactive_floor_runs_hotter_only_while_a_forecast_is_in_use() -> None:
