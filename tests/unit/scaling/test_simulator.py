@@ -1,4 +1,5 @@
-"""Simulator: conservation, no peeking, oracle as a lower bound."""
+"""Simulator: conservation, no peeking, oracle as a lower bound; cold-start draws, warm
+promotion, termination cost and the lagged rate() the autoscaler sees."""
 
 from __future__ import annotations
 
@@ -94,3 +95,82 @@ def test_demand_rates_partly_covered_edge_buckets_average_what_they_have(
     assert out[0] == pytest.approx(vals[: round(first_end - start_s)].mean())
     res = simulate(s, REGISTRY["static"](5), SimConfig(capacity_rps_per_replica=50.0, step_s=15.0))
     assert not np.isnan(res.latency_s).any()
+
+
+class Script:
+    """Asks for the (total, active) of the latest ``plan`` entry at or before each tick and
+    records the signals it was shown."""
+
+    name = "script"
+    interval_s = 15.0
+
+    def __init__(self, plan: list[tuple[float, int, int]]) -> None:
+        self.plan = plan
+        self.seen: list[Signals] = []
+
+    def decide(self, signals: Signals, view: DemandView) -> Decision:
+        self.seen.append(signals)
+        total, active = next((n, a) for t, n, a in reversed(self.plan) if t <= signals.now_s)
+        return Decision(active, total - active, Reason.BASELINE)
+
+
+def flat(minutes: int, rate: float = 10.0) -> Series:
+    return Series(start_s=0.0, step_s=60.0, values=np.full(minutes, rate * 60.0), kind="count",
+                  absolute=False)
+
+
+def test_cold_starts_are_drawn_log_normal_clipped_and_seeded() -> None:
+    cfg = SimConfig(capacity_rps_per_replica=50.0, step_s=5.0, initial_replicas=1,
+                    cold_start_s=120.0, cold_start_sigma=0.3)
+
+    def durations(seed: int) -> list[float]:
+        s = Script([(0.0, 1, 1), (15.0, 301, 301)])
+        simulate(flat(10), s, SimConfig(**{**cfg.__dict__, "seed": seed}))
+        return [d for sig in s.seen for d in sig.ready_durations_s]
+
+    d0 = durations(0)
+    assert len(d0) == 300  # every pod reports its start once
+    assert min(d0) >= 0.75 * 120 - 1e-9 and max(d0) <= 1.5 * 120 + 1e-9
+    # a distribution, not a constant: median near 120 s, both clips reached at sigma 0.3
+    assert np.median(d0) == pytest.approx(120.0, rel=0.06)
+    assert np.mean(np.array(d0) <= 90 + 5) > 0.1 and np.mean(np.array(d0) >= 180 - 5) > 0.03
+    assert durations(0) == d0 and durations(1) != d0
+
+
+def test_a_warm_pod_serves_only_its_promotion_delay_after_promotion() -> None:
+    cfg = SimConfig(capacity_rps_per_replica=50.0, step_s=1.0, initial_replicas=1,
+                    cold_start_s=60.0, cold_start_sigma=0.0, warm_promotion_s=5.0)
+    # one more pod at 0 s kept warm; promoted at 300 s
+    res = simulate(flat(10), Script([(0.0, 2, 1), (300.0, 2, 2)]), cfg)
+    t = np.arange(len(res.capacity_rps)) * cfg.step_s
+    assert (res.warm[(t >= 61) & (t < 300)] == 1).all()  # ready after its 60 s start, idle
+    assert (res.capacity_rps[t < 305] == 50.0).all()  # not serving before 300 + 5 s
+    assert (res.capacity_rps[t >= 305] == 100.0).all()
+    # a pod that becomes ready while it is wanted active serves at once, no promotion delay
+    res2 = simulate(flat(10), Script([(0.0, 2, 2)]), cfg)
+    assert res2.capacity_rps[61] == 100.0 and res2.capacity_rps[58] == 50.0
+
+
+def test_a_removed_pod_costs_its_termination_grace() -> None:
+    cfg = SimConfig(capacity_rps_per_replica=50.0, step_s=1.0, initial_replicas=6,
+                    termination_s=30.0)
+    res = simulate(flat(10), Script([(0.0, 6, 6), (120.0, 2, 2)]), cfg)
+    t = np.arange(len(res.terminating))
+    assert (res.terminating[(t >= 120) & (t < 150)] == 4).all()
+    assert (res.terminating[t >= 150] == 0).all() and (res.terminating[t < 120] == 0).all()
+    # 6 pods for 120 s, 2 + 4 terminating for 30 s, 2 for the rest of the 600 s
+    assert res.gpu_hours == pytest.approx((6 * 120 + 6 * 30 + 2 * 450) / 3600)
+
+
+def test_demand_is_seen_as_a_lagged_rate_over_the_window() -> None:
+    # 10 req/s, then 100 req/s from 300 s on; 5 s steps, scrape 15 s, rate() over 60 s
+    cfg = SimConfig(capacity_rps_per_replica=500.0, step_s=5.0, initial_replicas=1)
+    v = np.where(np.arange(600) < 300, 10.0, 100.0)
+    s = Script([(0.0, 1, 1)])
+    simulate(Series(start_s=0.0, step_s=1.0, values=v, kind="count", absolute=False), s, cfg)
+    seen = {sig.now_s: sig.demand_rps for sig in s.seen}
+    assert seen[300.0] == pytest.approx(10.0)  # the jump is not visible yet
+    assert seen[315.0] == pytest.approx(10.0)  # data up to 300 s: still the old rate
+    assert seen[330.0] == pytest.approx((45 * 10 + 15 * 100) / 60)  # 15 s of the new rate
+    assert seen[375.0] == pytest.approx(100.0)  # window full of it after scrape + window
+    assert all(sig.observed_at_s == sig.now_s - 15.0 for sig in s.seen if sig.now_s > 15.0)
