@@ -190,6 +190,8 @@ class Queries(_Wire):
     queue_depth: str | None = None
     running: str | None = None
     gpu_util_ratio: str | None = None
+    throughput_rps: str | None = None
+    """Requests served per second across the pods (refines the per-replica capacity)."""
     freshness: str | None = None
     history: str | None = None
 
