@@ -515,6 +515,7 @@ class PredictiveAutoscalerStatus(_Wire):
     active_replicas: int | None = None
     warm_replicas: int | None = None
     last_decision: dict[str, Any] | None = None
+    capacity: dict[str, Any] | None = None
     forecast_quality: dict[str, Any] | None = None
     conditions: list[Condition] = Field(default_factory=list)
 
@@ -815,7 +816,7 @@ def _status_schema() -> dict[str, Any]:
     raw = PredictiveAutoscalerStatus.model_json_schema(by_alias=True, mode="validation")
     out: dict[str, Any] = _structural(raw, raw.get("$defs", {}))
     # the free-form decision record, and room for fields a newer controller writes
-    for free_form in ("lastDecision", "forecastQuality"):
+    for free_form in ("lastDecision", "capacity", "forecastQuality"):
         out["properties"][free_form] = {
             "type": "object",
             "x-kubernetes-preserve-unknown-fields": True,

@@ -171,7 +171,10 @@ class Policy:
             "max": hi,
             "lead_s": lead_s,
             "rps_per_replica": cap_est.rps,
+            "capacity_samples": cap_est.samples,
         }
+        if signals.throughput_rps is not None:
+            comps["throughput_rps"] = signals.throughput_rps
 
         # -- predictive
         pred_total = pred_active = warm = 0
@@ -312,6 +315,12 @@ class Policy:
             f"{current}->{final} replicas ({active} active, {warm_now} warm): {reason.value}; "
             f"reactive {reactive}, predictive {pred_total} (q{s.quantile:g} peak {peak:.1f} req/s "
             f"within {lead_s:.0f}s at {per_pod_fc:.2f} req/s per replica), bounds [{lo}, {hi}]"
+            + (
+                f"; capacity {cap_est.rps:.2f} req/s per replica (configured "
+                f"{cap_est.configured_rps:g}, refined from {cap_est.samples} saturated ticks)"
+                if cap_est.samples
+                else ""
+            )
             + (f"; {why_missing}, failures {failures}" if why_missing else "")
         )
         decision = Decision(active, warm_now, reason, msg, comps)
