@@ -191,6 +191,8 @@ class Queries(_Wire):
     queue_depth: str | None = None
     running: str | None = None
     gpu_util_ratio: str | None = None
+    throughput_rps: str | None = None
+    """Requests served per second across the pods (refines the per-replica capacity)."""
     freshness: str | None = None
     history: str | None = None
 
@@ -535,6 +537,7 @@ class PredictiveAutoscalerStatus(_Wire):
     active_replicas: int | None = None
     warm_replicas: int | None = None
     last_decision: dict[str, Any] | None = None
+    capacity: dict[str, Any] | None = None
     forecast_quality: dict[str, Any] | None = None
     conditions: list[Condition] = Field(default_factory=list)
 
@@ -837,7 +840,7 @@ def _status_schema() -> dict[str, Any]:
     raw = PredictiveAutoscalerStatus.model_json_schema(by_alias=True, mode="validation")
     out: dict[str, Any] = _structural(raw, raw.get("$defs", {}))
     # the free-form decision record, and room for fields a newer controller writes
-    for free_form in ("lastDecision", "forecastQuality"):
+    for free_form in ("lastDecision", "capacity", "forecastQuality"):
         out["properties"][free_form] = {
             "type": "object",
             "x-kubernetes-preserve-unknown-fields": True,

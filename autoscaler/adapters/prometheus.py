@@ -80,6 +80,9 @@ class QuerySet:
         queue_depth: requests waiting, summed over the pods.
         running: requests in progress, summed over the pods.
         gpu_util_ratio: mean GPU utilisation in [0, 1].
+        throughput_rps: requests served (completed successfully) per second, summed over
+            the pods: what refines the per-replica capacity while the pods are saturated
+            (a queue per pod). Missing, it only means no refinement.
         freshness: Unix time of the newest raw demand sample (``timestamp(...)``), for
             staleness detection; without it staleness cannot be told.
         history: the demand signal for range queries, if it differs from ``demand_rps``.
@@ -90,6 +93,7 @@ class QuerySet:
     queue_depth: str | None = None
     running: str | None = None
     gpu_util_ratio: str | None = None
+    throughput_rps: str | None = None
     freshness: str | None = None
     history: str | None = None
 
@@ -114,8 +118,8 @@ class QuerySet:
 #: the fleet must serve, by the ``status`` label: 2xx, 5xx, 429 (refused for want of
 #: capacity: unmet demand, the very reason to scale up) and 499 (the client left
 #: mid-request); the other 4xx (400, 401, 404, 413, ...) are the client's mistake, which
-#: more pods would not serve. The comma before ``$selector`` keeps the matchers valid PromQL
-#: when it is empty (``{status=~"...",}``).
+#: more pods would not serve. Throughput is what the pods served: the 2xx only. The comma
+#: before ``$selector`` keeps the matchers valid PromQL when it is empty (``{status=~"...",}``).
 _SURGECAST = QuerySet(
     demand_rps=(
         "sum(rate(surgecast_worker_requests_total"
@@ -127,10 +131,13 @@ _SURGECAST = QuerySet(
     ),
     queue_depth="sum(surgecast_worker_num_requests_waiting{$selector})",
     running="sum(surgecast_worker_num_requests_running{$selector})",
+    throughput_rps=(
+        'sum(rate(surgecast_worker_requests_total{status=~"2..",$selector}[$window]))'
+    ),
     freshness="max(timestamp(surgecast_worker_requests_total{$selector}))",
 )
 
-#: vLLM: it has no arrivals counter, so demand is the completion rate.
+#: vLLM: it has no arrivals counter, so demand is the completion rate, as is throughput.
 _VLLM = QuerySet(
     demand_rps="sum(rate(vllm:request_success_total{$selector}[$window]))",
     tokens_per_s=(
@@ -139,15 +146,18 @@ _VLLM = QuerySet(
     ),
     queue_depth="sum(vllm:num_requests_waiting{$selector})",
     running="sum(vllm:num_requests_running{$selector})",
+    throughput_rps="sum(rate(vllm:request_success_total{$selector}[$window]))",
     freshness="max(timestamp(vllm:num_requests_running{$selector}))",
 )
 
-#: Hugging Face TGI: no prompt-token counter, so tokens are the generated ones only.
+#: Hugging Face TGI: no prompt-token counter, so tokens are the generated ones only. Its
+#: counters carry no ``_total`` suffix (the Rust ``metrics`` exporter adds none).
 _TGI = QuerySet(
     demand_rps="sum(rate(tgi_request_count{$selector}[$window]))",
     tokens_per_s="sum(rate(tgi_request_generated_tokens_sum{$selector}[$window]))",
     queue_depth="sum(tgi_queue_size{$selector})",
     running="sum(tgi_batch_current_size{$selector})",
+    throughput_rps="sum(rate(tgi_request_success{$selector}[$window]))",
     freshness="max(timestamp(tgi_queue_size{$selector}))",
 )
 
@@ -181,7 +191,9 @@ def preset(engine: str = "surgecast", gpu: str | None = "dcgm", **overrides: str
     return replace(q, **overrides)
 
 
-_SIGNAL_FIELDS = ("demand_rps", "tokens_per_s", "queue_depth", "running", "gpu_util_ratio")
+_SIGNAL_FIELDS = (
+    "demand_rps", "tokens_per_s", "queue_depth", "running", "gpu_util_ratio", "throughput_rps",
+)
 
 
 class PrometheusSource:
@@ -427,10 +439,14 @@ class PrometheusSource:
             if self.stale_as_missing and demand is not None:
                 demand = None
                 errors["demand_rps"] = "stale: " + errors["staleness"]
+            if self.stale_as_missing and values.pop("throughput_rps", None) is not None:
+                # a stale fleet measures no capacity either
+                errors["throughput_rps"] = "stale: " + errors["staleness"]
         return Signals(
             now_s=now_s, demand_rps=demand, tokens_per_s=values.get("tokens_per_s"),
             queue_depth=values.get("queue_depth"), running=values.get("running"),
             gpu_util_ratio=values.get("gpu_util_ratio"), observed_at_s=observed, errors=errors,
+            throughput_rps=values.get("throughput_rps"),
         )
 
     def _read_each(self, now_s: float) -> Readings:

@@ -87,6 +87,14 @@ class ControllerMetrics:
         self.last_tick = Gauge(p + "last_tick_timestamp_seconds",
                                "Unix time of the last completed tick (before the first: when "
                                "the target was added).", ["target"], registry=r)
+        self.capacity = Gauge(p + "capacity_requests_per_second",
+                              "Per-replica capacity the decisions plan with: the configured "
+                              "one, refined online from saturated throughput.",
+                              ["target"], registry=r)
+        self.configured_capacity = Gauge(p + "configured_capacity_requests_per_second",
+                                         "Per-replica capacity as configured "
+                                         "(spec.capacity.requestsPerSecondPerReplica).",
+                                         ["target"], registry=r)
         self.forecast_mae = Gauge(p + "forecast_mae_requests_per_second",
                                   "Rolling mean absolute error of the forecast.",
                                   ["target"], registry=r)
@@ -183,6 +191,13 @@ class ControllerMetrics:
                                 quantile if quantile_read is None else quantile_read, target)
             self._set(self.simpler_model, 1.0 if simpler_model else 0.0, target)
             self._set(self.prediction_enabled, 1.0 if prediction_enabled else 0.0, target)
+            self._version += 1
+
+    def observe_capacity(self, target: str, *, rps: float, configured_rps: float) -> None:
+        """The per-replica capacity ``target``'s policy plans with, and the configured one."""
+        with self._lock:
+            self._set_or_remove(self.capacity, rps, target)
+            self._set_or_remove(self.configured_capacity, configured_rps, target)
             self._version += 1
 
     def set_fallback(self, target: str, active: bool) -> None:

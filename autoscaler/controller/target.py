@@ -103,6 +103,7 @@ class _Metrics(Protocol):
                                  prediction_enabled: bool, quantile: float | None = None,
                                  simpler_model: bool = False,
                                  quantile_read: float | None = None) -> None: ...
+    def observe_capacity(self, target: str, *, rps: float, configured_rps: float) -> None: ...
     def set_fallback(self, target: str, active: bool) -> None: ...
     def set_applying(self, target: str, applying: bool) -> None: ...
     def count_error(self, target: str, kind: str) -> None: ...
@@ -554,6 +555,10 @@ class TargetRunner:
                     forecast_rps=out.forecast_peaks(self.quantiles, self._lead_s(),
                                                     self.settings.interval_s),
                     duration_s=out.duration_s, fetch_s=out.fetch_s)
+            cap = self.state.capacity
+            if cap is not None:
+                self.metrics.observe_capacity(self.key, rps=cap.rps,
+                                              configured_rps=cap.configured_rps)
             g = self.guard
             self.metrics.observe_forecast_quality(
                 self.key, mae=g.mae, reactive_mae=g.reactive_mae, coverage=g.coverage,
@@ -600,12 +605,19 @@ class TargetRunner:
                 lastDecision={
                     "time": _iso(out.now_s), "reason": d.reason.value, "message": d.message,
                     "demandRps": _num(out.signals.demand_rps),
+                    "throughputRps": _num(out.signals.throughput_rps),
                     "forecastRps": {f"p{round(q * 100)}": _num(v) for q, v in peaks.items()},
                     "predictionUsed": out.prediction_used,
                     "leadSeconds": round(self._lead_s(), 1),
                     "applied": out.applied,
                 },
             )
+        cap = self.state.capacity
+        if cap is not None:
+            # the per-replica capacity the decisions plan with: the configured one, refined
+            # from the throughput per active pod on ticks whose pods were saturated
+            st["capacity"] = {"configuredRpsPerReplica": _num(cap.configured_rps),
+                              "rpsPerReplica": _num(cap.rps), "samples": cap.samples}
         g = self.guard
         st["forecastQuality"] = {"scored": g.n, "mae": _num(g.mae),
                                  "reactiveMae": _num(g.reactive_mae),

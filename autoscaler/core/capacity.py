@@ -46,7 +46,15 @@ def update_capacity(
 ) -> CapacityEstimate:
     """Fold in one observation when the pods are saturated (queue per pod at or above
     ``queue_saturated_per_pod``): only then is throughput per pod a capacity measurement.
-    Missing inputs leave the estimate unchanged."""
+    Missing inputs leave the estimate unchanged.
+
+    Saturation is told by the queue only. A queue is what every engine reports when its
+    batch is full (vLLM's and our worker's ``num_requests_waiting``, TGI's
+    ``tgi_queue_size``), so it needs no threshold per model; a latency rule would need a
+    latency signal (none is read today) and a per-model SLO to compare it with, and a
+    request that waits is already the latency symptom. The queue is summed over the pods,
+    so a queue on one badly balanced pod reads as all pods saturated (an underestimate,
+    which only adds replicas, within ``min_ratio``)."""
     if throughput_rps is None or queue_depth is None or ready_pods <= 0:
         return est
     if queue_depth / ready_pods < queue_saturated_per_pod:

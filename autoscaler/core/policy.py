@@ -141,13 +141,24 @@ class Policy:
         pods = signals.pods
         current = pods.desired if pods.desired > 0 else pods.total
 
+        # -- is demand usable?
+        stale_s = signals.staleness_s()
+        missing = signals.demand_rps is None
+        stale = stale_s is not None and stale_s > s.max_staleness_s
+        failures = st.failures + 1 if (missing or stale) else 0
+
         # -- learn: lead time and capacity
         lead_est = st.lead or _lead_prior(s)
         lead_est = lead_est.observe(*signals.ready_durations_s)
-        cap_est = st.capacity or CapacityEstimate.initial(s.capacity_rps_per_replica)
-        if pods.active == st.last_active and pods.starting == 0:
+        cap_est = st.capacity or CapacityEstimate.initial(
+            s.capacity_rps_per_replica,
+            min_ratio=s.capacity_min_ratio,
+            max_ratio=s.capacity_max_ratio,
+        )
+        if not (missing or stale) and pods.active == st.last_active and pods.starting == 0:
             # only while the serving pods did not change over the last tick: the scraped
-            # throughput lags the pod counts, so a fresh scale-up would read as slow pods
+            # throughput lags the pod counts, so a fresh scale-up would read as slow pods;
+            # and never from a tick whose metrics are missing or stale
             cap_est = update_capacity(
                 cap_est,
                 throughput_rps=signals.throughput_rps,
@@ -164,13 +175,10 @@ class Policy:
             "max": hi,
             "lead_s": lead_s,
             "rps_per_replica": cap_est.rps,
+            "capacity_samples": cap_est.samples,
         }
-
-        # -- is demand usable?
-        stale_s = signals.staleness_s()
-        missing = signals.demand_rps is None
-        stale = stale_s is not None and stale_s > s.max_staleness_s
-        failures = st.failures + 1 if (missing or stale) else 0
+        if signals.throughput_rps is not None:
+            comps["throughput_rps"] = signals.throughput_rps
 
         # -- predictive
         pred_total = pred_active = warm = 0
@@ -312,6 +320,12 @@ class Policy:
             f"{current}->{final} replicas ({active} active, {warm_now} warm): {reason.value}; "
             f"reactive {reactive}, predictive {pred_total} (q{s.quantile:g} peak {peak:.1f} req/s "
             f"within {lead_s:.0f}s at {per_pod_fc:.2f} req/s per replica), bounds [{lo}, {hi}]"
+            + (
+                f"; capacity {cap_est.rps:.2f} req/s per replica (configured "
+                f"{cap_est.configured_rps:g}, refined from {cap_est.samples} saturated ticks)"
+                if cap_est.samples
+                else ""
+            )
             + (f"; {why_missing}, failures {failures}" if why_missing else "")
         )
         decision = Decision(active, warm_now, reason, msg, comps)

@@ -18,6 +18,7 @@ from prom_fixture import (
     find_binaries,
     running_prometheus,
     serve_static,
+    served_backfill,
 )
 
 #: the statuses the live exporter's request counter has series for
@@ -90,11 +91,12 @@ def prom(
                        {"trace": "nasa_http_1995"}),
         BackfillSeries("surgecast_stale_probe", "gauge", probe_ts,
                        np.ones_like(probe_ts), {}),
+        *served_backfill(end - 86400.0),
     ]
     storage = tmp_path_factory.mktemp("prom") / "data"
     targets = [f"127.0.0.1:{live_exporter.port}", f"127.0.0.1:{engine_exporter}"]
     with running_prometheus(storage, backfill=backfill, scrape_targets=targets) as server:
-        yield PromEnv(server, ts, values, probe_end, live_exporter)
+        yield PromEnv(server, ts, values, probe_end, live_exporter, end - 86400.0)
 
 
 @pytest.fixture

@@ -33,6 +33,8 @@ import numpy.typing as npt
 
 __all__ = [
     "BACKFILL_DAYS",
+    "SERVED_RPS",
+    "SERVED_SERIES",
     "STEP_S",
     "BackfillSeries",
     "CountingProxy",
@@ -45,6 +47,7 @@ __all__ = [
     "free_port",
     "running_prometheus",
     "serve_static",
+    "served_backfill",
     "write_openmetrics",
 ]
 
@@ -317,6 +320,37 @@ BACKFILL_DAYS = 8
 STEP_S = 60.0
 
 
+#: Served-request counters of each engine, backfilled every 15 s for 30 min under the
+#: label ``fleet="backfill"``: name, kind, labels and req/s. The throughput each preset
+#: must read is in :data:`SERVED_RPS`; the other statuses are demand, not throughput.
+SERVED_SERIES: tuple[tuple[str, str, dict[str, str], float], ...] = (
+    ("surgecast_worker_requests", "counter", {"status": "200", "pod": "w-0"}, 2.0),
+    ("surgecast_worker_requests", "counter", {"status": "200", "pod": "w-1"}, 1.0),
+    ("surgecast_worker_requests", "counter", {"status": "429", "pod": "w-0"}, 4.0),
+    ("surgecast_worker_requests", "counter", {"status": "503", "pod": "w-1"}, 0.5),
+    ("surgecast_worker_requests", "counter", {"status": "400", "pod": "w-1"}, 8.0),
+    ("vllm:request_success", "counter", {"finished_reason": "stop"}, 2.0),
+    ("vllm:request_success", "counter", {"finished_reason": "length"}, 0.5),
+    # TGI's counters have no _total suffix: a cumulative series under the bare name
+    ("tgi_request_success", "cumulative", {}, 1.5),
+    ("tgi_request_count", "cumulative", {}, 2.5),
+)
+#: the throughput_rps each preset reads from :data:`SERVED_SERIES`
+SERVED_RPS = {"surgecast": 3.0, "vllm": 2.5, "tgi": 1.5}
+
+
+def served_backfill(end_s: float) -> list[BackfillSeries]:
+    """:data:`SERVED_SERIES` as backfill whose newest sample is at ``end_s``."""
+    ts = np.arange(end_s - 1800.0, end_s + 1.0, 15.0)
+    out: list[BackfillSeries] = []
+    for name, kind, labels, rps in SERVED_SERIES:
+        inc = np.full_like(ts, rps * 15.0)
+        if kind == "cumulative":  # written as is: a gauge-typed running total
+            kind, inc = "gauge", np.cumsum(inc)
+        out.append(BackfillSeries(name, kind, ts, inc, {**labels, "fleet": "backfill"}))
+    return out
+
+
 @dataclass
 class LiveExporter:
     """A prometheus_client exporter on a loopback port, scraped by the fixture's Prometheus."""
@@ -337,6 +371,8 @@ class PromEnv:
     trace_values: np.ndarray  # requests per minute (the NASA trace, unchanged)
     probe_end_s: float  # newest sample of ``surgecast_stale_probe``
     live: LiveExporter
+    #: newest sample of the engines' served-request counters (``fleet="backfill"``)
+    served_at_s: float = math.nan
 
     @property
     def url(self) -> str:

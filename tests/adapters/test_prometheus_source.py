@@ -8,10 +8,18 @@ import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
-from prom_fixture import STEP_S, PromEnv, counting_proxy, find_binaries, serve_static
+from prom_fixture import (
+    SERVED_RPS,
+    STEP_S,
+    PromEnv,
+    counting_proxy,
+    find_binaries,
+    serve_static,
+)
 
 from autoscaler.adapters.prometheus import (
     MAX_POINTS,
@@ -137,11 +145,42 @@ def test_engine_presets_read_a_real_scrape(prom: PromEnv) -> None:
     assert vllm.queue_depth == 3.0
     assert vllm.gpu_util_ratio == pytest.approx(0.63)
     assert vllm.demand_rps is None and "missing data" in vllm.errors["demand_rps"]
+    # no served-request series: no capacity refinement, the other signals still read
+    assert vllm.throughput_rps is None and "missing data" in vllm.errors["throughput_rps"]
     tgi = PrometheusSource(prom.url, queries=preset("tgi", gpu=None)).signals(now)
     assert tgi.queue_depth == 2.0 and tgi.gpu_util_ratio is None
+    assert tgi.throughput_rps is None and "tgi_request_success" in tgi.errors["throughput_rps"]
     narrow = PrometheusSource(prom.url, queries=preset("vllm", gpu="dcgm"),
                               gpu_selector='pod="other"').signals(now)
     assert narrow.gpu_util_ratio is None  # selector matches nothing: missing, not zero
+
+
+@pytest.mark.parametrize("engine", sorted(SERVED_RPS))
+def test_each_preset_reads_the_served_throughput(prom: PromEnv, engine: str) -> None:
+    """``throughput_rps`` is the requests the pods served (the worker's 2xx, vLLM's
+    ``request_success_total``, TGI's ``tgi_request_success``), backfilled at known rates
+    and read in the tick's one combined query; one query per signal reads the same."""
+    now = prom.served_at_s
+    kw: dict[str, Any] = {"queries": preset(engine, gpu=None), "selector": 'fleet="backfill"'}
+    src = PrometheusSource(prom.url, **kw)
+    sig = src.signals(now)
+    assert sig.throughput_rps == pytest.approx(SERVED_RPS[engine]), sig.errors
+    assert "throughput_rps" not in sig.errors and src.queries_last_tick == 1
+    each = PrometheusSource(prom.url, combine_queries=False, **kw).signals(now)
+    assert each.throughput_rps == sig.throughput_rps
+    # demand counts what the fleet had to serve: the worker's 429s and 5xx too (not its
+    # 400s); vLLM has only completions; TGI counts every request
+    want = {"surgecast": 2.0 + 1.0 + 4.0 + 0.5, "vllm": 2.5, "tgi": 2.5}[engine]
+    assert sig.demand_rps == pytest.approx(want)
+
+
+def test_a_user_query_overrides_the_throughput(prom: PromEnv) -> None:
+    q = preset("surgecast", gpu=None, throughput_rps=(
+        'sum(rate(surgecast_worker_requests_total{status="200",pod="w-0",$selector}'
+        "[$window]))"))
+    sig = PrometheusSource(prom.url, queries=q, selector='fleet="backfill"').signals(
+        prom.served_at_s)
+    assert sig.throughput_rps == pytest.approx(2.0)
 
 
 def test_empty_query_is_missing_not_zero(prom: PromEnv) -> None:
@@ -200,14 +239,18 @@ def test_every_query_failing_is_unavailable(prom: PromEnv) -> None:
 
 def test_stale_data_is_detected(prom: PromEnv) -> None:
     q = QuerySet(demand_rps="sum(surgecast_stale_probe)",
+                 throughput_rps="sum(surgecast_stale_probe) * 2",
                  freshness="max(timestamp(surgecast_stale_probe))")
     src = PrometheusSource(prom.url, queries=q, max_staleness_s=60)
     fresh = src.signals(prom.probe_end_s + 10.0)
     assert fresh.demand_rps == 1.0 and fresh.observed_at_s == prom.probe_end_s
+    assert fresh.throughput_rps == 2.0
     stale = src.signals(prom.probe_end_s + 200.0)  # within the 5-min lookback: still answers
     assert stale.staleness_s() == pytest.approx(200.0)
     assert "200 s old" in stale.errors["staleness"]
     assert stale.demand_rps is None  # stale demand is not acted on
+    assert stale.throughput_rps is None  # nor is a stale capacity measurement
+    assert stale.errors["throughput_rps"].startswith("stale: ")
     kept = PrometheusSource(prom.url, queries=q, max_staleness_s=60, stale_as_missing=False)
     assert kept.signals(prom.probe_end_s + 200.0).demand_rps == 1.0
     gone = src.signals(prom.probe_end_s + 400.0)  # past the lookback: missing
@@ -451,11 +494,11 @@ def test_one_http_query_per_tick(prom: PromEnv) -> None:
             src.signals(_trace_now(prom) + 60.0 * k)
             assert src.queries_last_tick == 1
         assert len(proxy.queries) == 3
-        assert all(q.count("surgecast_signal") == 6 for q in proxy.queries)
+        assert all(q.count("surgecast_signal") == 7 for q in proxy.queries)
         proxy.queries.clear()
         PrometheusSource(proxy.url, queries=preset("surgecast", gpu="dcgm"),
                          combine_queries=False).signals(_trace_now(prom))
-        assert len(proxy.queries) == 6 and not any("surgecast_signal" in q
+        assert len(proxy.queries) == 7 and not any("surgecast_signal" in q
                                                    for q in proxy.queries)
 
 

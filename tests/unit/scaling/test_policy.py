@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -216,8 +217,6 @@ def test_tiers_raise_the_floor() -> None:
 
 
 def test_the_reactive_floor_takes_each_directions_tolerance_from_behavior() -> None:
-    from dataclasses import replace
-
     from autoscaler.core.settings import Behavior
 
     b = Behavior()
@@ -330,6 +329,18 @@ def test_capacity_is_not_refined_while_pods_change() -> None:
     for t in (45, 60):  # pods steady: now throughput per pod measures capacity
         _, st = p.decide(at(t, 30, 100.0, queue_depth=500.0, throughput_rps=240.0), None, st)
     assert st.capacity is not None and st.capacity.samples == 2
+
+
+def test_capacity_is_not_refined_from_a_tick_with_stale_metrics() -> None:
+    p = Policy(PolicySettings(CAP, max_replicas=1000))
+    st = p.initial_state()
+    for t in (0, 15):  # saturated, pods steady, but the newest demand sample is 10 min old
+        stale = replace(at(t, 10, 100.0, queue_depth=500.0, throughput_rps=60.0),
+                        observed_at_s=NOW + t - 600)
+        _, st = p.decide(stale, None, st)
+    assert st.capacity is not None and st.capacity.samples == 0 and st.capacity.rps == CAP
+    _, st = p.decide(at(30, 10, 100.0, queue_depth=500.0, throughput_rps=60.0), None, st)
+    assert st.capacity is not None and st.capacity.samples == 1
 
 
 def test_fixed_lead_ignores_observed_start_durations() -> None:
