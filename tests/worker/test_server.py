@@ -220,7 +220,7 @@ def test_admin_promote_demote_requires_token(server: Any) -> None:
 def test_config_from_env_and_flags(tmp_path: Path) -> None:
     env = {"SURGECAST_WORKER_MODEL_PATH": str(tmp_path), "SURGECAST_WORKER_MAX_BATCH": "4"}
     cfg = load_config(["--max-batch", "8", "--dtype", "bf16"], env)
-    assert cfg.max_batch == 8 and cfg.dtype == "bf16" and cfg.model_path == tmp_path
+    assert cfg.max_batch == 8 and cfg.dtype == "bf16" and cfg.model_path == str(tmp_path)
     with pytest.raises(ConfigError, match="dtype"):
         load_config(["--dtype", "fp8"], env)
     with pytest.raises(ConfigError, match="model_path"):
