@@ -1,5 +1,6 @@
-"""Where weights come from: a hub id through a real Hugging Face hub cache (offline), a
-missing path or id as a clear configuration error."""
+"""Where weights come from and what they load as: a hub id through a real Hugging Face hub
+cache (offline), a missing path or id as a clear configuration error, a sharded checkpoint,
+bf16 / fp16 on CPU, and safetensors memory-mapped rather than read."""
 
 from __future__ import annotations
 
@@ -222,3 +223,72 @@ def test_an_uncached_hub_id_offline_is_a_config_error_without_traceback(
     assert "not in the Hugging Face hub cache" in error and "HF_HUB_OFFLINE is set" in error
     assert hub_env["HF_HUB_CACHE"] in error
     assert "model load failed: model 'org/absent-model'" in log and "Traceback" not in log
+
+
+# ---- checkpoints and dtypes ----------------------------------------------------------------
+def test_a_sharded_checkpoint_loads_and_decodes_like_the_single_file(
+    tiny_model_dir: Path, tiny_engine: TransformersEngine, tmp_path: Path
+) -> None:
+    import json
+    import shutil
+
+    import torch
+
+    dest = tmp_path / "sharded"
+    tiny_engine.model.save_pretrained(dest, max_shard_size="100KB")
+    for f in tiny_model_dir.iterdir():
+        if f.name.startswith(("tokenizer", "chat_template", "special_tokens")):
+            shutil.copy(f, dest / f.name)
+    shards = sorted(dest.glob("model-*-of-*.safetensors"))
+    assert len(shards) >= 3 and not (dest / "model.safetensors").exists()
+    index = json.loads((dest / "model.safetensors.index.json").read_text())
+    assert set(index["weight_map"].values()) == {s.name for s in shards}
+
+    sharded = TransformersEngine.load(dest, "tiny", "fp32", "cpu")
+    mine, theirs = sharded.model.state_dict(), tiny_engine.model.state_dict()
+    assert mine.keys() == theirs.keys()
+    assert all(torch.equal(mine[k], theirs[k]) for k in mine)
+    assert greedy(sharded, PROMPTS, 8) == greedy(tiny_engine, PROMPTS, 8)
+    assert all(n == 8 for _, n in greedy(sharded, PROMPTS, 8))
+
+
+@pytest.mark.parametrize(("dtype", "torch_name"), [("bf16", "bfloat16"), ("fp16", "float16")])
+def test_half_precision_loads_as_that_dtype_and_decodes_on_cpu(
+    tiny_model_dir: Path, tiny_engine: TransformersEngine, dtype: Any, torch_name: str
+) -> None:
+    import torch
+
+    from model_worker.engine_core import load_engine
+
+    engine = load_engine(WorkerConfig(model_path=tiny_model_dir, dtype=dtype, device="cpu"))
+    assert engine.device == "cpu"
+    assert {p.dtype for p in engine.model.parameters()} == {getattr(torch, torch_name)}
+    assert engine.weight_bytes < 0.55 * tiny_engine.weight_bytes  # 2 bytes a weight, not 4
+    ((text, n),) = greedy(engine, PROMPTS[:1], 6)
+    assert n == 6 and text
+    # a sampled row too (its softmax runs in fp32 on the half-precision logits)
+    got: list[int] = []
+    req = EngineRequest(
+        engine.encode_prompt(PROMPTS[1]),
+        SamplingParams(6, temperature=0.8, seed=3),
+        lambda _d, k, _f: got.append(k),
+    )
+    engine.generate([req])
+    assert req.error is None and got[-1] == 6
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="reads /proc/self/maps")
+def test_safetensors_weights_stay_memory_mapped_on_cpu(
+    tiny_model_dir: Path, tiny_engine: TransformersEngine
+) -> None:
+    """fp32 on CPU: the parameters are views of the checkpoint's mapping, not copies."""
+    target = str((tiny_model_dir / "model.safetensors").resolve())
+    spans = []
+    for line in Path("/proc/self/maps").read_text().splitlines():
+        if line.endswith(target):
+            lo, hi = (int(x, 16) for x in line.split()[0].split("-"))
+            spans.append((lo, hi))
+    assert spans, "model.safetensors is not mapped"
+    weights = list(tiny_engine.model.parameters())
+    inside = [any(lo <= p.data_ptr() < hi for lo, hi in spans) for p in weights]
+    assert all(inside), f"{inside.count(False)} of {len(weights)} parameters were copied"

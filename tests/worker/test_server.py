@@ -320,3 +320,38 @@ def test_readyz_waits_for_warmup_and_role_file_promotes(
         assert time.monotonic() - t0 < 5
         time.sleep(0.05)
     assert httpx.post(srv.url + "/v1/completions", json=body).status_code == 200
+
+
+def test_result_cache_is_a_bounded_lru() -> None:
+    from model_worker.serving import Result, ResultCache
+
+    def res(text: str) -> Result:
+        return Result(text, 1, "length")
+
+    cache = ResultCache(2)
+    cache.put(("a",), res("A"))
+    cache.put(("b",), res("B"))
+    assert cache.get(("a",)) == res("A")  # a is now the most recently used
+    cache.put(("c",), res("C"))  # evicts b, the least recently used, not a (the oldest)
+    assert len(cache) == 2 and cache.get(("b",)) is None
+    assert cache.get(("a",)) == res("A") and cache.get(("c",)) == res("C")
+    cache.put(("a",), res("A2"))  # a refresh replaces, never grows
+    assert len(cache) == 2 and cache.get(("a",)) == res("A2")
+    off = ResultCache(0)
+    off.put(("a",), res("A"))
+    assert len(off) == 0 and off.get(("a",)) is None
+
+
+def test_served_cache_keeps_cache_size_entries_and_evicts_lru(make_server: Any) -> None:
+    srv = make_server(cache_size=2)
+    outcomes: list[str] = []
+    for prompt in ("fox A", "fox B", "fox A", "fox C", "fox B", "fox C"):
+        hits = metric(srv.url, "surgecast_worker_cache_hits_total")
+        body = {"model": "tiny", "prompt": prompt, "max_tokens": 2, "temperature": 0}
+        assert httpx.post(srv.url + "/v1/completions", json=body).status_code == 200
+        hit = metric(srv.url, "surgecast_worker_cache_hits_total") > hits
+        outcomes.append("hit" if hit else "miss")
+        assert httpx.get(srv.url + "/status").json()["cache_entries"] <= 2
+    # C evicted B (A had just been used); a FIFO cache would have evicted A and hit B
+    assert outcomes == ["miss", "miss", "hit", "miss", "miss", "hit"]
+    assert httpx.get(srv.url + "/status").json()["cache_entries"] == 2
