@@ -339,7 +339,7 @@ class OpenAIServing:
         self.metrics.e2e.observe(end - job.arrival)
         if job.first_token_at is not None:
             self.metrics.ttft.observe(job.first_token_at - job.arrival)
-            if n > 1:
+            if n > 1:  # the request's mean, once per request (vLLM's request TPOT, not ITL)
                 self.metrics.tpot.observe((end - job.first_token_at) / (n - 1))
 
     async def _events(self, job: Job, timeout_s: float | None = None) -> AsyncIterator[Event]:

@@ -205,6 +205,21 @@ def test_metrics_expose_documented_names(server: Any, client: openai.OpenAI) -> 
     assert metric(server.url, "surgecast_worker_generation_tokens_total") >= 1
 
 
+def test_time_per_output_token_is_one_observation_per_request(
+    server: Any, client: openai.OpenAI
+) -> None:
+    name = "surgecast_worker_time_per_output_token_seconds"
+    count, total = metric(server.url, name + "_count"), metric(server.url, name + "_sum")
+    r = client.completions.create(model="tiny", prompt="tpot per request", max_tokens=6, seed=11)
+    n = r.usage.completion_tokens if r.usage else 0
+    assert n >= 2
+    # one sample for the whole request (vLLM's request_time_per_output_token_seconds), not
+    # one per token (inter_token_latency_seconds would have n - 1)
+    assert metric(server.url, name + "_count") == count + 1
+    mean = metric(server.url, name + "_sum") - total
+    assert 0 < mean < 60
+
+
 def test_admin_promote_demote_requires_token(server: Any) -> None:
     url = server.url
     assert httpx.post(url + "/admin/demote").status_code == 401
