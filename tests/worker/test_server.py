@@ -180,6 +180,30 @@ def test_api_key_is_required_when_set(server: Any) -> None:
     )
     assert r.status_code == 401 and r.json()["error"]["code"] == "invalid_api_key"
     assert httpx.get(server.url + "/v1/models").status_code == 401
+    # a non-ASCII header (latin-1 on the wire) is a mismatch, not a 500
+    weird = {"Authorization": b"Bearer sk-t\xe9st"}
+    assert httpx.get(server.url + "/v1/models", headers=weird).status_code == 401
+    assert httpx.post(server.url + "/admin/demote", headers=weird).status_code == 401
+    ok = {"Authorization": f"Bearer {API_KEY}"}
+    assert httpx.get(server.url + "/v1/models", headers=ok).status_code == 200
+
+
+def test_bearer_tokens_are_compared_in_constant_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    import hmac
+
+    from model_worker import serving
+
+    calls: list[tuple[bytes, bytes]] = []
+    real = hmac.compare_digest
+
+    def spy(a: bytes, b: bytes) -> bool:
+        calls.append((a, b))
+        return real(a, b)
+
+    monkeypatch.setattr(serving.hmac, "compare_digest", spy)
+    assert serving.bearer_matches("Bearer k", "k") and not serving.bearer_matches("Bearer x", "k")
+    assert not serving.bearer_matches(None, "k") and not serving.bearer_matches("k", "k")
+    assert calls[0] == (b"Bearer k", b"Bearer k") and len(calls) == 3
 
 
 def test_metrics_expose_documented_names(server: Any, client: openai.OpenAI) -> None:
