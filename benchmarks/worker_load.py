@@ -22,7 +22,7 @@ Starts a worker process per configuration on a loopback port (or targets ``--url
      same greedy prompts.
 
   .venv/bin/python benchmarks/worker_load.py --model-path DIR [--requests 32] [--max-tokens 32]
-      [--worker-args="--dtype int8"]   # extra worker flags for every worker started
+      [--worker-args="--quantization int8"]   # extra worker flags for every worker started
 """
 
 from __future__ import annotations

@@ -168,6 +168,9 @@ def create_app(
                 freeze_startup_objects()
             rt.lifecycle.mark_warmed_up()
             rt.ready_after_s = time.perf_counter() - rt.started_at
+        except ConfigError as exc:  # a wrong path, id, cache or network: no traceback
+            log.error("model load failed: %s", exc)
+            rt.load_error = f"{type(exc).__name__}: {exc}"
         except Exception as exc:  # surfaced on /readyz and /status; liveness stays up
             log.exception("model load failed")
             rt.load_error = f"{type(exc).__name__}: {exc}"

@@ -11,7 +11,14 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 ENV_PREFIX = "SURGECAST_WORKER_"
 
@@ -30,8 +37,17 @@ class WorkerConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    model_path: Path = Field(description="local model directory (config.json + safetensors)")
-    model_name: str | None = Field(None, description="served model id; default: directory name")
+    model_path: str = Field(
+        description="local model folder (config.json + safetensors) or .gguf file, or a "
+        "Hugging Face hub id (org/name) resolved through the hub cache (HF_HUB_CACHE; "
+        "HF_HUB_OFFLINE=1 = cache only)"
+    )
+    revision: str | None = Field(
+        None, description="branch, tag or commit of a hub model id; unset = main"
+    )
+    model_name: str | None = Field(
+        None, description="served model id; default: the hub id, else the folder name"
+    )
     dtype: Dtype = Field("auto", description="weights dtype; auto = bf16/fp16 on CUDA, fp32 on CPU")
     device: str = Field("auto", description="torch device; auto = cuda when present, else cpu")
     quantization: Quantization = Field(
@@ -114,6 +130,13 @@ class WorkerConfig(BaseModel):
     )
     log_level: str = Field("info", description="uvicorn log level")
 
+    @field_validator("model_path", mode="before")
+    @classmethod
+    def _path_as_text(cls, value: Any) -> Any:
+        # a Path from Python callers; kept as text so that "./x" stays path-like (Path drops
+        # the "./") and an "org/name" hub id stays an id
+        return os.fspath(value) if isinstance(value, os.PathLike) else value
+
     @model_validator(mode="after")
     def _check(self) -> WorkerConfig:
         if self.default_max_tokens > self.max_tokens_cap:
@@ -141,7 +164,9 @@ class WorkerConfig(BaseModel):
     @property
     def served_name(self) -> str:
         """The model id clients put in ``model``."""
-        return self.model_name or self.model_path.resolve().name
+        from model_worker.source import default_name
+
+        return self.model_name or default_name(self.model_path)
 
 
 def _flag(name: str) -> str:

@@ -4,7 +4,8 @@
 requests together, reporting text deltas through each request's ``emit`` callback.
 :class:`Stepwise` engines also decode step by step, so the scheduler can admit requests into
 a running batch between steps. :class:`TransformersEngine` loads a local directory
-(safetensors, memory-mapped, sharded or not) or a ``.gguf`` file, and runs its own batched
+(safetensors, memory-mapped, sharded or not), a ``.gguf`` file or a hub id (through the hub
+cache, :mod:`model_worker.source`), and runs its own batched
 decode loop (:mod:`model_worker.decode`): left-padded prefill, then one forward per step over
 the batch with the KV cache, sampling each row with its own temperature, top-p and seeded
 generator; new rows merge into the running cache, finished rows leave it.
@@ -24,6 +25,7 @@ from pathlib import Path
 from typing import Any, Literal, Protocol, runtime_checkable
 
 from model_worker.decode import DecodeBatch, mergeable_cache
+from model_worker.source import ModelFiles, resolve
 
 FinishReason = Literal["stop", "length"]
 Emit = Callable[[str, int, "FinishReason | None"], None]
@@ -144,23 +146,20 @@ def pick_dtype(dtype: str, device: str) -> Any:
     return torch.float32
 
 
-def model_source(path: Path) -> tuple[Path, dict[str, Any]]:
-    """``path`` (a model folder or a ``.gguf`` file) -> the folder and the ``from_pretrained``
-    keyword arguments that load from it."""
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"model path {path} does not exist")
-    if path.is_file() and path.suffix == ".gguf":
-        return path.parent, {"gguf_file": path.name}
-    return path, {}
+def model_source(path: str | Path, revision: str | None = None) -> ModelFiles:
+    """``path`` (a model folder, a ``.gguf`` file or a hub id) -> the folder and the
+    ``from_pretrained`` keyword arguments that load from it (see :mod:`model_worker.source`;
+    raises :class:`~model_worker.source.ModelNotFoundError`)."""
+    return resolve(path, revision)
 
 
-def load_tokenizer(path: Path) -> Any:
-    """The tokenizer of the model at ``path`` (folder or ``.gguf`` file)."""
+def load_tokenizer(path: str | Path | ModelFiles, revision: str | None = None) -> Any:
+    """The tokenizer of the model at ``path`` (folder, ``.gguf`` file, hub id, or files
+    already resolved)."""
     from transformers import AutoTokenizer
 
-    folder, kwargs = model_source(path)
-    return AutoTokenizer.from_pretrained(folder, **kwargs)
+    files = path if isinstance(path, ModelFiles) else model_source(path, revision)
+    return AutoTokenizer.from_pretrained(files.folder, **files.kwargs)
 
 
 class Encoding:
@@ -190,7 +189,7 @@ class Encoding:
 
 
 class TransformersEngine(Encoding):
-    """A causal LM from a local folder (or ``.gguf`` file), decoded in batches."""
+    """A causal LM from a local folder, a ``.gguf`` file or a hub id, decoded in batches."""
 
     def __init__(
         self, model: Any, tokenizer: Any, name: str, load_s: float, quantization: str = "none"
@@ -226,14 +225,17 @@ class TransformersEngine(Encoding):
     @classmethod
     def load(
         cls,
-        path: Path,
+        path: str | Path,
         name: str | None = None,
         dtype: str = "auto",
         device: str = "auto",
         quantization: str = "none",
+        revision: str | None = None,
     ) -> TransformersEngine:
-        """Load weights and tokenizer; ``path`` is a model folder or a ``.gguf`` file;
-        ``quantization="int8"`` quantizes every linear layer (CPU only, else ConfigError)."""
+        """Load weights and tokenizer; ``path`` is a model folder, a ``.gguf`` file or a hub
+        id (at ``revision``); ``quantization="int8"`` quantizes every linear layer (CPU
+        only, else ConfigError). A model that cannot be found raises
+        :class:`~model_worker.source.ModelNotFoundError` (a ConfigError)."""
         from transformers import AutoModelForCausalLM
 
         from model_worker.weights import check_quantization, quantize_int8
@@ -242,14 +244,16 @@ class TransformersEngine(Encoding):
         dev = pick_device(device)
         check_quantization(quantization, dev, dtype)
         torch_dtype = pick_dtype(dtype, dev)
-        path = Path(path)
-        folder, kwargs = model_source(path)
-        tokenizer = load_tokenizer(path)
-        model: Any = AutoModelForCausalLM.from_pretrained(folder, dtype=torch_dtype, **kwargs)
+        files = model_source(path, revision)
+        tokenizer = load_tokenizer(files)
+        model: Any = AutoModelForCausalLM.from_pretrained(
+            files.folder, dtype=torch_dtype, **files.kwargs
+        )
         model.to(dev).eval()
         if quantization == "int8":
             model = quantize_int8(model)
-        served = name or (path.stem if path.is_file() else path.resolve().name)
+        local = Path(path)
+        served = name or files.hub_id or (local.stem if local.is_file() else local.resolve().name)
         return cls(model, tokenizer, served, time.perf_counter() - t0, quantization)
 
     @property

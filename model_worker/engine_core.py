@@ -26,7 +26,7 @@ from collections.abc import Callable
 from multiprocessing.connection import Connection
 from typing import Any
 
-from model_worker.config import WorkerConfig
+from model_worker.config import ConfigError, WorkerConfig
 from model_worker.engine import (
     DecodeSession,
     Engine,
@@ -46,7 +46,7 @@ StepEvent = tuple[int, str, int, "FinishReason | None", float, "str | None"]
 def load_engine(cfg: WorkerConfig) -> TransformersEngine:
     """The worker's engine as the configuration describes it (the default factory)."""
     return TransformersEngine.load(
-        cfg.model_path, cfg.served_name, cfg.dtype, cfg.device, cfg.quantization
+        cfg.model_path, cfg.served_name, cfg.dtype, cfg.device, cfg.quantization, cfg.revision
     )
 
 
@@ -224,6 +224,10 @@ def child_main(
             import torch
 
             torch.set_num_threads(threads)
+    except ConfigError as exc:  # the operator's to fix: the message says it all
+        log.error("engine load failed: %s", exc)
+        outbox.send(("failed", f"{type(exc).__name__}: {exc}"))
+        return
     except Exception as exc:
         log.exception("engine load failed")
         outbox.send(("failed", f"{type(exc).__name__}: {exc}"))

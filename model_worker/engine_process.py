@@ -110,7 +110,7 @@ class EngineProcess:
         self._proc.start()
         self._inbox_child.close()  # the child's ends: closed here, so EOF means it is gone
         self._outbox_child.close()
-        tokenizer_f = asyncio.to_thread(load_tokenizer, self.cfg.model_path)
+        tokenizer_f = asyncio.to_thread(load_tokenizer, self.cfg.model_path, self.cfg.revision)
         hello_f = asyncio.to_thread(self._recv_hello)
         tokenizer, info = await asyncio.gather(tokenizer_f, hello_f)
         self._reader = threading.Thread(

@@ -40,8 +40,10 @@ EQUIVALENTS: dict[str, tuple[str, str]] = {
         "tgi_request_queue_duration",
     ),
     P + "time_to_first_token_seconds": ("vllm:time_to_first_token_seconds", "-"),
+    # one observation per request (its mean), like vLLM's request_* histogram; not the
+    # per-token vllm:inter_token_latency_seconds (formerly vllm:time_per_output_token_seconds)
     P + "time_per_output_token_seconds": (
-        "vllm:inter_token_latency_seconds (was time_per_output_token_seconds)",
+        "vllm:request_time_per_output_token_seconds",
         "tgi_request_mean_time_per_token_duration",
     ),
     P + "prompt_tokens_total": ("vllm:prompt_tokens_total", "tgi_request_input_length (hist)"),
@@ -133,7 +135,8 @@ class WorkerMetrics:
         ).labels(model_name)
         self.tpot = Histogram(
             P + "time_per_output_token_seconds",
-            "Mean decode time per output token after the first",
+            "Per-request mean time per output token after the first: (last token - first "
+            "token) / (tokens - 1), one observation per request of 2+ tokens",
             m,
             buckets=TOKEN_BUCKETS,
             registry=r,

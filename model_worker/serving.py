@@ -7,6 +7,7 @@ scheduler lives in :mod:`model_worker.scheduler`.
 from __future__ import annotations
 
 import asyncio
+import hmac
 import json
 import logging
 import time
@@ -33,7 +34,15 @@ from model_worker.protocol import (
 )
 from model_worker.scheduler import Event, Job, JobScheduler, Prepared, Scheduler
 
-__all__ = ["OpenAIServing", "Prepared", "Result", "ResultCache", "ServingError", "bad_request"]
+__all__ = [
+    "OpenAIServing",
+    "Prepared",
+    "Result",
+    "ResultCache",
+    "ServingError",
+    "bad_request",
+    "bearer_matches",
+]
 
 log = logging.getLogger("model_worker")
 R = TypeVar("R", bound=BaseModel)
@@ -44,6 +53,15 @@ MAX_CHARS_PER_TOKEN = 64
 #: temperatures below this are greedy: softmax(logits / T) overflows to NaN for tiny T
 GREEDY_BELOW = 1e-5
 WARMUP_TIMEOUT_S = 600.0
+
+
+def bearer_matches(authorization: str | None, token: str) -> bool:
+    """Whether the ``Authorization`` header is ``Bearer <token>``, compared in constant time
+    (:func:`hmac.compare_digest` on UTF-8 bytes: a header with non-ASCII characters is a
+    mismatch, not an error)."""
+    if authorization is None:
+        return False
+    return hmac.compare_digest(authorization.encode(), f"Bearer {token}".encode())
 
 
 def _zero(v: Any) -> bool:
@@ -128,7 +146,7 @@ class OpenAIServing:
         """401 unless the bearer token matches ``api_key`` (when one is set)."""
         if self.cfg.api_key is None:
             return
-        if authorization != f"Bearer {self.cfg.api_key}":
+        if not bearer_matches(authorization, self.cfg.api_key):
             raise ServingError(
                 401, "invalid or missing API key", "authentication_error", code="invalid_api_key"
             )
@@ -137,7 +155,7 @@ class OpenAIServing:
         """403 when the admin API is off, 401 on a wrong token."""
         if self.cfg.admin_token is None:
             raise ServingError(403, "admin API disabled: set admin_token", "permission_error")
-        if authorization != f"Bearer {self.cfg.admin_token}":
+        if not bearer_matches(authorization, self.cfg.admin_token):
             raise ServingError(401, "invalid admin token", "authentication_error")
 
     # ---- parsing and validation -----------------------------------------------------------
@@ -339,7 +357,7 @@ class OpenAIServing:
         self.metrics.e2e.observe(end - job.arrival)
         if job.first_token_at is not None:
             self.metrics.ttft.observe(job.first_token_at - job.arrival)
-            if n > 1:
+            if n > 1:  # the request's mean, once per request (vLLM's request TPOT, not ITL)
                 self.metrics.tpot.observe((end - job.first_token_at) / (n - 1))
 
     async def _events(self, job: Job, timeout_s: float | None = None) -> AsyncIterator[Event]:

@@ -180,6 +180,30 @@ def test_api_key_is_required_when_set(server: Any) -> None:
     )
     assert r.status_code == 401 and r.json()["error"]["code"] == "invalid_api_key"
     assert httpx.get(server.url + "/v1/models").status_code == 401
+    # a non-ASCII header (latin-1 on the wire) is a mismatch, not a 500
+    weird = {"Authorization": b"Bearer sk-t\xe9st"}
+    assert httpx.get(server.url + "/v1/models", headers=weird).status_code == 401
+    assert httpx.post(server.url + "/admin/demote", headers=weird).status_code == 401
+    ok = {"Authorization": f"Bearer {API_KEY}"}
+    assert httpx.get(server.url + "/v1/models", headers=ok).status_code == 200
+
+
+def test_bearer_tokens_are_compared_in_constant_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    import hmac
+
+    from model_worker import serving
+
+    calls: list[tuple[bytes, bytes]] = []
+    real = hmac.compare_digest
+
+    def spy(a: bytes, b: bytes) -> bool:
+        calls.append((a, b))
+        return real(a, b)
+
+    monkeypatch.setattr(serving.hmac, "compare_digest", spy)
+    assert serving.bearer_matches("Bearer k", "k") and not serving.bearer_matches("Bearer x", "k")
+    assert not serving.bearer_matches(None, "k") and not serving.bearer_matches("k", "k")
+    assert calls[0] == (b"Bearer k", b"Bearer k") and len(calls) == 3
 
 
 def test_metrics_expose_documented_names(server: Any, client: openai.OpenAI) -> None:
@@ -205,6 +229,21 @@ def test_metrics_expose_documented_names(server: Any, client: openai.OpenAI) -> 
     assert metric(server.url, "surgecast_worker_generation_tokens_total") >= 1
 
 
+def test_time_per_output_token_is_one_observation_per_request(
+    server: Any, client: openai.OpenAI
+) -> None:
+    name = "surgecast_worker_time_per_output_token_seconds"
+    count, total = metric(server.url, name + "_count"), metric(server.url, name + "_sum")
+    r = client.completions.create(model="tiny", prompt="tpot per request", max_tokens=6, seed=11)
+    n = r.usage.completion_tokens if r.usage else 0
+    assert n >= 2
+    # one sample for the whole request (vLLM's request_time_per_output_token_seconds), not
+    # one per token (inter_token_latency_seconds would have n - 1)
+    assert metric(server.url, name + "_count") == count + 1
+    mean = metric(server.url, name + "_sum") - total
+    assert 0 < mean < 60
+
+
 def test_admin_promote_demote_requires_token(server: Any) -> None:
     url = server.url
     assert httpx.post(url + "/admin/demote").status_code == 401
@@ -220,7 +259,7 @@ def test_admin_promote_demote_requires_token(server: Any) -> None:
 def test_config_from_env_and_flags(tmp_path: Path) -> None:
     env = {"SURGECAST_WORKER_MODEL_PATH": str(tmp_path), "SURGECAST_WORKER_MAX_BATCH": "4"}
     cfg = load_config(["--max-batch", "8", "--dtype", "bf16"], env)
-    assert cfg.max_batch == 8 and cfg.dtype == "bf16" and cfg.model_path == tmp_path
+    assert cfg.max_batch == 8 and cfg.dtype == "bf16" and cfg.model_path == str(tmp_path)
     with pytest.raises(ConfigError, match="dtype"):
         load_config(["--dtype", "fp8"], env)
     with pytest.raises(ConfigError, match="model_path"):
@@ -320,3 +359,38 @@ def test_readyz_waits_for_warmup_and_role_file_promotes(
         assert time.monotonic() - t0 < 5
         time.sleep(0.05)
     assert httpx.post(srv.url + "/v1/completions", json=body).status_code == 200
+
+
+def test_result_cache_is_a_bounded_lru() -> None:
+    from model_worker.serving import Result, ResultCache
+
+    def res(text: str) -> Result:
+        return Result(text, 1, "length")
+
+    cache = ResultCache(2)
+    cache.put(("a",), res("A"))
+    cache.put(("b",), res("B"))
+    assert cache.get(("a",)) == res("A")  # a is now the most recently used
+    cache.put(("c",), res("C"))  # evicts b, the least recently used, not a (the oldest)
+    assert len(cache) == 2 and cache.get(("b",)) is None
+    assert cache.get(("a",)) == res("A") and cache.get(("c",)) == res("C")
+    cache.put(("a",), res("A2"))  # a refresh replaces, never grows
+    assert len(cache) == 2 and cache.get(("a",)) == res("A2")
+    off = ResultCache(0)
+    off.put(("a",), res("A"))
+    assert len(off) == 0 and off.get(("a",)) is None
+
+
+def test_served_cache_keeps_cache_size_entries_and_evicts_lru(make_server: Any) -> None:
+    srv = make_server(cache_size=2)
+    outcomes: list[str] = []
+    for prompt in ("fox A", "fox B", "fox A", "fox C", "fox B", "fox C"):
+        hits = metric(srv.url, "surgecast_worker_cache_hits_total")
+        body = {"model": "tiny", "prompt": prompt, "max_tokens": 2, "temperature": 0}
+        assert httpx.post(srv.url + "/v1/completions", json=body).status_code == 200
+        hit = metric(srv.url, "surgecast_worker_cache_hits_total") > hits
+        outcomes.append("hit" if hit else "miss")
+        assert httpx.get(srv.url + "/status").json()["cache_entries"] <= 2
+    # C evicted B (A had just been used); a FIFO cache would have evicted A and hit B
+    assert outcomes == ["miss", "miss", "hit", "miss", "miss", "hit"]
+    assert httpx.get(srv.url + "/status").json()["cache_entries"] == 2

@@ -22,6 +22,8 @@ def test_deployment_matches_the_worker(tiny_model_dir: Path) -> None:
     env = {e["name"]: e["value"] for e in c["env"] if "value" in e}
     cfg = load_config([], env)  # every env var is a real, valid setting
     assert cfg.role_file == Path("/etc/podinfo/labels") and cfg.start_role == "active"
+    # auto: one torch host thread on the GPU (the fastest on the H200 run), not a pool
+    assert cfg.torch_threads == 0
     routes = {r.path for r in create_app(WorkerConfig(model_path=tiny_model_dir)).routes}  # type: ignore[attr-defined]
     for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
         assert c[probe]["httpGet"]["path"] in routes
