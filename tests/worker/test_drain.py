@@ -76,15 +76,17 @@ def test_sigterm_drains_accepted_requests(
         _wait_ready(proc, url, tmp_path / "worker.log")
 
         results: list[int] = []
-        # greedy on the tiny model: no eos, so 6 x 200 tokens one at a time (max_batch 1), a
-        # second or more of decoding; 3 x 100 tokens once drained before /readyz was asked
+        # greedy on the tiny model: no eos, so 6 x 200 tokens one at a time (max_batch 1),
+        # 1.3 s of decoding on a quiet machine; each prompt its own, so none is a cache hit
+        # (3 x 100 tokens of one prompt once drained before /readyz was asked)
         n = 6
         body = {"model": "tiny", "prompt": "drain me", "max_tokens": 200, "temperature": 0}
 
-        def fire() -> None:
-            results.append(httpx.post(url + "/v1/completions", json=body, timeout=120).status_code)
+        def fire(i: int) -> None:
+            mine = {**body, "prompt": f"drain me {i}"}
+            results.append(httpx.post(url + "/v1/completions", json=mine, timeout=120).status_code)
 
-        threads = [threading.Thread(target=fire) for _ in range(n)]
+        threads = [threading.Thread(target=fire, args=(i,)) for i in range(n)]
         for t in threads:
             t.start()
         while httpx.get(url + "/status").json()["in_flight"] < n:
@@ -100,7 +102,7 @@ def test_sigterm_drains_accepted_requests(
             time.sleep(0.01)
         assert r.status_code == 503 and r.json()["state"] == "draining"
         assert len(results) < n, "the drain ended before it was observed: lengthen the requests"
-        r = httpx.post(url + "/v1/completions", json=body)  # same body: not even from cache
+        r = httpx.post(url + "/v1/completions", json=body)  # a fresh prompt: 503, not decoded
         assert r.status_code == 503 and r.json()["error"]["code"] == "worker_draining"
         for t in threads:
             t.join()
