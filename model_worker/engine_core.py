@@ -226,11 +226,11 @@ def child_main(
             torch.set_num_threads(threads)
     except ConfigError as exc:  # the operator's to fix: the message says it all
         log.error("engine load failed: %s", exc)
-        outbox.send(("failed", f"{type(exc).__name__}: {exc}"))
+        outbox.send(("failed", str(exc), True))
         return
     except Exception as exc:
         log.exception("engine load failed")
-        outbox.send(("failed", f"{type(exc).__name__}: {exc}"))
+        outbox.send(("failed", f"{type(exc).__name__}: {exc}", False))
         return
     info = {
         "model_name": engine.model_name,

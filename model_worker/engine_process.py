@@ -28,7 +28,7 @@ from collections.abc import Callable, Sequence
 from itertools import count
 from typing import Any
 
-from model_worker.config import WorkerConfig
+from model_worker.config import ConfigError, WorkerConfig
 from model_worker.engine import Encoding, Engine, EngineRequest, load_tokenizer
 from model_worker.engine_core import StepEvent, child_main, load_engine
 from model_worker.errors import ServingError
@@ -105,7 +105,8 @@ class EngineProcess:
     # ---- start and stop -------------------------------------------------------------------
     async def start(self) -> EngineFront:
         """Spawn the engine process and load the tokenizer meanwhile; returns once the engine
-        has loaded (raises ``RuntimeError`` when it could not)."""
+        has loaded (raises ``ConfigError`` when the child's load failed on the configuration,
+        ``RuntimeError`` when it failed otherwise or the child died)."""
         loop = asyncio.get_running_loop()
         self._proc.start()
         self._inbox_child.close()  # the child's ends: closed here, so EOF means it is gone
@@ -131,6 +132,8 @@ class EngineProcess:
                 f"the engine process exited while loading (exit code {self._proc.exitcode})"
             ) from None
         if msg[0] != "hello":
+            if msg[2]:  # the child's ConfigError: the operator's to fix, logged without a trace
+                raise ConfigError(msg[1])
             raise RuntimeError(f"the engine process failed to load: {msg[1]}")
         info: dict[str, Any] = msg[1]
         return info

@@ -37,6 +37,12 @@ def fails_on_long_prompts(cfg: WorkerConfig) -> TransformersEngine:
     return e
 
 
+def refuses_its_config(cfg: WorkerConfig) -> TransformersEngine:
+    """An engine factory whose load fails on the operator's configuration (the tokenizer
+    the parent loads meanwhile is fine)."""
+    raise ConfigError("model config names an attention kernel this build lacks")
+
+
 def metric(url: str, name: str, **labels: str) -> float:
     """The sum of the samples of ``name`` whose labels include ``labels``."""
     total = 0.0
@@ -218,6 +224,24 @@ def test_a_dead_engine_process_fails_requests_and_readiness(make_server: Any) ->
     assert httpx.get(srv.url + "/healthz").status_code == 503
     r = httpx.post(srv.url + "/v1/completions", json={**body, "stream": False}, timeout=30)
     assert r.status_code == 503 and r.json()["error"]["code"] == "engine_unavailable"
+
+
+def test_a_config_error_in_the_child_is_the_load_error_without_a_traceback(
+    make_server: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    # it was wrapped in a RuntimeError and logged with a traceback, unlike the same error
+    # in process (or from the parent's own tokenizer load)
+    srv = make_server(engine_process=True, engine_factory=refuses_its_config, wait_ready=False)
+    deadline = time.monotonic() + 60
+    while not (r := httpx.get(srv.url + "/readyz")).json().get("error"):
+        assert time.monotonic() < deadline, r.text
+        time.sleep(0.1)
+    assert r.status_code == 503
+    assert r.json()["error"] == (
+        "ConfigError: model config names an attention kernel this build lacks"
+    )
+    failed = [rec for rec in caplog.records if rec.getMessage().startswith("model load failed")]
+    assert failed and all(rec.exc_info is None for rec in failed)
 
 
 @pytest.mark.parametrize(
