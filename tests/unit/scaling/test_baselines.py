@@ -6,7 +6,7 @@ import numpy as np
 
 from autoscaler.core.baselines import REGISTRY, KedaAutoscaler, KpaAutoscaler, PhpaAutoscaler
 from autoscaler.core.baselines.phpa import holt_winters_forecast
-from autoscaler.core.decision import Reason
+from autoscaler.core.decision import Decision, Reason
 from autoscaler.core.observation import DemandView
 from autoscaler.core.settings import Fallback
 from autoscaler.core.signals import PodCounts, Signals
@@ -18,14 +18,46 @@ def test_registry_names() -> None:
     assert {"hpa", "hpa_rps", "keda", "phpa", "kpa", "static", "oracle"} <= set(REGISTRY)
 
 
-def test_keda_fallback_after_threshold_polls() -> None:
-    k = KedaAutoscaler(10.0, fallback=Fallback(failure_threshold=2, replicas=6))
-    out = []
-    for i in range(6):  # polls at 0, 30, 60 (every 30 s); syncs every 15 s
-        d = k.decide(Signals(now_s=15.0 * i, pods=PodCounts(active=3, desired=3)), EMPTY)
-        out.append((d.reason, d.total))
-    assert out[0] == (Reason.STALE_METRICS_HOLD, 3)
-    assert out[2][0] is Reason.FALLBACK and out[2][1] == 6
+def _keda_run(k: KedaAutoscaler, demand: list[float | None], current: int = 3) -> list[Decision]:
+    """One HPA sync every 15 s with ``demand`` (``None``: the read fails) and ``current`` pods."""
+    pods = PodCounts(active=current, desired=current)
+    return [k.decide(Signals(now_s=15.0 * i, demand_rps=d, pods=pods), EMPTY)
+            for i, d in enumerate(demand)]
+
+
+def test_keda_reads_a_fresh_metric_every_hpa_sync() -> None:
+    # useCachedMetrics defaults to false: the HPA's read at 15 s queries Prometheus again,
+    # it does not reuse the 30 s poll
+    d = _keda_run(KedaAutoscaler(10.0), [70.0, 140.0], current=10)  # threshold 7 req/s
+    assert [x.total for x in d] == [10, 20]
+
+
+def test_keda_use_cached_metrics_serves_the_last_poll() -> None:
+    k = KedaAutoscaler(10.0, use_cached_metrics=True)  # polls at 0, 30 s
+    d = _keda_run(k, [70.0, 140.0, 140.0], current=10)
+    assert [x.total for x in d] == [10, 10, 20]
+
+
+def test_keda_falls_back_once_failures_exceed_the_threshold() -> None:
+    # fallback.go: NumberOfFailures > failureThreshold, counted on every HPA read
+    k = KedaAutoscaler(10.0, fallback=Fallback(failure_threshold=3, replicas=6))
+    d = _keda_run(k, [None] * 5)
+    assert [x.reason for x in d[:3]] == [Reason.STALE_METRICS_HOLD] * 3
+    assert d[3].reason is Reason.FALLBACK and d[3].total == 6
+
+
+def test_keda_fallback_metric_goes_through_the_hpa_tolerance() -> None:
+    # the fallback is a metric (threshold x replicas), not a replica count: 21 vs 20 pods
+    # is within the HPA's 0.1 tolerance, so the HPA keeps 20
+    k = KedaAutoscaler(10.0, max_replicas=400,
+                       fallback=Fallback(failure_threshold=1, replicas=21))
+    d = _keda_run(k, [None, None], current=20)
+    assert d[1].reason is Reason.FALLBACK and d[1].total == 20
+
+
+def test_keda_has_no_fallback_by_default() -> None:
+    d = _keda_run(KedaAutoscaler(10.0), [None] * 10)
+    assert all(x.reason is Reason.STALE_METRICS_HOLD and x.total == 3 for x in d)
 
 
 def test_keda_threshold() -> None:
