@@ -79,6 +79,65 @@ def test_kpa_panics_and_does_not_scale_down_in_panic() -> None:
     assert d.total == 10  # still panicking: never scales down
 
 
+def _kpa(k: KpaAutoscaler, now_s: float, ready: int, values: list[float],
+         desired: int | None = None) -> Decision:
+    """One KPA decision at ``now_s`` on 5 s buckets ``values`` (stable window: the last 12,
+    panic window: the last one)."""
+    pods = PodCounts(active=ready, starting=(desired or ready) - ready, desired=desired or ready)
+    return k.decide(Signals(now_s=now_s, pods=pods), DemandView(0, 5, np.asarray(values)))
+
+
+def test_kpa_panic_takes_the_stable_count_when_it_is_larger() -> None:
+    k = KpaAutoscaler(10.0)  # target 7 req/s per pod
+    _kpa(k, 0.0, 1, [7.0] * 12)  # one ready pod: a fresh KPA starts calm
+    d = _kpa(k, 5.0, 2, [14.0] * 6 + [70.0] * 6)  # panic window 70 -> 10 pods >= 2 x 2
+    assert "panic" in d.message and d.total == 10
+    # the stable window still carries the surge (14 pods), the panic window less (5 pods)
+    d = _kpa(k, 10.0, 2, [14.0] * 6 + [70.0] * 6 + [140.0] * 5 + [35.0])
+    assert d.components["stable"] == 14 and d.components["panic"] == 5
+    assert d.total == 14
+
+
+def test_kpa_panic_threshold_is_tested_on_the_unclamped_count() -> None:
+    # max scale-up rate 1.5 clamps the panic count of 8 to 3 pods; the threshold still sees 8
+    k = KpaAutoscaler(10.0, max_scale_up_rate=1.5)
+    _kpa(k, 0.0, 1, [7.0] * 12)
+    d = _kpa(k, 5.0, 2, [7.0] * 11 + [56.0])
+    assert "panic" in d.message and d.total == 3
+    d = _kpa(k, 10.0, 3, [7.0] * 12)  # calm again: no scale-down while panicking
+    assert d.total == 3
+
+
+def test_kpa_entering_panic_does_not_start_from_the_current_count() -> None:
+    # 20 pods wanted, 2 ready, and the demand now needs 5: panic (5 >= 2 x 2) takes
+    # max(stable, panic) = 5, not the 20 the Deployment was at
+    k = KpaAutoscaler(10.0)
+    _kpa(k, 0.0, 1, [7.0] * 12)
+    d = _kpa(k, 5.0, 2, [35.0] * 12, desired=20)
+    assert "panic" in d.message and d.total == 5
+
+
+def test_kpa_leaves_panic_only_after_more_than_a_stable_window() -> None:
+    k = KpaAutoscaler(10.0)
+    _kpa(k, 0.0, 1, [7.0] * 12)
+    assert _kpa(k, 5.0, 2, [7.0] * 11 + [70.0]).total == 10  # panic from t = 5 s
+    calm = [7.0] * 12
+    for t in range(10, 70, 5):  # 5 s after the last over-threshold decision up to 60 s
+        d = _kpa(k, float(t), 10, calm)
+        assert "panic" in d.message and d.total == 10, t
+    d = _kpa(k, 70.0, 10, calm)  # 65 s > 60 s: back to the stable count (down 2x at most)
+    assert "stable" in d.message and d.total == 5 and k.max_panic == 0
+
+
+def test_kpa_starts_in_panic_with_more_than_one_ready_pod() -> None:
+    # newAutoscaler: a fresh KPA keeps at least the ready pods until a stable window passes
+    k = KpaAutoscaler(10.0)
+    d = _kpa(k, 0.0, 4, [7.0] * 12)
+    assert "panic" in d.message and d.total == 4
+    d = _kpa(k, 65.0, 4, [7.0] * 12)
+    assert "stable" in d.message and d.total == 2
+
+
 def test_holt_winters_follows_a_season() -> None:
     season = 24
     hist = np.tile(np.concatenate([np.full(12, 4.0), np.full(12, 12.0)]), 3)
