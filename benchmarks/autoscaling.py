@@ -2,8 +2,9 @@
 
 Scenario (docs/autoscaling.md): cold start 120 s median (log-normal sigma 0.15, clipped to
 [90, 180] s), warm promotion 5 s, termination 30 s, Prometheus lag 15 s + 60 s rate window,
-controller every 15 s (KPA 2 s, PHPA 15 s), per-replica capacity so that the trace's peak
-needs 40 replicas at 70 % utilisation, latency = 0.2 s + queueing wait, SLO 0.5 s.
+controller every 15 s (every policy decides at most once per simulator step, so the KPA's
+2 s tick runs at the step), per-replica capacity so that the trace's peak needs 40 replicas
+at 70 % utilisation, latency = 0.2 s + queueing wait, SLO 0.5 s.
 
     .venv/bin/python benchmarks/autoscaling.py [--traces a,b] [--days 3] [--step 5]
         [--model nowcast] [--no-phpa] [--ablations] [--policies phpa,hpa_rps]

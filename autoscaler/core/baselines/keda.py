@@ -1,9 +1,23 @@
 """KEDA ScaledObject with the Prometheus scaler: an HPA on an external req/s metric.
 
-The metric (``threshold`` req/s per replica, AverageValue) is read every
-``polling_interval_s`` (30 s) and cached in between; the HPA syncs every 15 s with its
-default behavior. ``fallback``: after ``failure_threshold`` failed reads, the replicas
-given by the fallback behavior. Empty results are treated as missing (REFERENCE.md).
+What KEDA does (checked against kedacore/keda ``pkg/scaling/scale_handler.go``
+``GetScaledObjectMetrics``, ``pkg/fallback/fallback.go`` and the ScaledObject docs, 2.x):
+
+* The HPA reads the external metric every sync (15 s); KEDA's metrics server then queries
+  the scaler afresh, unless the trigger sets ``useCachedMetrics: true`` (default false):
+  then it serves the value, or the error, of the operator's last poll. ``pollingInterval``
+  (30 s) paces only that poll, which decides activation (0 <-> 1) and fills the cache.
+* The HPA applies its algorithm to the ``AverageValue`` target ``threshold``:
+  ``ceil(metric / threshold)`` unless within the 0.1 tolerance of the current count, then its
+  default behavior (300 s scale-down stabilization, rate limits).
+* ``fallback`` (optional, off by default): every failed read counts; once the count
+  *exceeds* ``failureThreshold`` KEDA returns ``threshold x replicas`` (replicas per the
+  fallback behavior) as the metric, so the HPA, tolerance and behavior included, moves
+  towards them. Before that, or without ``fallback``, the read fails and the HPA holds.
+
+Modelled differently: an empty query result counts as a failed read (KEDA's
+``ignoreNullValues`` default turns it into 0; REFERENCE.md, issue #3065), and
+``minReplicaCount`` is 1, so activation never acts.
 """
 
 from __future__ import annotations
@@ -19,7 +33,12 @@ __all__ = ["KedaAutoscaler"]
 
 
 class KedaAutoscaler(HpaShaped):
-    """KEDA's Prometheus scaler driving an HPA."""
+    """KEDA's Prometheus scaler driving an HPA that syncs every ``interval_s``.
+
+    ``use_cached_metrics``: the HPA reads the value of the last poll (every
+    ``polling_interval_s``) instead of a fresh one. ``fallback``: ``None`` (KEDA's default)
+    holds on failed reads forever.
+    """
 
     name = "keda"
 
@@ -31,14 +50,18 @@ class KedaAutoscaler(HpaShaped):
         min_replicas: int = 1,
         max_replicas: int = 100,
         polling_interval_s: float = 30.0,
+        use_cached_metrics: bool = False,
         fallback: Fallback | None = None,
+        tolerance: float = 0.1,
         interval_s: float = 15.0,
         behavior: Behavior | None = None,
     ) -> None:
         self.threshold_rps = capacity_rps_per_replica * target_util_ratio
         self.min_replicas, self.max_replicas = min_replicas, max_replicas
         self.polling_interval_s = polling_interval_s
-        self.fallback = fallback or Fallback(failure_threshold=3, replicas=max(min_replicas, 1))
+        self.use_cached_metrics = use_cached_metrics
+        self.fallback = fallback
+        self.tolerance = tolerance
         self.interval_s = interval_s
         self.behavior = behavior or Behavior()
         self.state = HpaState()
@@ -46,27 +69,39 @@ class KedaAutoscaler(HpaShaped):
         self._cached: float | None = None
         self._last_poll_s = -float("inf")
 
-    def decide(self, signals: Signals, view: DemandView) -> Decision:
-        """One HPA sync on KEDA's (cached) metric."""
-        now, current = signals.now_s, signals.pods.desired
-        if now - self._last_poll_s >= self.polling_interval_s - 1e-9:
-            self._last_poll_s = now
+    def _read(self, signals: Signals) -> float | None:
+        """What the HPA's read of the external metric returns (``None``: an error)."""
+        if not self.use_cached_metrics:
+            return signals.demand_rps
+        if signals.now_s - self._last_poll_s >= self.polling_interval_s - 1e-9:
+            self._last_poll_s = signals.now_s
             self._cached = signals.demand_rps
-            self.failures = self.failures + 1 if signals.demand_rps is None else 0
-        if self._cached is None:
+        return self._cached
+
+    def _fallback_replicas(self, fb: Fallback, current: int) -> int:
+        return {
+            "static": fb.replicas,
+            "currentReplicas": current,
+            "currentReplicasIfHigher": max(current, fb.replicas),
+            "currentReplicasIfLower": min(current, fb.replicas),
+        }[fb.behavior]
+
+    def decide(self, signals: Signals, view: DemandView) -> Decision:
+        """One HPA sync on KEDA's metric."""
+        now, current = signals.now_s, signals.pods.desired
+        value = self._read(signals)
+        reason = Reason.BASELINE
+        if value is None:
+            self.failures += 1
             fb = self.fallback
-            if self.failures < fb.failure_threshold:
+            if fb is None or self.failures <= fb.failure_threshold:
                 return self._hold(current)
-            raw = {
-                "static": fb.replicas,
-                "currentReplicas": current,
-                "currentReplicasIfHigher": max(current, fb.replicas),
-                "currentReplicasIfLower": min(current, fb.replicas),
-            }[fb.behavior]
+            value = self.threshold_rps * self._fallback_replicas(fb, current)
             reason = Reason.FALLBACK
         else:
-            raw = hpa_replicas(current, self._cached, self.threshold_rps, ready=current)
-            reason = Reason.BASELINE
+            self.failures = 0
+        raw = hpa_replicas(current, value, self.threshold_rps, ready=current,
+                           tolerance=self.tolerance)
         return self._finish(
             now, current, raw, lambda final, why: f"keda: raw {raw} -> {final} {why}", {"raw": raw},
             reason,

@@ -1,9 +1,24 @@
-"""Knative KPA: stable (60 s) and panic (6 s) windows, panic at 200 %, 70 % utilisation.
+"""Knative KPA in its ``metric: rps`` mode: stable (60 s) and panic (6 s) windows.
 
-``desired = ceil(observed / (target * utilisation))`` without tolerance; panic starts when the
-panic-window desire reaches 2x the ready pods, never scales down while panicking, and ends
-after a full stable window without the panic condition. Rates: up at most 1000x, down at
-most 2x per decision. Decisions every 2 s (or every simulator step when that is coarser).
+Follows ``Scale`` in knative/serving ``pkg/autoscaler/scaling/autoscaler.go``:
+
+* ``dspc = ceil(stable / target)``, ``dppc = ceil(panic / target)`` (``stable``, ``panic``:
+  the revision's req/s averaged over the windows; ``target`` req/s per pod), each clamped to
+  ``[floor(ready / maxScaleDownRate), ceil(maxScaleUpRate * ready)]``; ``ready`` is at least 1.
+* Panic starts, or is extended, on every decision where the *unclamped*
+  ``dppc / ready >= panicThreshold`` (2.0); it ends on the first decision not over the
+  threshold more than a stable window after the last one that was, and then the panic
+  high-water mark resets to 0.
+* In panic the count is ``max(stable, panic)``, never below the panic high-water mark, which
+  it raises (no scale-down while panicking); otherwise the stable count.
+* A new autoscaler starts in panic when more than one pod is ready, with the high-water mark
+  at the ready count (``newAutoscaler``); here that is the first decision.
+
+Defaults are Knative's (config-autoscaler): target utilisation 70 %, stable window 60 s,
+panic window 10 % of it, panic threshold 200 %, max scale-up rate 1000, max scale-down rate
+2, a decision every 2 s. The target is ``capacity * 70 %`` (the ``target`` annotation set to
+what one pod serves, where Knative's ``requests-per-second-target-default`` is 200).
+The simulator decides at most once per step (docs/autoscaling.md, Faithfulness).
 """
 
 from __future__ import annotations
@@ -45,8 +60,11 @@ class KpaAutoscaler:
         self.up_rate, self.down_rate = max_scale_up_rate, max_scale_down_rate
         self.min_replicas, self.max_replicas = min_replicas, max_replicas
         self.interval_s = interval_s
+        #: time of the last decision over the panic threshold (``None``: not panicking)
         self.panic_since_s: float | None = None
+        #: the panic high-water mark (Knative's ``maxPanicPods``)
         self.max_panic = 0
+        self._started = False
 
     def _avg(self, view: DemandView, window_s: float) -> float | None:
         n = max(1, round(window_s / view.step_s))
@@ -54,31 +72,38 @@ class KpaAutoscaler:
             return None
         return float(np.mean(view.values[-n:]))
 
+    def _pods(self, value: float) -> int:
+        return math.ceil(value / self.target_rps - 1e-9)
+
     def decide(self, signals: Signals, view: DemandView) -> Decision:
         """One KPA decision."""
         now = signals.now_s
         current = signals.pods.desired
-        ready = max(1, signals.pods.ready)
+        if not self._started:
+            self._started = True
+            self.max_panic = signals.pods.ready
+            if signals.pods.ready > 1:
+                self.panic_since_s = now
         stable, panic = self._avg(view, self.stable_window_s), self._avg(view, self.panic_window_s)
         if stable is None or panic is None:
             return Decision(current, 0, Reason.STALE_METRICS_HOLD, "kpa: no data, hold")
-        want_stable = math.ceil(stable / self.target_rps - 1e-9)
-        want_panic = math.ceil(panic / self.target_rps - 1e-9)
+        ready = max(1, signals.pods.ready)
+        dspc, dppc = self._pods(stable), self._pods(panic)
         up_limit = math.ceil(self.up_rate * ready)
         down_limit = math.floor(ready / self.down_rate)
-        want_stable = min(max(want_stable, down_limit), up_limit)
-        want_panic = min(max(want_panic, down_limit), up_limit)
-        over = want_panic / ready >= self.panic_threshold
-        if over:
-            if self.panic_since_s is None:
-                self.max_panic = current
+        want_stable = min(max(dspc, down_limit), up_limit)
+        want_panic = min(max(dppc, down_limit), up_limit)
+        if dppc / ready >= self.panic_threshold:
             self.panic_since_s = now
-        elif self.panic_since_s is not None and now - self.panic_since_s >= self.stable_window_s:
+        elif (
+            self.panic_since_s is not None
+            and now - self.panic_since_s > self.stable_window_s + 1e-9
+        ):
             self.panic_since_s = None
             self.max_panic = 0
         if self.panic_since_s is not None:
-            want = max(want_panic, self.max_panic)  # never scale down while panicking
-            self.max_panic = want
+            self.max_panic = max(self.max_panic, want_stable, want_panic)
+            want = self.max_panic  # never scales down while panicking
         else:
             want = want_stable
         final = min(max(want, self.min_replicas), self.max_replicas)
@@ -88,5 +113,5 @@ class KpaAutoscaler:
             0,
             Reason.BASELINE,
             f"kpa ({mode}): {final}",
-            {"stable": want_stable, "panic": want_panic},
+            {"stable": want_stable, "panic": want_panic, "max_panic": self.max_panic},
         )

@@ -4,8 +4,16 @@ Each sync (15 s) the HPA's recommendation (req/s per pod, default behavior) is s
 at least two full seasons of history a Holt-Winters model (statsmodels
 ``ExponentialSmoothing``, additive trend and season) predicts the count ``look_ahead_s``
 ahead, and ``decisionType: maximum`` takes the larger of the HPA's and the prediction.
-With less history, the HPA alone decides (PHPA issue #74). The model is refit every
-``refit_every`` syncs (PHPA refits each sync; this keeps backtests fast).
+With less history, the HPA alone decides (PHPA issue #74).
+
+Deviations from PHPA (jthomperoo/predictive-horizontal-pod-autoscaler: ``holt_winters.py``,
+``processModels``; docs/autoscaling.md, "Faithfulness of the baselines"): PHPA runs its model
+every sync (``perSyncPeriod`` 1) with the spec's fixed ``alpha``/``beta``/``gamma``
+(``fit(optimized=False)``) and predicts one sync ahead. Here the parameters are estimated by
+maximum likelihood, the model is refit every ``refit_every`` syncs and read ``look_ahead_s``
+(plus the syncs since the fit) ahead in between, because an optimized fit on seasons of 15 s
+syncs takes 20-40 s. That changes most raw recommendations on the day it predicts
+(``benchmarks/phpa_refit.py``).
 """
 
 from __future__ import annotations
