@@ -49,8 +49,12 @@ types: $(STAMP)
 imports: $(STAMP)
 	$(BIN)/lint-imports
 
+# two test processes (pytest-xdist): the suite waits on servers and subprocesses for much of
+# its time, so the second core runs tests meanwhile (8 vs 13 min here). PYTEST_WORKERS=0
+# runs everything in one process.
+PYTEST_WORKERS ?= 2
 pytest: $(STAMP)
-	$(BIN)/pytest -q -p no:cacheprovider
+	$(BIN)/pytest -q -p no:cacheprovider -n $(PYTEST_WORKERS)
 
 check: lint types imports pytest
 
