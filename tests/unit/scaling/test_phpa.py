@@ -38,7 +38,7 @@ def _phpa_fit(y: Any, m: int, p: Smoothing) -> Any:
 
 def _phpa_prediction(y: Any, m: int, p: Smoothing) -> int:
     """What holt_winters.py prints: ``math.ceil(forecast(steps=1)[0])``."""
-    return int(math.ceil(_phpa_fit(y, m, p).forecast(steps=1)[0]))
+    return math.ceil(float(_phpa_fit(y, m, p).forecast(steps=1)[0]))
 
 
 def _drive(p: PhpaAutoscaler, counts: list[int], start: int = 0) -> list[Decision]:
