@@ -1,12 +1,13 @@
-"""Does the PHPA baseline's hourly Holt-Winters refit change its decisions?
+"""Did the earlier PHPA baseline's hourly Holt-Winters refit change its decisions?
 
-PHPA runs its model on every sync (``perSyncPeriod`` 1). The baseline refits every
-``refit_every`` syncs (240, 1 h, as ``scenario.build_policies`` sets it) and between fits
-reads the last fit's forecast further ahead, because one optimized statsmodels fit at 3
-seasons of 15 s syncs takes 20-40 s. This replays days 0-3 of a trace with the baseline as
-it runs in the benchmark and, at ``--samples`` syncs spread over day 3 (the day it
-predicts), fits afresh on the same history and compares the raw recommendation
-``max(hpa, predicted)`` (open loop: the replay follows the hourly-refit baseline).
+PHPA runs its model on every sync (``perSyncPeriod`` 1). The earlier baseline, kept as
+``PhpaAutoscaler(refit_every=240)`` (the benchmark ran it until the baseline followed PHPA
+per sync), refits every 240 syncs (1 h) with every parameter estimated and between fits
+reads the last fit's forecast further ahead, because one such statsmodels fit at 3 seasons
+of 15 s syncs takes 20-40 s. This replays days 0-3 of a trace with that variant and, at
+``--samples`` syncs spread over day 3 (the day it predicts), fits afresh on the same
+history and compares the raw recommendation ``max(hpa, predicted)`` (open loop: the replay
+follows the hourly-refit variant).
 
     nice -n 10 .venv/bin/python benchmarks/phpa_refit.py [--trace servegen_language_m_large]
         [--samples 24]
@@ -32,7 +33,7 @@ from forecasting.series import Series
 
 
 class _Probe(PhpaAutoscaler):
-    """The benchmark's PHPA; at chosen syncs also fits afresh and records both predictions."""
+    """The hourly-refit PHPA; at chosen syncs also fits afresh and records both predictions."""
 
     def __init__(self, cap: float, at: set[int]) -> None:
         super().__init__(cap, max_replicas=MAX_REPLICAS, season_length=5760, refit_every=240)

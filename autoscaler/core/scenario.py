@@ -360,8 +360,10 @@ def build_policies(
             # yardstick: surgecast's policy fed the true demand of each forecast bucket
             pol = make_clairvoyant(scenario, trace.start_s, forecast_step(trace.step_s))
         elif name == "phpa":
+            # a daily season of 15 s syncs, 3 stored seasons, alpha/beta/gamma tuned hourly
             pol = REGISTRY["phpa"](
-                cap, max_replicas=max_replicas, season_length=5760, refit_every=240
+                cap, max_replicas=max_replicas, season_length=5760, stored_seasons=3,
+                tune_every=240,
             )
         else:
             pol = REGISTRY[name](cap, max_replicas=max_replicas)
