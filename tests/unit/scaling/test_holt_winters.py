@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import math
 import warnings
-from typing import Any
 
 import numpy as np
 import pytest
+from phpa_reference import DAY, P, phpa_fit
 from statsmodels.tsa.exponential_smoothing.initialization import _initialization_heuristic
-from statsmodels.tsa.holtwinters import ExponentialSmoothing
 
 from autoscaler.core.baselines._holt_winters import (
     HoltWintersState,
@@ -19,20 +18,6 @@ from autoscaler.core.baselines._holt_winters import (
     heuristic_init,
     tune_add_add,
 )
-
-P = Smoothing(0.5, 0.1, 0.3)
-DAY = 5760  # 15 s syncs
-
-
-def phpa_fit(y: Any, m: int, p: Smoothing) -> Any:
-    """statsmodels exactly as PHPA's holt_winters.py calls it (trend and season "add")."""
-    model = ExponentialSmoothing(
-        np.asarray(y, dtype=np.float64), trend="add", seasonal="add", seasonal_periods=m,
-        initialization_method="estimated", damped_trend=False,
-        initial_level=None, initial_trend=None, initial_seasonal=None,
-    )
-    return model.fit(smoothing_level=p.alpha, smoothing_trend=p.beta,
-                     smoothing_seasonal=p.gamma, optimized=False)
 
 
 @pytest.mark.parametrize("n", [2 * DAY, 2 * DAY + 2345, 3 * DAY - 5])

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from statsmodels.tsa.holtwinters import ExponentialSmoothing
+from phpa_reference import DAY, P, phpa_fit
 
 from autoscaler.core.baselines import PhpaAutoscaler
 from autoscaler.core.baselines import phpa as phpa_mod
@@ -21,24 +21,11 @@ from autoscaler.core.settings import Behavior, RateRule, ScalingRules
 from autoscaler.core.signals import PodCounts, Signals
 
 EMPTY = DemandView(0.0, 5.0, np.zeros(0))
-P = Smoothing(0.5, 0.1, 0.3)
-DAY = 5760  # 15 s syncs
-
-
-def _phpa_fit(y: Any, m: int, p: Smoothing) -> Any:
-    """statsmodels exactly as PHPA's holt_winters.py calls it (trend and season "add")."""
-    model = ExponentialSmoothing(
-        np.asarray(y, dtype=np.float64), trend="add", seasonal="add", seasonal_periods=m,
-        initialization_method="estimated", damped_trend=False,
-        initial_level=None, initial_trend=None, initial_seasonal=None,
-    )
-    return model.fit(smoothing_level=p.alpha, smoothing_trend=p.beta,
-                     smoothing_seasonal=p.gamma, optimized=False)
 
 
 def _phpa_prediction(y: Any, m: int, p: Smoothing) -> int:
     """What holt_winters.py prints: ``math.ceil(forecast(steps=1)[0])``."""
-    return math.ceil(float(_phpa_fit(y, m, p).forecast(steps=1)[0]))
+    return math.ceil(float(phpa_fit(y, m, p).forecast(steps=1)[0]))
 
 
 def _drive(p: PhpaAutoscaler, counts: list[int], start: int = 0) -> list[Decision]:
@@ -77,7 +64,7 @@ def test_horizon_is_one_sync() -> None:
     counts = [2, 2, 2, 2, 2, 20] * 3 + [2, 2, 2, 2]
     p = PhpaAutoscaler(10.0, season_length=6, smoothing=P, behavior=FREE)
     d = _drive(p, counts)[-1]
-    ahead = _phpa_fit(counts, 6, P).forecast(steps=8)
+    ahead = phpa_fit(counts, 6, P).forecast(steps=8)
     assert math.ceil(ahead[-1]) > 10 > math.ceil(ahead[0])  # the two horizons differ
     assert d.components["predicted"] == math.ceil(ahead[0])
     assert d.total == max(2, math.ceil(ahead[0])) < 10
@@ -87,7 +74,7 @@ def test_prediction_is_rounded_up() -> None:
     counts = [3, 4, 5, 3, 4, 6, 3, 5, 6, 4, 5, 7, 4, 6]  # m = 3: needs 12 values
     p = PhpaAutoscaler(10.0, season_length=3, stored_seasons=5, smoothing=P, behavior=FREE)
     for k, d in enumerate(_drive(p, counts)[11:], start=12):
-        f = _phpa_fit(counts[:k], 3, P).forecast(steps=1)[0]
+        f = phpa_fit(counts[:k], 3, P).forecast(steps=1)[0]
         assert f != math.floor(f) and d.components["predicted"] == math.ceil(f)
 
 
