@@ -611,6 +611,11 @@ def to_policy_settings(spec: PredictiveAutoscalerSpec) -> PolicySettings:
         min_replicas=spec.min_replicas,
         max_replicas=spec.max_replicas,
         interval_s=parse_duration(spec.interval),
+        # a rate() over the window still counts the pods before a change until it has
+        # passed; plus one interval for the scrape that lands it
+        capacity_settle_s=min(
+            3600.0, parse_duration(spec.signals.window) + parse_duration(spec.interval)
+        ),
         cold_start_prior_s=parse_duration(spec.lead_time.cold_start),
         warm_promotion_s=parse_duration(spec.lead_time.warm_promotion),
         warm_min=spec.warm_pool.min_replicas,

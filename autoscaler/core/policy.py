@@ -61,6 +61,8 @@ class PolicyState:
     lead: LeadTimeEstimate | None = None
     predictive_recs: tuple[tuple[float, int], ...] = ()
     last_active: int = -1
+    #: when the serving pod count last differed from the tick before (``None``: never seen)
+    active_changed_s: float | None = None
 
 
 def _ceil_div(x: float, per: float) -> int:
@@ -155,10 +157,15 @@ class Policy:
             min_ratio=s.capacity_min_ratio,
             max_ratio=s.capacity_max_ratio,
         )
-        if not (missing or stale) and pods.active == st.last_active and pods.starting == 0:
-            # only while the serving pods did not change over the last tick: the scraped
-            # throughput lags the pod counts, so a fresh scale-up would read as slow pods;
-            # and never from a tick whose metrics are missing or stale
+        changed_s = now if pods.active != st.last_active else st.active_changed_s
+        settled = changed_s is not None and (
+            pods.active == st.last_active and now - changed_s >= s.capacity_settle_s - 1e-9
+        )
+        if not (missing or stale) and settled and pods.starting == 0:
+            # only while the serving pods did not change over the last tick, nor within the
+            # settle time (the rate() window): the scraped throughput lags the pod counts,
+            # so a fresh scale-up would read as slow pods; and never from a tick whose
+            # metrics are missing or stale
             cap_est = update_capacity(
                 cap_est,
                 throughput_rps=signals.throughput_rps,
@@ -337,6 +344,7 @@ class Policy:
             lead=lead_est,
             predictive_recs=pred_recs,
             last_active=pods.active,
+            active_changed_s=changed_s,
         )
         return decision, new_state
 

@@ -224,6 +224,11 @@ class PolicySettings:
         tiers: optional tiered GPU-utilisation thresholds.
         capacity_min_ratio, capacity_max_ratio: bounds of the online capacity refinement,
             as ratios of the configured capacity.
+        capacity_settle_s: the capacity is refined only once the serving pods have been
+            unchanged for this long (beyond the last tick): the throughput a ``rate()``
+            over a window measures still counts the pods before a change until the window
+            has passed. The controller sets the ``rate()`` window plus one interval; ``0``
+            (the simulator's throughput is not windowed) means only the last tick.
         lead_quantile, lead_min_samples: the lead-time estimator's quantile and sample need.
         learn_lead: learn the cold-start lead from observed raise -> Ready durations
             (``False``: always plan with ``cold_start_prior_s``, the CRD's ``Fixed`` mode).
@@ -257,6 +262,7 @@ class PolicySettings:
     tiers: tuple[Tier, ...] = ()
     capacity_min_ratio: float = 0.5
     capacity_max_ratio: float = 2.0
+    capacity_settle_s: float = 0.0
     lead_quantile: float = 0.9
     lead_min_samples: int = 5
     learn_lead: bool = True
@@ -303,6 +309,10 @@ class PolicySettings:
         need(
             0 < self.capacity_min_ratio <= 1 <= self.capacity_max_ratio,
             "need 0 < capacity_min_ratio <= 1 <= capacity_max_ratio",
+        )
+        need(
+            0 <= self.capacity_settle_s <= 3600,
+            f"capacity_settle_s must be in [0, 3600], got {self.capacity_settle_s}",
         )
         need(
             0 < self.lead_quantile < 1, f"lead_quantile must be in (0, 1), got {self.lead_quantile}"

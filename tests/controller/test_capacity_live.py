@@ -3,8 +3,10 @@ metrics (backfilled at known rates), the fake API server holds its pods, and
 ``TargetRunner.tick(now_s)`` runs on the backfilled times.
 
 Four active pods serve 20 req/s (2xx) with 8 requests waiting: saturated, so each tick with
-the pods unchanged folds 20 / 4 = 5 req/s per pod into the configured 10 (exponential
-smoothing, weight 0.2). Without a throughput series nothing changes.
+the pods unchanged for the 1m rate window plus one interval (75 s; the controller cannot
+know for how long they were steady before it started) folds 20 / 4 = 5 req/s per pod into
+the configured 10 (exponential smoothing, weight 0.2). Without a throughput series nothing
+changes.
 """
 
 from __future__ import annotations
@@ -28,7 +30,9 @@ from autoscaler.controller.target import TargetRunner, TickOutcome
 NS, DEP = "llm", "worker"
 PODS, SERVED_RPS, REFUSED_RPS, WAITING = 4, 20.0, 5.0, 8.0
 CONFIGURED_RPS = 10.0
-TICKS = 8
+TICKS = 12
+#: ticks before the first refinement: 75 s (window 1m + interval 15s) at 15 s a tick
+SETTLE_TICKS = 5
 
 
 @pytest.fixture(scope="module")
@@ -106,8 +110,10 @@ def test_saturated_pods_refine_the_capacity_and_the_next_decision_uses_it(
     # and 25 req/s on 4 pods at 10 x 0.7 is within the HPA's tolerance
     assert rps_per_replica(first) == CONFIGURED_RPS
     assert first.decision is not None and first.decision.total == PODS
+    for out in outs[1:SETTLE_TICKS]:  # the rate window may still count other pods
+        assert rps_per_replica(out) == CONFIGURED_RPS
     est = CONFIGURED_RPS
-    for out in outs[1:]:  # each tick moves toward 20 / 4 = 5 req/s per pod
+    for out in outs[SETTLE_TICKS:]:  # each tick moves toward 20 / 4 = 5 req/s per pod
         est = 0.8 * est + 0.2 * SERVED_RPS / PODS
         assert rps_per_replica(out) == pytest.approx(est)
     last = outs[-1].decision
@@ -116,10 +122,10 @@ def test_saturated_pods_refine_the_capacity_and_the_next_decision_uses_it(
     # the decision plans with the refined capacity: the HPA rule at 6.05 req/s x 0.7
     assert last.total == math.ceil(demand / (est * 0.7)) == 6 > first.decision.total
     assert f"capacity {est:.2f} req/s per replica (configured 10, refined from " \
-           f"{TICKS - 1} saturated ticks)" in last.message
+           f"{TICKS - SETTLE_TICKS} saturated ticks)" in last.message
     st = r.status()
     assert st["capacity"] == {"configuredRpsPerReplica": CONFIGURED_RPS,
-                              "rpsPerReplica": round(est, 4), "samples": TICKS - 1}
+                              "rpsPerReplica": round(est, 4), "samples": TICKS - SETTLE_TICKS}
     assert st["lastDecision"]["throughputRps"] == pytest.approx(SERVED_RPS)
     got = m.registry.get_sample_value("surgecast_controller_capacity_requests_per_second",
                                       {"target": f"{NS}/pa"})
@@ -136,7 +142,7 @@ def test_saturated_pods_refine_the_capacity_and_the_next_decision_uses_it(
     kept.carry_from(r)
     assert kept.state.capacity is not None
     assert kept.state.capacity.rps == pytest.approx(est)
-    assert kept.state.capacity.samples == TICKS - 1
+    assert kept.state.capacity.samples == TICKS - SETTLE_TICKS
     reset = runner(kube, url, spec(capacity={"requestsPerSecondPerReplica": 12}))
     reset.carry_from(r)
     assert reset.state.capacity is not None and reset.state.capacity.rps == 12.0

@@ -471,3 +471,9 @@ def test_tolerance_per_direction_and_gpu_tiers_reach_the_core() -> None:
     assert "tolerance" not in spec_with()["capacity"]
     # the CR round-trips: what a user wrote is what the controller reads back
     assert validate_spec(spec.to_wire()) == spec
+
+
+def test_the_capacity_settles_over_the_rate_window_plus_one_interval() -> None:
+    spec = validate_spec(spec_with(interval="30s", signals={"window": "2m"}))
+    assert to_policy_settings(spec).capacity_settle_s == pytest.approx(150.0)
+    assert to_policy_settings(validate_spec(MINIMAL)).capacity_settle_s == pytest.approx(75.0)

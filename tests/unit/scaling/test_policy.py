@@ -397,3 +397,26 @@ def test_warm_pool_floor_holds_without_a_forecast() -> None:
     # no pool configured: nothing warm either way
     dec, _ = Policy(PolicySettings(CAP, max_replicas=1000)).decide(at(0, 10, 70.0), None)
     assert dec.warm == 0 and dec.total == 10
+
+
+def test_capacity_waits_for_the_rate_window_after_a_scale_up() -> None:
+    """A rate() over 60 s still averages the throughput of the pods before a change: with
+    ``capacity_settle_s`` 75 (the controller's 1m window plus one 15 s interval) the
+    capacity is refined only 75 s after the serving pods last changed, not at the tick
+    after, where the throughput of 10 pods divided by 20 would halve it."""
+    p = Policy(PolicySettings(CAP, max_replicas=1000, capacity_settle_s=75.0))
+    st = p.initial_state()
+    _, st = p.decide(at(0, 10, 100.0, queue_depth=500.0, throughput_rps=100.0), None, st)
+    for t in (15, 30, 45, 60, 75):  # 20 pods from t=15 on; the window still reads 10 pods
+        _, st = p.decide(at(t, 20, 100.0, queue_depth=500.0, throughput_rps=100.0), None, st)
+        assert st.capacity is not None and st.capacity.samples == 0, t
+    _, st = p.decide(at(90, 20, 100.0, queue_depth=500.0, throughput_rps=200.0), None, st)
+    assert st.capacity is not None and st.capacity.samples == 1
+    assert st.capacity.rps == pytest.approx(CAP)  # 200 req/s over 20 pods: the configured 10
+    # the default (0, the simulator's unwindowed throughput) refines at the tick after
+    p0 = Policy(PolicySettings(CAP, max_replicas=1000))
+    st0 = p0.initial_state()
+    for t, active in ((0, 10), (15, 20), (30, 20)):
+        _, st0 = p0.decide(at(t, active, 100.0, queue_depth=500.0, throughput_rps=200.0), None, st0)
+    assert st0.capacity is not None and st0.capacity.samples == 1
+
