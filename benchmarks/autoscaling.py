@@ -15,7 +15,7 @@ schedule (a lower bound); ``slo_after_10m_pct`` leaves out the first 10 minutes 
 policy starts with the first minute's demand at 70 % and no history). ``--ablations`` adds
 surgecast rows with one setting changed (a warm pool; the reactive floor at 70 % while
 predicting; the previous forecaster, seasonal naive; no ramp look-ahead; the controller's
-60 s forecast step; the controller's prediction guard) and the yardstick
+60 s forecast step; the controller's prediction guard; a GPU-utilisation tier) and the yardstick
 rows "exact forecast": surgecast's policy fed the true demand, in its forecast buckets and
 in the simulator's steps. ``--frontier`` sweeps each policy's cost knob (surgecast's
 forecast quantile; the target utilisation of the HPA, KEDA and the KPA) and
@@ -56,7 +56,7 @@ from autoscaler.core.scenario import (
     make_surgecast,
 )
 from autoscaler.core.scenario import split_history as scenario_split_history
-from autoscaler.core.settings import DEFAULT_FORECAST_MODEL
+from autoscaler.core.settings import DEFAULT_FORECAST_MODEL, Tier
 from autoscaler.core.simulator import SimResult, weighted_quantile
 from forecasting.series import Series
 
@@ -101,6 +101,9 @@ ABLATIONS: dict[str, dict[str, Any]] = {
     "surgecast forecast step 60 s": {"forecast_step_s": 60.0},
     # the live controller's prediction guard with its defaults (plan score)
     "surgecast + prediction guard": {"guard": GuardSettings()},
+    # a GPU-utilisation tier (spec.gpuTiers): 15 % more pods while the pods are saturated,
+    # the saturation signal the HPA on GPU utilisation reacts to on Azure code's bursts
+    "surgecast + GPU tier 99% -> 1.15x": {"overrides": {"tiers": (Tier(0.99, 1.15),)}},
 }
 
 
