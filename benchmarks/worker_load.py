@@ -18,8 +18,9 @@ Starts a worker process per configuration on a loopback port (or targets ``--url
      writing no longer share the CPU with the decode thread), eos disabled.
 
   7. ``--compare-transformers-cb``: instead of the above, in-process and without HTTP, our
-     engine's batched decode vs transformers' continuous batching (``generate_batch``) on the
-     same greedy prompts.
+     engine's batched decode vs transformers' continuous batching (``generate_batch`` and a
+     running manager) on 16 greedy prompts: a warm-up each, then ``--cb-runs`` interleaved
+     rounds, median and min/max tok/s, token identity (benchmarks/cb_compare.py).
 
   .venv/bin/python benchmarks/worker_load.py --model-path DIR [--requests 32] [--max-tokens 32]
       [--worker-args="--quantization int8"]   # extra worker flags for every worker started
@@ -248,63 +249,6 @@ def table(rows: list[dict[str, float]], title: str) -> None:
         )
 
 
-def compare_transformers_cb(path: str, n: int, max_tokens: int, threads: int) -> None:
-    """Engine level: ``TransformersEngine.generate`` vs ``model.generate_batch`` (transformers'
-    continuous batching, persistent manager), twice each, on ``n`` greedy prompts."""
-    from pathlib import Path
-
-    import torch
-    from transformers import GenerationConfig
-
-    from model_worker.engine import EngineRequest, SamplingParams, TransformersEngine
-
-    if threads > 0:
-        torch.set_num_threads(threads)
-    eng = TransformersEngine.load(Path(path), "bench")
-    prompts = [eng.encode_prompt(f"Request {i}: tell me about autoscaling") for i in range(n)]
-    counts: dict[int, int] = {}
-
-    def ours() -> int:
-        reqs = [
-            EngineRequest(
-                p,
-                SamplingParams(max_tokens, 0.0),
-                lambda d, k, f, i=i: counts.__setitem__(i, k),
-            )
-            for i, p in enumerate(prompts)
-        ]
-        eng.generate(reqs)
-        return sum(counts.values())
-
-    # eos disabled so both sides generate exactly max_tokens per prompt
-    gen_cfg = GenerationConfig(
-        max_new_tokens=max_tokens, do_sample=False, eos_token_id=-1, pad_token_id=eng.pad_id
-    )
-
-    def theirs() -> int:
-        res = eng.model.generate_batch(
-            prompts, generation_config=gen_cfg, progress_bar=False, persistent_manager=True
-        )
-        return sum(len(r.generated_tokens) for r in res.values())
-
-    rows = []
-    for run in (1, 2):
-        for name, fn in (("own batched loop", ours), ("transformers generate_batch", theirs)):
-            t0 = time.perf_counter()
-            with torch.inference_mode():
-                toks = fn()
-            wall = time.perf_counter() - t0
-            rows.append(
-                {"engine": name, "run": run, "tokens": toks, "s": wall, "tok_s": toks / wall}
-            )
-    dtype = next(eng.model.parameters()).dtype
-    table(
-        rows,
-        f"engine level on {eng.device} ({dtype}), {n} greedy prompts x {max_tokens} tokens, "
-        f"torch threads {threads}",
-    )
-
-
 def inproc_load(
     path: str, admission: str, conc: int, n: int, mts: list[int], max_batch: int
 ) -> dict[str, float]:
@@ -438,9 +382,12 @@ def main() -> int:
     ap.add_argument(
         "--compare-transformers-cb",
         action="store_true",
-        help="only compare the engine's batching with transformers' generate_batch",
+        help="only compare the engine's batching with transformers' continuous batching",
     )
     ap.add_argument("--torch-threads", type=int, default=1, help="for --compare-transformers-cb")
+    ap.add_argument(
+        "--cb-runs", type=int, default=5, help="for --compare-transformers-cb: measured rounds"
+    )
     ap.add_argument(
         "--admission-ab",
         action="store_true",
@@ -458,7 +405,9 @@ def main() -> int:
         admission_ab(args)
         return 0
     if args.compare_transformers_cb:
-        compare_transformers_cb(args.model_path, 16, args.max_tokens, args.torch_threads)
+        from cb_compare import compare
+
+        compare(args.model_path, 16, args.max_tokens, args.torch_threads, args.cb_runs)
         return 0
     import torch
 

@@ -9,9 +9,9 @@ cache, :mod:`model_worker.source`), and runs its own batched
 decode loop (:mod:`model_worker.decode`): left-padded prefill, then one forward per step over
 the batch with the KV cache, sampling each row with its own temperature, top-p and seeded
 generator; new rows merge into the running cache, finished rows leave it.
-(transformers' continuous-batching manager shares
-one sampling config and one RNG across requests, so it cannot honour a per-request ``seed``
-or mix greedy and sampled rows; see docs/model-worker.md.)
+(transformers' continuous-batching manager samples
+every request from one RNG, so it cannot honour a per-request ``seed``, and mixes greedy and
+sampled rows only through per-request ``top_k=1``; see docs/model-worker.md.)
 """
 
 from __future__ import annotations
