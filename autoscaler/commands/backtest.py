@@ -66,6 +66,8 @@ class FanRecorder:
         self.inner = inner
         self.name = inner.name
         self.interval_s = inner.interval_s
+        #: the inner autoscaler's own demand lag, if any (see :class:`Autoscaler`)
+        self.observation_lag_s: float | None = getattr(inner, "observation_lag_s", None)
         self.quantiles: tuple[float, ...] = ()
         self.points: list[tuple[float, tuple[float, ...]]] = []
 

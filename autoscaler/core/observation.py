@@ -29,7 +29,12 @@ class DemandView:
 
 
 class Autoscaler(Protocol):
-    """A scaling policy the simulator can drive: called every ``interval_s``."""
+    """A scaling policy the simulator can drive: called every ``interval_s``.
+
+    An autoscaler that reads its demand from somewhere fresher than Prometheus (Knative's
+    KPA scrapes the queue-proxies every second) may carry an ``observation_lag_s``
+    attribute; the simulator then shows it the demand that old instead of the scenario's
+    scrape lag; a wrapper passes its inner autoscaler's on."""
 
     name: str
     interval_s: float
@@ -37,3 +42,4 @@ class Autoscaler(Protocol):
     def decide(self, signals: Signals, view: DemandView) -> Decision:
         """The replicas wanted now, from what was observable now."""
         ...
+

@@ -429,6 +429,8 @@ class RecordingAutoscaler:
         self.inner = inner
         self.name = inner.name
         self.interval_s = inner.interval_s
+        #: the inner autoscaler's own demand lag, if any (see :class:`Autoscaler`)
+        self.observation_lag_s: float | None = getattr(inner, "observation_lag_s", None)
         settings: PolicySettings | None = getattr(inner, "settings", None)
         #: the quantile the policy sizes for (the ``pq`` column)
         self.quantile = settings.quantile if settings is not None else 0.9

@@ -252,7 +252,11 @@ def simulate(
         )
     }
     backlog = 0.0
-    lag_steps = max(0, math.ceil(cfg.scrape_interval_s / dt - 1e-9))
+    own_lag = getattr(autoscaler, "observation_lag_s", None)
+    if own_lag is None:  # Prometheus: only buckets complete at the last scrape
+        lag_steps = max(0, math.ceil(cfg.scrape_interval_s / dt - 1e-9))
+    else:  # a fresher source: the buckets nearest to that age (1 s at a 15 s step: all)
+        lag_steps = max(0, round(float(own_lag) / dt))
     win_steps = max(1, round(cfg.rate_window_s / dt))
     next_tick = start
     actions = 0

@@ -16,8 +16,11 @@ Follows ``Scale`` in knative/serving ``pkg/autoscaler/scaling/autoscaler.go``:
 
 Defaults are Knative's (config-autoscaler): target utilisation 70 %, stable window 60 s,
 panic window 10 % of it, panic threshold 200 %, max scale-up rate 1000, max scale-down rate
-2, a decision every 2 s. The target is ``capacity * 70 %`` (the ``target`` annotation set to
-what one pod serves, where Knative's ``requests-per-second-target-default`` is 200).
+2, a decision every 2 s, the pods' stats scraped every second (``scrapeTickInterval`` in
+``pkg/autoscaler/metrics/collector.go``: the simulator shows the KPA demand 1 s old, the
+nearest bucket, where the other policies see Prometheus' 15 s scrape). The target is
+``capacity * 70 %`` (the ``target`` annotation set to what one pod serves, where Knative's
+``requests-per-second-target-default`` is 200).
 The simulator decides at most once per step (docs/autoscaling.md, Faithfulness).
 """
 
@@ -52,6 +55,7 @@ class KpaAutoscaler:
         min_replicas: int = 1,
         max_replicas: int = 100,
         interval_s: float = 2.0,
+        observation_lag_s: float = 1.0,
     ) -> None:
         self.target_rps = capacity_rps_per_replica * target_util_ratio
         self.stable_window_s = stable_window_s
@@ -60,6 +64,9 @@ class KpaAutoscaler:
         self.up_rate, self.down_rate = max_scale_up_rate, max_scale_down_rate
         self.min_replicas, self.max_replicas = min_replicas, max_replicas
         self.interval_s = interval_s
+        #: the autoscaler scrapes the queue-proxies every second (``scrapeTickInterval``),
+        #: so it sees demand about a second old, not Prometheus' 15 s
+        self.observation_lag_s = observation_lag_s
         #: time of the last decision over the panic threshold (``None``: not panicking)
         self.panic_since_s: float | None = None
         #: the panic high-water mark (Knative's ``maxPanicPods``)

@@ -174,3 +174,35 @@ def test_demand_is_seen_as_a_lagged_rate_over_the_window() -> None:
     assert seen[330.0] == pytest.approx((45 * 10 + 15 * 100) / 60)  # 15 s of the new rate
     assert seen[375.0] == pytest.approx(100.0)  # window full of it after scrape + window
     assert all(sig.observed_at_s == sig.now_s - 15.0 for sig in s.seen if sig.now_s > 15.0)
+
+
+def test_an_autoscaler_with_its_own_lag_sees_fresher_demand() -> None:
+    """The KPA scrapes the pods every second: at a 15 s step it sees the bucket that just
+    ended, where a Prometheus reader sees the one before it."""
+    cfg = SimConfig(capacity_rps_per_replica=500.0, step_s=15.0, initial_replicas=1)
+    prom, fresh = Peeker(), Peeker()
+    fresh.observation_lag_s = 1.0  # type: ignore[attr-defined]
+    simulate(surge(10), prom, cfg)
+    simulate(surge(10), fresh, cfg)
+    assert [now - end for now, end in prom.seen[1:]] == [15.0] * (len(prom.seen) - 1)
+    assert [now - end for now, end in fresh.seen[1:]] == [0.0] * (len(fresh.seen) - 1)
+    kpa = REGISTRY["kpa"](10.0)
+    assert kpa.observation_lag_s == 1.0  # type: ignore[attr-defined]
+    # a wrapper passes the lag on
+    from autoscaler.core.scenario import RecordingAutoscaler
+
+    assert RecordingAutoscaler(kpa).observation_lag_s == 1.0
+
+
+def test_the_kpa_reacts_one_bucket_sooner_than_with_the_prometheus_lag() -> None:
+    """The same KPA with Prometheus' lag (``observation_lag_s=None`` restores the
+    scenario's) scales up one 15 s step later on a jump."""
+    cfg = SimConfig(capacity_rps_per_replica=10.0, step_s=15.0, initial_replicas=2)
+    v = np.where(np.arange(900) < 300, 10.0, 100.0)
+    trace = Series(start_s=0.0, step_s=1.0, values=v, kind="count", absolute=False)
+    fast = simulate(trace, REGISTRY["kpa"](10.0), cfg)
+    slow_pol = REGISTRY["kpa"](10.0)
+    slow_pol.observation_lag_s = None  # type: ignore[attr-defined]
+    slow = simulate(trace, slow_pol, cfg)
+    first_up = [int(np.argmax(r.desired > 2)) for r in (fast, slow)]
+    assert first_up[0] + 1 == first_up[1]
