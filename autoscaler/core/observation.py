@@ -42,4 +42,3 @@ class Autoscaler(Protocol):
     def decide(self, signals: Signals, view: DemandView) -> Decision:
         """The replicas wanted now, from what was observable now."""
         ...
-

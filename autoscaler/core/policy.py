@@ -158,8 +158,10 @@ class Policy:
             max_ratio=s.capacity_max_ratio,
         )
         changed_s = now if pods.active != st.last_active else st.active_changed_s
-        settled = changed_s is not None and (
-            pods.active == st.last_active and now - changed_s >= s.capacity_settle_s - 1e-9
+        settled = (
+            pods.active == st.last_active
+            and changed_s is not None
+            and now - changed_s >= s.capacity_settle_s - 1e-9
         )
         if not (missing or stale) and settled and pods.starting == 0:
             # only while the serving pods did not change over the last tick, nor within the
