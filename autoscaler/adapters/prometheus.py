@@ -114,16 +114,31 @@ class QuerySet:
         return out
 
 
+def _plus_queue_growth(finished: str, waiting: str) -> str:
+    """Demand as arrivals: the rate of finished requests plus the waiting queue's growth.
+
+    Our worker and vLLM count a request when it *finishes*, so a saturated fleet's finished
+    rate is capped at its throughput while the queue grows; what arrived is what finished plus
+    what the queue gained (``deriv``, per second, over the same window; a queue that is
+    not exported adds 0). Clamped at 0: a fitted slope can undershoot a draining queue."""
+    return (
+        f"clamp_min({finished} + (sum(deriv({waiting}{{$selector}}[$window])) or vector(0)), 0)"
+    )
+
+
 #: Our model worker (model_worker/metrics.py). Names follow vLLM's meanings. Demand is what
 #: the fleet must serve, by the ``status`` label: 2xx, 5xx, 429 (refused for want of
 #: capacity: unmet demand, the very reason to scale up) and 499 (the client left
 #: mid-request); the other 4xx (400, 401, 404, 413, ...) are the client's mistake, which
-#: more pods would not serve. Throughput is what the pods served: the 2xx only. The comma
-#: before ``$selector`` keeps the matchers valid PromQL when it is empty (``{status=~"...",}``).
+#: more pods would not serve. The worker counts them as they finish, so the queue's growth
+#: is added (:func:`_plus_queue_growth`). Throughput is what the pods served: the 2xx only.
+#: The comma before ``$selector`` keeps the matchers valid PromQL when it is empty
+#: (``{status=~"...",}``).
 _SURGECAST = QuerySet(
-    demand_rps=(
+    demand_rps=_plus_queue_growth(
         "sum(rate(surgecast_worker_requests_total"
-        '{status=~"2..|5..|429|499",$selector}[$window]))'
+        '{status=~"2..|5..|429|499",$selector}[$window]))',
+        "surgecast_worker_num_requests_waiting",
     ),
     tokens_per_s=(
         "sum(rate(surgecast_worker_prompt_tokens_total{$selector}[$window]))"
@@ -137,9 +152,12 @@ _SURGECAST = QuerySet(
     freshness="max(timestamp(surgecast_worker_requests_total{$selector}))",
 )
 
-#: vLLM: it has no arrivals counter, so demand is the completion rate, as is throughput.
+#: vLLM: it has no arrivals counter, so demand is the completion rate plus the queue's
+#: growth; throughput is the completion rate.
 _VLLM = QuerySet(
-    demand_rps="sum(rate(vllm:request_success_total{$selector}[$window]))",
+    demand_rps=_plus_queue_growth(
+        "sum(rate(vllm:request_success_total{$selector}[$window]))", "vllm:num_requests_waiting"
+    ),
     tokens_per_s=(
         "sum(rate(vllm:prompt_tokens_total{$selector}[$window]))"
         " + sum(rate(vllm:generation_tokens_total{$selector}[$window]))"
@@ -150,7 +168,9 @@ _VLLM = QuerySet(
     freshness="max(timestamp(vllm:num_requests_running{$selector}))",
 )
 
-#: Hugging Face TGI: no prompt-token counter, so tokens are the generated ones only. Its
+#: Hugging Face TGI: ``tgi_request_count`` is counted as a request arrives (at the top of
+#: each handler), so its rate is arrivals already, with no queue growth to add. No
+#: prompt-token counter, so tokens are the generated ones only. Its
 #: counters carry no ``_total`` suffix (the Rust ``metrics`` exporter adds none).
 _TGI = QuerySet(
     demand_rps="sum(rate(tgi_request_count{$selector}[$window]))",

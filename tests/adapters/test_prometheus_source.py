@@ -382,6 +382,52 @@ def test_surgecast_demand_counts_what_the_fleet_must_serve(
     assert out.returncode == 0, expr + "\n" + out.stdout + out.stderr
 
 
+#: per engine: its requests counter (one series) and its waiting-queue gauge; TGI counts
+#: requests as they arrive (``tgi_request_count`` at the top of its handlers), so its
+#: demand adds no queue growth
+_FINISHED = {
+    "surgecast": (f'{_REQUESTS}{{status="200"}}', "surgecast_worker_num_requests_waiting"),
+    "vllm": ("vllm:request_success_total", "vllm:num_requests_waiting"),
+    "tgi": ("tgi_request_count", "tgi_queue_size"),
+}
+_ADDS_GROWTH = {"surgecast": True, "vllm": True, "tgi": False}
+
+
+@pytest.mark.parametrize("engine", sorted(_FINISHED))
+@pytest.mark.parametrize(
+    ("queue", "want_rps"),
+    [("0+30x20", 1.5), ("5x20", 1.0), (None, 1.0), ("2400-120x20", 0.0)],
+    ids=["growing", "flat", "not-exported", "draining-fast"],
+)
+def test_demand_is_what_finished_plus_what_the_queue_gained(
+    tmp_path: Path, engine: str, queue: str | None, want_rps: float
+) -> None:
+    """Our worker and vLLM count a request when it finishes: 1 req/s finishing while the
+    queue gains 30 a minute means 1.5 req/s arrived. A flat or unexported queue adds
+    nothing; a fitted slope steeper than the finished rate (the queue draining by more
+    than finished) is clamped at 0, not a negative demand (which would read as missing).
+    TGI's counter already counts arrivals: 1 req/s whatever its queue does."""
+    bins = find_binaries()
+    if bins is None:
+        pytest.skip("prometheus/promtool not found on PATH: run `make system-deps` (Debian)")
+    counter, gauge = _FINISHED[engine]
+    if not _ADDS_GROWTH[engine]:
+        want_rps = 1.0
+    series = [{"series": counter, "values": "0+60x20"}]
+    if queue is not None:
+        series.append({"series": gauge, "values": queue})
+    expr = preset(engine).render(selector="", gpu_selector="", window="5m")["demand_rps"]
+    tests = {"rule_files": [], "evaluation_interval": "1m", "tests": [{
+        "interval": "1m", "input_series": series,
+        "promql_expr_test": [{"expr": f"round({expr}, 0.001)", "eval_time": "10m",
+                              "exp_samples": [{"labels": "{}", "value": want_rps}]}]}]}
+    path = tmp_path / "growth_test.yml"
+    path.write_text(json.dumps(tests))
+    out = subprocess.run([bins[1], "test", "rules", str(path)], capture_output=True,
+                         text=True, timeout=60, check=False)
+    assert out.returncode == 0, expr + "\n" + out.stdout + out.stderr
+
+
 def test_custom_ca_and_insecure_tls(tmp_path) -> None:  # type: ignore[no-untyped-def]
     """HTTPS with a self-signed certificate: trusted via ca_file, refused without it."""
     import json
