@@ -68,6 +68,7 @@ class FanRecorder:
         self.interval_s = inner.interval_s
         #: the inner autoscaler's own demand lag, if any (see :class:`Autoscaler`)
         self.observation_lag_s: float | None = getattr(inner, "observation_lag_s", None)
+        self.demand_signal: str | None = getattr(inner, "demand_signal", None)
         self.quantiles: tuple[float, ...] = ()
         self.points: list[tuple[float, tuple[float, ...]]] = []
 

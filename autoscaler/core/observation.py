@@ -34,7 +34,9 @@ class Autoscaler(Protocol):
     An autoscaler that reads its demand from somewhere fresher than Prometheus (Knative's
     KPA scrapes the queue-proxies every second) may carry an ``observation_lag_s``
     attribute; the simulator then shows it the demand that old instead of the scenario's
-    scrape lag; a wrapper passes its inner autoscaler's on."""
+    scrape lag; likewise a ``demand_signal`` attribute (``"arrivals"`` or
+    ``"completions"``) overrides what the scenario's demand counts. A wrapper passes its
+    inner autoscaler's on."""
 
     name: str
     interval_s: float

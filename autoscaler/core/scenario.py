@@ -165,6 +165,7 @@ def build_scenario(
     capacity_rps: float | None = None,
     rate_window_s: float = 60.0,
     replica_bounds: tuple[int, int] | None = None,
+    demand_signal: str = "arrivals",
 ) -> Scenario:
     """Size the cluster so that the trace's peak needs ``peak_replicas`` at 70 % utilisation,
     or, with ``capacity_rps`` (a real fleet's per-replica throughput at saturation, e.g. a
@@ -206,6 +207,7 @@ def build_scenario(
         slo_s=slo_s,
         seed=seed,
         initial_replicas=init,
+        demand_signal=demand_signal,
     )
     orc = oracle_gpu_hours(
         rates, step_s, cap, cfg.cold_start_s * cfg.cold_start_min_ratio, initial_replicas=init
@@ -431,6 +433,7 @@ class RecordingAutoscaler:
         self.interval_s = inner.interval_s
         #: the inner autoscaler's own demand lag, if any (see :class:`Autoscaler`)
         self.observation_lag_s: float | None = getattr(inner, "observation_lag_s", None)
+        self.demand_signal: str | None = getattr(inner, "demand_signal", None)
         settings: PolicySettings | None = getattr(inner, "settings", None)
         #: the quantile the policy sizes for (the ``pq`` column)
         self.quantile = settings.quantile if settings is not None else 0.9

@@ -8,8 +8,10 @@ per pod from a seeded log-normal, clipped) -> active or warm; warm pods serve on
 Every pod that exists (starting, warm, active, terminating) costs GPU time.
 
 The autoscaler is called every ``interval_s`` and sees only what a controller would see:
-demand averaged over ``rate_window_s`` and delayed by ``scrape_interval_s``, queue depth and
-GPU utilisation from the same delayed scrape, and pod counts from the API server (no lag).
+demand averaged over ``rate_window_s`` and delayed by ``scrape_interval_s`` (counted as
+requests arrive or, as the engines' counters do, as they finish: ``demand_signal``), queue
+depth and GPU utilisation from the same delayed scrape, and pod counts from the API server
+(no lag).
 
 Conservation holds exactly: ``served + final backlog == arrivals``.
 """
@@ -26,7 +28,15 @@ from autoscaler.core.observation import Autoscaler, DemandView
 from autoscaler.core.signals import PodCounts, Signals
 from forecasting.series import FloatArray, Series
 
-__all__ = ["SimConfig", "SimResult", "demand_rates", "simulate", "weighted_quantile"]
+__all__ = [
+    "DEMAND_SIGNALS",
+    "SimConfig", "SimResult", "demand_rates", "simulate",
+    "weighted_quantile",
+]
+
+
+#: what a demand ``rate()`` can count (see :class:`SimConfig`)
+DEMAND_SIGNALS = ("arrivals", "completions")
 
 
 @dataclass(frozen=True)
@@ -48,6 +58,14 @@ class SimConfig:
         initial_replicas: ready active pods at the start (``None``: enough for the first
             minute's demand at 70 % utilisation).
         seed: seed of the cold-start draws.
+        demand_signal: what the autoscalers' demand ``rate()`` counts: ``"arrivals"``
+            (requests as they arrive) or ``"completions"`` (requests as they finish: what
+            every engine preset's counter measures, vLLM's ``request_success_total``, TGI's
+            ``tgi_request_count`` and our worker's ``requests_total``, so a saturated fleet's
+            demand reads as its throughput while the queue grows). It is also the history
+            a forecaster sees. An autoscaler with a source of its own may carry a
+            ``demand_signal`` attribute that overrides it (the KPA's queue-proxies count
+            requests as they arrive).
     """
 
     capacity_rps_per_replica: float
@@ -64,6 +82,7 @@ class SimConfig:
     slo_s: float = 0.5
     initial_replicas: int | None = None
     seed: int = 0
+    demand_signal: str = "arrivals"
 
     def __post_init__(self) -> None:
         if self.capacity_rps_per_replica <= 0:
@@ -78,6 +97,11 @@ class SimConfig:
             )
         if not 0 < self.cold_start_min_ratio <= 1 <= self.cold_start_max_ratio:
             raise ValueError("need 0 < cold_start_min_ratio <= 1 <= cold_start_max_ratio")
+        if self.demand_signal not in DEMAND_SIGNALS:
+            raise ValueError(
+                f"demand_signal must be one of {', '.join(DEMAND_SIGNALS)}, "
+                f"got {self.demand_signal!r}"
+            )
 
 
 @dataclass
@@ -258,6 +282,12 @@ def simulate(
     else:  # a fresher source: the buckets nearest to that age (1 s at a 15 s step: all)
         lag_steps = max(0, round(float(own_lag) / dt))
     win_steps = max(1, round(cfg.rate_window_s / dt))
+    counted = getattr(autoscaler, "demand_signal", None) or cfg.demand_signal
+    if counted not in DEMAND_SIGNALS:
+        raise ValueError(f"{autoscaler.name}: unknown demand_signal {counted!r}")
+    # the series the demand rate() and the forecaster's history are read from: arrivals,
+    # or what the pods served (filled in step by step, read only where already filled)
+    seen = rates if counted == "arrivals" else rec["thr"]
     next_tick = start
     actions = 0
     reasons: dict[str, int] = {}
@@ -279,7 +309,7 @@ def simulate(
             n_vis = max(0, k - lag_steps)
             obs_k = n_vis - 1
             if n_vis > 0:
-                demand_obs: float | None = float(np.mean(rates[max(0, n_vis - win_steps) : n_vis]))
+                demand_obs: float | None = float(np.mean(seen[max(0, n_vis - win_steps) : n_vis]))
                 queue_obs: float | None = float(rec["backlog"][obs_k])
                 util_obs: float | None = float(rec["util"][obs_k])
                 thr_obs: float | None = float(rec["thr"][obs_k])
@@ -304,7 +334,7 @@ def simulate(
                 ready_durations_s=tuple(pending_ready),
             )
             pending_ready = []
-            view = DemandView(start, dt, rates[:n_vis])
+            view = DemandView(start, dt, seen[:n_vis])
             decision = autoscaler.decide(signals, view)
             reasons[decision.reason.value] = reasons.get(decision.reason.value, 0) + 1
             if decision.total != desired_total:

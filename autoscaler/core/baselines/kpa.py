@@ -67,6 +67,9 @@ class KpaAutoscaler:
         #: the autoscaler scrapes the queue-proxies every second (``scrapeTickInterval``),
         #: so it sees demand about a second old, not Prometheus' 15 s
         self.observation_lag_s = observation_lag_s
+        #: the queue-proxies count requests as they arrive (not as they finish, as the
+        #: engines' Prometheus counters do): see :class:`~autoscaler.core.simulator.SimConfig`
+        self.demand_signal = "arrivals"
         #: time of the last decision over the panic threshold (``None``: not panicking)
         self.panic_since_s: float | None = None
         #: the panic high-water mark (Knative's ``maxPanicPods``)

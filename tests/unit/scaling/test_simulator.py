@@ -206,3 +206,44 @@ def test_the_kpa_reacts_one_bucket_sooner_than_with_the_prometheus_lag() -> None
     slow = simulate(trace, slow_pol, cfg)
     first_up = [int(np.argmax(r.desired > 2)) for r in (fast, slow)]
     assert first_up[0] + 1 == first_up[1]
+
+
+class Holder:
+    """Holds its pods and records the demand rate() and the history it was shown."""
+
+    name = "holder"
+    interval_s = 15.0
+
+    def __init__(self, demand_signal: str | None = None) -> None:
+        self.seen: list[tuple[float, float | None, float]] = []
+        if demand_signal is not None:
+            self.demand_signal = demand_signal
+
+    def decide(self, signals: Signals, view: DemandView) -> Decision:
+        total = float(np.sum(view.values) * view.step_s)
+        self.seen.append((signals.now_s, signals.demand_rps, total))
+        return Decision(signals.pods.desired, 0, Reason.BASELINE)
+
+
+def test_demand_counted_at_completion_reads_a_saturated_fleet_as_its_throughput() -> None:
+    """Every engine counts requests as they finish: with 2 pods of 50 req/s and 300 req/s
+    arriving, the demand rate() reads 100 req/s and the history holds what was served;
+    counted on arrival (or by an autoscaler that says so, the KPA) it reads 300."""
+    cfg = SimConfig(capacity_rps_per_replica=50.0, step_s=15.0, initial_replicas=2)
+    trace = surge(10, lo=300.0, hi=300.0)
+    by_done = SimConfig(**{**cfg.__dict__, "demand_signal": "completions"})
+    arr, done, own = Holder(), Holder(), Holder("arrivals")
+    simulate(trace, arr, cfg)
+    res = simulate(trace, done, by_done)
+    simulate(trace, own, by_done)
+    assert arr.seen[-1][1] == pytest.approx(300.0)
+    assert own.seen == arr.seen
+    assert done.seen[-1][1] == pytest.approx(100.0)
+    now, _, total = done.seen[-1]
+    k = round((now - 15.0) / 15.0)  # buckets visible one scrape back
+    assert total == pytest.approx(float(res.served[:k].sum()))
+    assert REGISTRY["kpa"](10.0).demand_signal == "arrivals"  # type: ignore[attr-defined]
+    with pytest.raises(ValueError, match="demand_signal"):
+        SimConfig(capacity_rps_per_replica=1.0, demand_signal="starts")
+    with pytest.raises(ValueError, match="unknown demand_signal"):
+        simulate(trace, Holder("started"), cfg)
