@@ -325,6 +325,9 @@ class Capacity(_Wire):
     model, or prediction switched off for being worse than the reactive rule)."""
     backlog_drain: DurationOrZero = _secs(_CORE.backlog_drain_s)
     """Active replicas also drain the observed queue within this duration (0s: off)."""
+    queue_growth: bool = _CORE.queue_growth
+    """The drain counts what the queue gained since its previous sample as arriving, on top
+    of the throughput (a saturated fleet's finished-requests rate hides it)."""
 
 
 class LeadTime(_Wire):
@@ -605,6 +608,7 @@ def to_policy_settings(spec: PredictiveAutoscalerSpec) -> PolicySettings:
         forecast_util_ratio=spec.capacity.forecast_utilization,
         predicting_target_util_ratio=spec.capacity.target_utilization_while_predicting,
         backlog_drain_s=_seconds_or_zero(spec.capacity.backlog_drain),
+        queue_growth=spec.capacity.queue_growth,
         predictive_down_window_s=_seconds_or_zero(spec.forecast.scale_down_hold),
         ramp_lookahead_s=_seconds_or_zero(spec.forecast.ramp_lookahead),
         quantile=spec.forecast.quantile,

@@ -63,6 +63,11 @@ class PolicyState:
     last_active: int = -1
     #: when the serving pod count last differed from the tick before (``None``: never seen)
     active_changed_s: float | None = None
+    #: the newest queue sample seen (its time, its depth; ``None``: none yet, or the signal
+    #: was missing) and the queue's growth in req/s over the last two sample intervals
+    #: (older, newer)
+    queue_sample: tuple[float, float] | None = None
+    queue_growths_rps: tuple[float, float] = (0.0, 0.0)
 
 
 def _ceil_div(x: float, per: float) -> int:
@@ -113,6 +118,27 @@ def _ramp_peak(
         if ramp > 0 and starts[b] <= t_cold_s + ramp and row[b] > best:
             best, ramp_best = float(row[b]), ramp
     return best, ramp_best
+
+
+def _queue_growth(
+    signals: Signals, st: PolicyState
+) -> tuple[tuple[float, float] | None, tuple[float, float]]:
+    """The newest queue sample and the queue's growth (req/s) over the last two intervals
+    between samples, older first.
+
+    The sample's time is the demand sample's (the same scrape), else the tick's. A tick
+    that sees the same sample again keeps what was measured when it arrived; a missing
+    queue forgets it all (growth across a gap is not one scrape's)."""
+    q = signals.queue_depth
+    if q is None:
+        return None, (0.0, 0.0)
+    t = signals.observed_at_s if signals.observed_at_s is not None else signals.now_s
+    prev = st.queue_sample
+    if prev is None:
+        return (t, q), (0.0, 0.0)
+    if t <= prev[0] + 1e-9:
+        return prev, st.queue_growths_rps
+    return (t, q), (st.queue_growths_rps[1], (q - prev[1]) / (t - prev[0]))
 
 
 class Policy:
@@ -228,6 +254,12 @@ class Policy:
             warm = min(s.warm_min, s.warm_max)
             comps["warm_plan"] = warm
 
+        # -- the queue's growth, sustained over its last two sample intervals (req/s; 0
+        # when unknown or not growing in both): a one-scrape burst is over before the pods
+        # it would order are ready
+        queue_sample, growths = _queue_growth(signals, st)
+        growth = max(0.0, min(growths)) if s.queue_growth else 0.0
+
         # -- reactive floor (HPA on demand per active pod) and tiers
         reactive = drain = 0
         if not (missing or stale):
@@ -246,8 +278,12 @@ class Policy:
             comps["demand_rps"] = signals.demand_rps
             q = signals.queue_depth
             if s.backlog_drain_s > 0 and q is not None and q > 0:
-                # a queue means the pods are saturated: arrivals are at least the throughput
-                arriving = max(signals.demand_rps, signals.throughput_rps or 0.0)
+                # a queue means the pods are saturated: arrivals are at least the throughput,
+                # plus what the queue gained (fresher than a rate() of arrivals)
+                served = signals.throughput_rps or 0.0
+                arriving = max(signals.demand_rps, served + growth)
+                if growth > 0:
+                    comps["queue_growth_rps"] = growth
                 drain = _ceil_div(arriving + q / s.backlog_drain_s, cap_est.rps)
                 comps["drain"] = drain
         tier = 0
@@ -347,6 +383,8 @@ class Policy:
             predictive_recs=pred_recs,
             last_active=pods.active,
             active_changed_s=changed_s,
+            queue_sample=queue_sample,
+            queue_growths_rps=growths,
         )
         return decision, new_state
 

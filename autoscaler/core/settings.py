@@ -237,6 +237,13 @@ class PolicySettings:
             keeps applying to the reactive part).
         backlog_drain_s: the active replicas also drain the observed queue within this many
             seconds (``0`` disables the term).
+        queue_growth: the drain term counts as arriving at least the pods' throughput plus
+            the queue's growth (what a saturated fleet cannot serve is what the queue
+            gains), when the queue grew over each of its last two sample intervals (the
+            smaller growth counts: a one-scrape burst is over before the pods it would
+            order are ready). A demand signal that counts requests as they finish is capped
+            at the throughput while the pods queue; the queue gauge is one scrape old.
+            ``False``: the drain term takes the larger of demand and throughput only.
         ramp_lookahead_s: how far beyond ``lead + interval`` the predictive part looks for
             a need the scale-up rate limits reach only after several ticks (a climb to more
             than twice the current count): its pods must be ordered that much earlier
@@ -268,6 +275,7 @@ class PolicySettings:
     learn_lead: bool = True
     predictive_down_window_s: float = 60.0
     backlog_drain_s: float = 60.0
+    queue_growth: bool = True
     ramp_lookahead_s: float = 120.0
     forecast_util_ratio: float | None = 0.9
     predicting_target_util_ratio: float | None = 0.9

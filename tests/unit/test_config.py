@@ -418,22 +418,24 @@ def test_forecast_sizing_knobs_reach_the_core_and_zero_means_off() -> None:
     d = to_policy_settings(validate_spec(base))
     assert d.forecast_util_ratio == core.forecast_util_ratio
     assert d.backlog_drain_s == core.backlog_drain_s
+    assert d.queue_growth is core.queue_growth is True
     assert d.predictive_down_window_s == core.predictive_down_window_s
     s = to_policy_settings(validate_spec({
         **base,
         "capacity": {"requestsPerSecondPerReplica": 2, "forecastUtilization": 0.9,
-                     "backlogDrain": "0s"},
+                     "backlogDrain": "0s", "queueGrowth": False},
         "forecast": {"scaleDownHold": "2m"},
     }))
     assert (s.forecast_util_ratio, s.backlog_drain_s, s.predictive_down_window_s) == (
         0.9, 0.0, 120.0)
+    assert s.queue_growth is False
     assert d.predicting_target_util_ratio == core.predicting_target_util_ratio == 0.9
     hot = to_policy_settings(validate_spec({
         **base, "capacity": {"requestsPerSecondPerReplica": 2, "targetUtilization": 0.8,
                              "targetUtilizationWhilePredicting": 0.95}}))
     assert (hot.reactive_util(True), hot.reactive_util(False)) == (0.95, 0.8)
     for bad in ({"backlogDrain": "-1s"}, {"forecastUtilization": 0},
-                {"targetUtilizationWhilePredicting": 1.2}):
+                {"targetUtilizationWhilePredicting": 1.2}, {"queueGrowth": "sometimes"}):
         with pytest.raises(ConfigError):
             validate_spec({**base, "capacity": {"requestsPerSecondPerReplica": 2, **bad}})
 

@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from autoscaler.core.decision import Reason
-from autoscaler.core.policy import Policy
+from autoscaler.core.decision import Decision, Reason
+from autoscaler.core.policy import Policy, PolicyState
 from autoscaler.core.reactive import hpa_replicas
 from autoscaler.core.settings import Fallback, PolicySettings, ScheduleWindow
 from autoscaler.core.signals import PodCounts, Signals
@@ -317,6 +317,63 @@ def test_queue_is_drained_within_backlog_drain_s() -> None:
         at(0, 10, 60.0, queue_depth=3000.0, throughput_rps=100.0), flat(60)
     )
     assert "drain" not in off.components and off.total < busy.total
+
+
+def test_drain_counts_what_the_queue_gained_as_arriving() -> None:
+    """A demand rate() that counts requests as they finish reads a saturated fleet as its
+    throughput while the queue grows: the queue's growth, sustained over two sample
+    intervals, is arriving too."""
+    s = PolicySettings(CAP, max_replicas=1000)
+
+    def run(settings: PolicySettings, queues: list[float]) -> Decision:
+        p, st = Policy(settings), None
+        for k, q in enumerate(queues):
+            dec, st = p.decide(
+                at(15 * k, 10, 100.0, queue_depth=q, throughput_rps=100.0), flat(100), st
+            )
+        return dec
+
+    # 15 s apart the queue gains 1500, then 1800: 100 and 120 req/s beyond the 100 served
+    dec = run(s, [600.0, 2100.0, 3900.0])
+    assert dec.components["queue_growth_rps"] == pytest.approx(100.0)  # the smaller one
+    # arriving 200 req/s, plus 3900 / 60 s = 65: 265 req/s at 10 per pod
+    assert dec.components["drain"] == 27 and dec.total == 20  # the rate limit: 2x a tick
+    # the same ticks without the growth: throughput 100 + 65 -> 17
+    off = run(replace(s, queue_growth=False), [600.0, 2100.0, 3900.0])
+    assert off.components["drain"] == 17 and "queue_growth_rps" not in off.components
+    # one interval of growth is not enough: a burst one scrape long
+    one = run(s, [0.0, 1500.0])
+    assert "queue_growth_rps" not in one.components and one.components["drain"] == 13
+
+
+def test_queue_growth_is_measured_between_distinct_samples_only() -> None:
+    """A tick that sees the same scrape again keeps the growth measured when it arrived; a
+    shrinking queue adds nothing; a missing queue forgets the last sample."""
+    p = Policy(PolicySettings(CAP, max_replicas=1000))
+    obs = NOW - 15
+
+    def tick(
+        t: float, q: float | None, observed: float, st: PolicyState | None = None
+    ) -> tuple[Decision, PolicyState]:
+        sig = replace(
+            at(t, 10, 100.0, throughput_rps=100.0), queue_depth=q, observed_at_s=observed
+        )
+        return p.decide(sig, flat(100), st)
+
+    _, st = tick(0, 300.0, obs)
+    _, st = tick(15, 1050.0, obs + 15, st)  # 750 in 15 s: 50 req/s
+    dec, st = tick(30, 2550.0, obs + 45, st)  # 1500 in 30 s: 50 req/s
+    assert dec.components["queue_growth_rps"] == pytest.approx(50.0)
+    dec, st = tick(45, 2550.0, obs + 45, st)  # the same sample again
+    assert dec.components["queue_growth_rps"] == pytest.approx(50.0)
+    dec, st = tick(60, 900.0, obs + 60, st)  # draining: arrivals are the throughput
+    assert "queue_growth_rps" not in dec.components
+    assert dec.components["drain"] == 12  # (100 + 900 / 60) / 10 -> 11.5
+    _, st = tick(75, None, obs + 75, st)
+    assert st.queue_sample is None and st.queue_growths_rps == (0.0, 0.0)
+    _, st = tick(90, 1200.0, obs + 90, st)  # no sample before it: no growth yet
+    dec, _ = tick(105, 2700.0, obs + 105, st)  # one interval since: not sustained yet
+    assert "queue_growth_rps" not in dec.components
 
 
 def test_capacity_is_not_refined_while_pods_change() -> None:
