@@ -9,13 +9,15 @@ at 70 % utilisation, latency = 0.2 s + queueing wait, SLO 0.5 s.
     .venv/bin/python benchmarks/autoscaling.py [--traces a,b] [--days 3] [--step 5]
         [--model nowcast] [--no-phpa] [--ablations] [--policies phpa,hpa_rps]
         [--frontier --jobs 2] [--history-days 1] [--windows 9 --jobs 2]
+        [--demand-signal completions]
 
 Prints one table per trace; ``x_oracle`` is GPU-hours over the oracle's cheapest no-queue
 schedule (a lower bound); ``slo_after_10m_pct`` leaves out the first 10 minutes (every
 policy starts with the first minute's demand at 70 % and no history). ``--ablations`` adds
 surgecast rows with one setting changed (a warm pool; the reactive floor at 70 % while
 predicting; the previous forecaster, seasonal naive; no ramp look-ahead; the controller's
-60 s forecast step; the controller's prediction guard; a GPU-utilisation tier) and the yardstick
+60 s forecast step; the controller's prediction guard; a GPU-utilisation tier; no queue
+growth in the drain term) and the yardstick
 rows "exact forecast": surgecast's policy fed the true demand, in its forecast buckets and
 in the simulator's steps. ``--frontier`` sweeps each policy's cost knob (surgecast's
 forecast quantile; the target utilisation of the HPA, KEDA and the KPA) and
@@ -23,7 +25,10 @@ prints, for every baseline setting, surgecast's missed requests at the same GPU-
 (linear between its swept settings). ``--history-days H`` replays from day H on and starts
 surgecast's forecaster with the days before, as the controller's first refit backfills
 ``forecast.history`` from Prometheus. ``--windows N`` replays N consecutive ``--days``
-windows of each trace that way and prints every window's result.
+windows of each trace that way and prints every window's result. ``--demand-signal
+completions`` has the Prometheus-fed policies read a finished-requests rate alone (capped at
+the throughput while the pods queue) instead of arrivals (what the presets' demand, finished
+plus the queue's growth, measures).
 """
 
 from __future__ import annotations
@@ -57,7 +62,7 @@ from autoscaler.core.scenario import (
 )
 from autoscaler.core.scenario import split_history as scenario_split_history
 from autoscaler.core.settings import DEFAULT_FORECAST_MODEL, Tier
-from autoscaler.core.simulator import SimResult, weighted_quantile
+from autoscaler.core.simulator import DEMAND_SIGNALS, SimResult, weighted_quantile
 from forecasting.series import Series
 
 TRACES = [
@@ -68,6 +73,26 @@ TRACES = [
     "servegen_language_m_large",
     "servegen_language_m_small",
 ]
+
+
+#: what the demand rate() counts (``--demand-signal``; see SimConfig.demand_signal): set by
+#: main() and in every pool worker
+DEMAND_SIGNAL = "arrivals"
+
+
+def _set_demand_signal(signal: str) -> None:
+    global DEMAND_SIGNAL
+    DEMAND_SIGNAL = signal
+
+
+def scenario_for(trace: Series, step_s: float) -> Scenario:
+    """The benchmark's scenario for ``trace`` (its documented defaults), with the demand
+    counted as ``--demand-signal`` says."""
+    return build_scenario(trace, step_s, demand_signal=DEMAND_SIGNAL)
+
+
+def _pool(jobs: int) -> ProcessPoolExecutor:
+    return ProcessPoolExecutor(jobs, initializer=_set_demand_signal, initargs=(DEMAND_SIGNAL,))
 
 
 def traces_dir() -> Path:
@@ -104,6 +129,8 @@ ABLATIONS: dict[str, dict[str, Any]] = {
     # a GPU-utilisation tier (spec.gpuTiers): 15 % more pods while the pods are saturated,
     # the saturation signal the HPA on GPU utilisation reacts to on Azure code's bursts
     "surgecast + GPU tier 99% -> 1.15x": {"overrides": {"tiers": (Tier(0.99, 1.15),)}},
+    # the drain term without the queue's growth as arriving: throughput and demand only
+    "surgecast no queue growth": {"overrides": {"queue_growth": False}},
 }
 
 
@@ -140,7 +167,7 @@ def run_trace(
     only: list[str] | None = None,
     history: Series | None = None,
 ) -> list[dict[str, float | str]]:
-    scenario = build_scenario(trace, step_s)
+    scenario = scenario_for(trace, step_s)
     names = list(DEFAULT_POLICIES) + (["phpa"] if phpa else [])
     if only:
         names = [n for n in names if n in only]
@@ -181,7 +208,7 @@ def _frontier_job(
 ) -> tuple[str, str, float, float, float]:
     """One simulation of the sweep (a module-level function, so it runs in a pool)."""
     trace, step, model, kind, knob, history = args
-    scenario = build_scenario(trace, step)
+    scenario = scenario_for(trace, step)
     pol: Autoscaler
     if kind == "surgecast":
         pol = make_surgecast(
@@ -241,7 +268,7 @@ def run_frontier(
         (trace, step_s, model, b, t, None) for b in FRONTIER_BASELINES for t in FRONTIER_TARGETS
     ]
     if jobs > 1:
-        with ProcessPoolExecutor(jobs) as pool:
+        with _pool(jobs) as pool:
             out = list(pool.map(_frontier_job, todo))
     else:
         out = [_frontier_job(t) for t in todo]
@@ -269,7 +296,7 @@ def _window_job(
 ) -> tuple[str, float, list[tuple[str, float, float]]]:
     """One window of ``--windows``: every policy of :data:`WINDOW_POLICIES` on it."""
     name, trace, history, step, model = args
-    scenario = build_scenario(trace, step)
+    scenario = scenario_for(trace, step)
     pols = build_policies(scenario, trace, WINDOW_POLICIES, model=model, history=history)
     out = [(str(r["policy"]), float(r["slo_pct"]), float(r["x_oracle"]))
            for r, _ in compare(trace, scenario, pols)]
@@ -300,7 +327,7 @@ def run_windows(
                 break
             todo.append((name, win, hist, step, model))
     if jobs > 1:
-        with ProcessPoolExecutor(jobs) as pool:
+        with _pool(jobs) as pool:
             done = list(pool.map(_window_job, todo))
     else:
         done = [_window_job(t) for t in todo]
@@ -377,6 +404,14 @@ def main() -> int:
     )
     ap.add_argument("--jobs", type=int, default=1, help="--frontier: simulations in parallel")
     ap.add_argument(
+        "--demand-signal",
+        choices=DEMAND_SIGNALS,
+        default="arrivals",
+        help="what the demand rate() counts: arrivals (the presets' finished requests plus "
+        "the queue's growth; TGI's counter) or completions (a finished-requests counter "
+        "alone, capped at the throughput while the pods queue); the KPA counts arrivals",
+    )
+    ap.add_argument(
         "--history-days",
         type=float,
         default=0.0,
@@ -393,6 +428,7 @@ def main() -> int:
         "baselines; prints %% in SLO / x oracle per window",
     )
     a = ap.parse_args()
+    _set_demand_signal(a.demand_signal)
     only = [p for p in a.policies.split(",") if p] or None
     if a.windows > 0:
         whole = [(n, Series.from_csv(traces_dir() / f"{n}.csv"))
