@@ -141,6 +141,15 @@ def _queue_growth(
     return (t, q), (st.queue_growths_rps[1], (q - prev[1]) / (t - prev[0]))
 
 
+def _drain_note(drain: int, queue: float | None, drain_s: float, comps: dict[str, float]) -> str:
+    """The decision message's part on the queue-drain term (empty when it asks nothing)."""
+    if not drain or queue is None:
+        return ""
+    growth = comps.get("queue_growth_rps")
+    grows = f", growing {growth:.1f} req/s" if growth is not None else ""
+    return f"; drain {drain} (queue {queue:.0f} within {drain_s:g}s{grows})"
+
+
 class Policy:
     """The surgecast policy for one target; stateless itself (state goes in and out)."""
 
@@ -365,6 +374,7 @@ class Policy:
             f"{current}->{final} replicas ({active} active, {warm_now} warm): {reason.value}; "
             f"reactive {reactive}, predictive {pred_total} (q{s.quantile:g} peak {peak:.1f} req/s "
             f"within {lead_s:.0f}s at {per_pod_fc:.2f} req/s per replica), bounds [{lo}, {hi}]"
+            + _drain_note(drain, signals.queue_depth, s.backlog_drain_s, comps)
             + (
                 f"; capacity {cap_est.rps:.2f} req/s per replica (configured "
                 f"{cap_est.configured_rps:g}, refined from {cap_est.samples} saturated ticks)"

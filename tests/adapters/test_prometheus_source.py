@@ -137,6 +137,27 @@ def test_live_target_rate(prom: PromEnv) -> None:
     assert sig.tokens_per_s is None
 
 
+def test_live_demand_adds_the_queue_growth_to_what_finished(prom: PromEnv) -> None:
+    """A live exporter scraped every second: 10 req/s finish while the waiting queue gains
+    4 a second, so 14 req/s arrive; the throughput stays what finished."""
+    src = PrometheusSource(prom.url, queries=preset("surgecast", gpu=None), window="5s")
+    prom.server.wait_for("surgecast_worker_num_requests_waiting", timeout_s=20)
+    t0 = time.monotonic()
+    queue = 7.0
+    while (elapsed := time.monotonic() - t0) < 6.5:
+        prom.live.requests.inc(1.0)
+        queue = 7.0 + 4.0 * elapsed
+        prom.live.waiting.set(queue)
+        time.sleep(0.1)
+    sig = src.signals(time.time())
+    prom.live.waiting.set(7)  # as the other live tests expect it
+    assert sig.demand_rps is not None and sig.throughput_rps is not None, sig.errors
+    assert sig.throughput_rps == pytest.approx(10.0, rel=0.25)
+    growth = sig.demand_rps - sig.throughput_rps
+    assert growth == pytest.approx(4.0, rel=0.25), (sig.demand_rps, sig.throughput_rps)
+    assert sig.queue_depth is not None and 20.0 < sig.queue_depth <= queue
+
+
 def test_engine_presets_read_a_real_scrape(prom: PromEnv) -> None:
     """vLLM, TGI and DCGM names as exported by a live target, through the presets."""
     prom.server.wait_for("vllm:num_requests_waiting", timeout_s=20)

@@ -338,12 +338,14 @@ def test_drain_counts_what_the_queue_gained_as_arriving() -> None:
     assert dec.components["queue_growth_rps"] == pytest.approx(100.0)  # the smaller one
     # arriving 200 req/s, plus 3900 / 60 s = 65: 265 req/s at 10 per pod
     assert dec.components["drain"] == 27 and dec.total == 20  # the rate limit: 2x a tick
+    assert "drain 27 (queue 3900 within 60s, growing 100.0 req/s)" in dec.message
     # the same ticks without the growth: throughput 100 + 65 -> 17
     off = run(replace(s, queue_growth=False), [600.0, 2100.0, 3900.0])
     assert off.components["drain"] == 17 and "queue_growth_rps" not in off.components
     # one interval of growth is not enough: a burst one scrape long
     one = run(s, [0.0, 1500.0])
     assert "queue_growth_rps" not in one.components and one.components["drain"] == 13
+    assert "drain 13 (queue 1500 within 60s)" in one.message
 
 
 def test_queue_growth_is_measured_between_distinct_samples_only() -> None:
