@@ -6,7 +6,7 @@ Four active pods serve 20 req/s (2xx) with 8 requests waiting: saturated, so eac
 the pods unchanged for the 1m rate window plus one interval (75 s; the controller cannot
 know for how long they were steady before it started) folds 20 / 4 = 5 req/s per pod into
 the configured 10 (exponential smoothing, weight 0.2). Without a throughput series nothing
-changes.
+changes. A fleet whose queue grows reads the growth as demand and as arriving in the drain.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from autoscaler.controller.target import TargetRunner, TickOutcome
 
 NS, DEP = "llm", "worker"
 PODS, SERVED_RPS, REFUSED_RPS, WAITING = 4, 20.0, 5.0, 8.0
+GROWTH_RPS = 10.0
 CONFIGURED_RPS = 10.0
 TICKS = 12
 #: ticks before the first refinement: 75 s (window 1m + interval 15s) at 15 s a tick
@@ -37,9 +38,10 @@ SETTLE_TICKS = 5
 
 @pytest.fixture(scope="module")
 def prom_at(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, float]]:
-    """A real Prometheus with two fleets backfilled every 15 s; yields its URL and the
+    """A real Prometheus with three fleets backfilled every 15 s; yields its URL and the
     first tick's time. ``saturated`` serves 20 req/s and refuses 5 (429); ``refusing``
-    refuses all 25, so it has no 2xx series at all. Both have 8 requests waiting."""
+    refuses all 25, so it has no 2xx series at all. Both have 8 requests waiting.
+    ``growing`` serves 20 req/s while its queue gains 10 a second."""
     if find_binaries() is None:
         pytest.skip("prometheus/promtool not found on PATH: run `make system-deps` (Debian)")
     t0 = math.floor(time.time() / 60) * 60 - 3 * 3600.0
@@ -56,6 +58,9 @@ def prom_at(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, flo
         *(BackfillSeries("surgecast_worker_num_requests_waiting", "gauge", ts,
                          np.full_like(ts, WAITING), {"fleet": fleet})
           for fleet in ("saturated", "refusing")),
+        counter("200", SERVED_RPS, "growing"),
+        BackfillSeries("surgecast_worker_num_requests_waiting", "gauge", ts,
+                       WAITING + GROWTH_RPS * (ts - ts[0]), {"fleet": "growing"}),
     ]
     storage = tmp_path_factory.mktemp("prom-capacity") / "data"
     with running_prometheus(storage, backfill=backfill) as server:
@@ -185,3 +190,38 @@ def test_without_a_throughput_series_nothing_changes(
     conds = {c["type"]: c for c in st["conditions"]}
     assert conds["Ready"]["status"] == "True"
     assert conds["FallbackActive"]["status"] == "False"
+
+
+@pytest.mark.parametrize("demand", ["preset", "finished-only"])
+def test_a_growing_queue_is_demand_and_the_drain_counts_it(
+        kube: FakeKube, prom_at: tuple[str, float], demand: str) -> None:
+    """Pods that finish 20 req/s while their queue gains 10 a second: the preset's demand
+    (finished plus the queue's growth, evaluated by Prometheus) reads 30 req/s; a
+    ``demandRps`` override that counts finished requests only reads 20. Either way, from
+    the third tick (two sample intervals of growth) the drain term counts 20 + 10 as
+    arriving, and the decision says so."""
+    url, t0 = prom_at
+    kube.add_deployment(NS, DEP, replicas=PODS, pod_labels={ROLE_LABEL: "active"})
+    over: dict[str, Any] = {}
+    if demand == "finished-only":
+        over["signals"] = {
+            "preset": "surgecast", "gpu": "none", "selector": 'fleet="growing"',
+            "queries": {"demandRps":
+                        "sum(rate(surgecast_worker_requests_total{$selector}[$window]))"}}
+    r = runner(kube, url, spec("growing", **over))
+    outs = ticks(r, t0, 4)
+    seen = SERVED_RPS + (GROWTH_RPS if demand == "preset" else 0.0)
+    for out in outs:
+        assert out.signals.throughput_rps == pytest.approx(SERVED_RPS), out.signals.errors
+        assert out.signals.demand_rps == pytest.approx(seen)
+    for out in outs[:2]:
+        assert out.decision is not None and "queue_growth_rps" not in out.decision.components
+    for out in outs[2:]:
+        d = out.decision
+        assert d is not None
+        assert d.components["queue_growth_rps"] == pytest.approx(GROWTH_RPS)
+        q = out.signals.queue_depth
+        assert q is not None
+        want = math.ceil((SERVED_RPS + GROWTH_RPS + q / 60.0) / CONFIGURED_RPS - 1e-9)
+        assert d.components["drain"] == want
+        assert f"growing {GROWTH_RPS:.1f} req/s" in d.message
