@@ -147,6 +147,13 @@ def add_scenario_arguments(parser: argparse.ArgumentParser, *, days: float | Non
     parser.add_argument("--slo", default="500ms", help="latency SLO (default 500ms)")
     parser.add_argument("--step", default="15s", help="simulation step (default 15s)")
     parser.add_argument(
+        "--demand-signal", choices=("arrivals", "completions"), default="arrivals",
+        help="what the Prometheus-fed policies' demand rate() counts: arrivals (default; the "
+        "presets' demand, finished requests plus the queue's growth) or completions (a "
+        "finished-requests counter alone, capped at the throughput while the pods queue); "
+        "the KPA counts arrivals",
+    )
+    parser.add_argument(
         "--days", type=float, default=days,
         help="use only the first N days of the trace"
         + (f" (default {days:g})" if days else " (default: all)"),
@@ -309,6 +316,7 @@ def prepare(series: Series, args: argparse.Namespace,
             rate_window_s=60.0 if spec is None else _duration("signals.window",
                                                                spec.signals.window),
             replica_bounds=None if spec is None else (spec.min_replicas, spec.max_replicas),
+            demand_signal=getattr(args, "demand_signal", "arrivals"),
         )
     except ValueError as exc:
         raise UsageError(str(exc).replace("slo_s", "--slo")) from None
@@ -451,6 +459,7 @@ def summary_payload(
         "scenario": {
             "step_s": cfg.step_s,
             "rate_window_s": cfg.rate_window_s,
+            "demand_signal": cfg.demand_signal,
             "peak_replicas": scenario.peak_replicas,
             "capacity_rps_per_replica": cfg.capacity_rps_per_replica,
             "cold_start_s": cfg.cold_start_s,

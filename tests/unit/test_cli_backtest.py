@@ -377,3 +377,34 @@ def test_compare_reports_progress_within_each_simulation(wiki_slice: Path) -> No
         assert {k: v for k, v in row.items() if k != "sim_s"} == {
             k: v for k, v in row2.items() if k != "sim_s"
         }
+
+
+def test_backtest_demand_counted_as_requests_finish(
+    conv_slice: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--demand-signal completions``: the HPA on req/s reads what the pods served, as a
+    direct simulate() with that config gives; the KPA, reading arrivals at its
+    queue-proxies, is unchanged; the JSON records the setting."""
+    rows = {}
+    for signal in ("arrivals", "completions"):
+        out = tmp_path / signal
+        rc = main(["backtest", "--trace", str(conv_slice), "--out", str(out),
+                   "--policies", "hpa_rps,kpa", "--demand-signal", signal])
+        assert rc == 0, capsys.readouterr().err
+        data = json.loads((out / "summary.json").read_text())
+        assert data["scenario"]["demand_signal"] == signal
+        rows[signal] = {r["policy"]: r for r in data["policies"]}
+    def same(row: dict[str, Any]) -> dict[str, Any]:
+        return {k: v for k, v in row.items() if k != "sim_s"}  # sim_s: its wall time
+
+    assert same(rows["completions"]["kpa"]) == same(rows["arrivals"]["kpa"])
+    sc = data["scenario"]
+    series = Series.from_csv(conv_slice)
+    series = series.slice(0, round(data["duration_s"] / series.step_s))
+    cfg = SimConfig(capacity_rps_per_replica=sc["capacity_rps_per_replica"], step_s=15.0,
+                    demand_signal="completions")
+    res = simulate(series, REGISTRY["hpa_rps"](sc["capacity_rps_per_replica"],
+                                               max_replicas=400), cfg)
+    assert rows["completions"]["hpa(req/s)"]["gpu_hours"] == pytest.approx(res.gpu_hours)
+    assert rows["completions"]["hpa(req/s)"]["slo_pct"] == pytest.approx(100 * res.slo_share)
+    assert same(rows["completions"]["hpa(req/s)"]) != same(rows["arrivals"]["hpa(req/s)"])
