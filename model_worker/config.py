@@ -126,7 +126,7 @@ class WorkerConfig(BaseModel):
         description="run the engine and its decode loop in a child process (spawned), so "
         "the decode loop and the event loop writing the token streams no longer share one "
         "GIL; the parent keeps HTTP, tokenization, the queue, timeouts, drain and metrics "
-        "(needs admission token and offload_when_warm false)",
+        "(needs admission token; offload_when_warm moves the weights in the child)",
     )
     log_level: str = Field("info", description="uvicorn log level")
 
@@ -153,11 +153,6 @@ class WorkerConfig(BaseModel):
             raise ValueError(
                 "engine_process=true supports admission=token only (batch-level admission "
                 "stays in-process for now)"
-            )
-        if self.engine_process and self.offload_when_warm:
-            raise ValueError(
-                "engine_process=true cannot offload the weights yet: set offload_when_warm "
-                "false, or run the engine in-process"
             )
         return self
 

@@ -4,8 +4,11 @@ token-level decode loop (the same admission rules as :meth:`Scheduler._decode_lo
 and send back ONE message per prefill or decode step with every event of that step.
 
 Parent -> child messages: ``("admit", key, prompt_ids, SamplingParams)``, ``("cancel", key)``,
+``("resident", bool)`` (with ``offload_when_warm``: where the weights should be once idle),
 ``("stop",)``. Child -> parent: ``("hello", info)`` once loaded (or ``("failed", reason)``),
-then ``("step", running, batch_size, started, events)`` where ``batch_size`` is 0 for an
+``("weights", where, seconds, error)`` when the weights start to move back (``restoring``)
+or have moved (``device``, ``host``; ``error`` set when a move failed: offload is off from
+then on), and ``("step", running, batch_size, started, events)`` where ``batch_size`` is 0 for an
 admission (prefill) and the rows decoded for a step, ``started`` lists ``(key, t)`` of the
 jobs taken from the queue, and ``events`` lists ``(key, text_delta, tokens_so_far,
 finish_reason, t, error)``: ``error`` is None, or the message of an engine failure that ended
@@ -32,6 +35,7 @@ from model_worker.engine import (
     Engine,
     EngineRequest,
     FinishReason,
+    Offloadable,
     Stepwise,
     TransformersEngine,
 )
@@ -68,6 +72,11 @@ class EngineCore:
         self.events: list[StepEvent] = []
         self.started: list[tuple[int, float]] = []
         self.stopping = False
+        #: the engine, when its weights may leave the device while the worker is warm
+        self.movable: Offloadable | None = (
+            engine if cfg.offload_when_warm and isinstance(engine, Offloadable) else None
+        )
+        self.want_resident = True
 
     # ---- messages from the parent ---------------------------------------------------------
     def _emitter(self, key: int) -> Callable[[str, int, FinishReason | None], None]:
@@ -88,6 +97,8 @@ class EngineCore:
             queued = self.reqs.get(msg[1])
             if queued is not None:
                 queued.cancelled.set()
+        elif kind == "resident":
+            self.want_resident = bool(msg[1])
         elif kind == "stop":
             self.stopping = True
 
@@ -138,6 +149,33 @@ class EngineCore:
     def _send(self, running: int, batch_size: int) -> None:
         msg = ("step", running, batch_size, self.started, self.events)
         self.started, self.events = [], []
+        self._tell(msg)
+
+    def _move(self, to_device: bool) -> None:
+        """Move the weights (blocking, between batches) and tell the parent; a failed move
+        is logged and turns the offload off (the engine decodes wherever its weights are)."""
+        m = self.movable
+        assert m is not None
+        if to_device:
+            self._tell(("weights", "restoring", None, None))
+        try:
+            took = m.restore() if to_device else m.offload()
+        except Exception as exc:
+            log.exception("moving the weights %s failed; offload disabled",
+                          "back" if to_device else "out")
+            self.movable = None
+            where = "host" if m.offloaded else "device"
+            self._tell(("weights", where, None, f"{type(exc).__name__}: {exc}"))
+            return
+        self._tell(("weights", "device" if to_device else "host", took, None))
+
+    def _settle_weights(self) -> None:
+        """Idle: put the weights where the parent last asked."""
+        m = self.movable
+        if m is not None and m.offloaded == self.want_resident:
+            self._move(to_device=self.want_resident)
+
+    def _tell(self, msg: tuple[Any, ...]) -> None:
         try:
             self.outbox.send(msg)
         except OSError:  # the parent is gone
@@ -154,6 +192,7 @@ class EngineCore:
         batch: DecodeSession = self.engine.new_batch()
         while not self.stopping:
             if not len(batch) and not self.pending:
+                self._settle_weights()
                 self.receive(None)  # idle: sleep until a message comes
                 deadline = time.perf_counter() + self.batch_wait_s
                 while not self.stopping and len(self.pending) < self.max_batch:
@@ -162,6 +201,8 @@ class EngineCore:
                         break
                     self.receive(left_s)  # let a burst gather, as the in-process loop does
                 continue
+            if self.movable is not None and self.movable.offloaded:
+                self._move(to_device=True)  # queued requests wait for the restore
             self.receive(0)
             try:
                 batch = self._iteration(batch)

@@ -101,6 +101,7 @@ class EngineProcess:
         )
         self._send_lock = threading.Lock()
         self._reader: threading.Thread | None = None
+        self._weights = "device"
 
     # ---- start and stop -------------------------------------------------------------------
     async def start(self) -> EngineFront:
@@ -167,7 +168,9 @@ class EngineProcess:
     # ---- the interface serving uses -------------------------------------------------------
     @property
     def weights(self) -> str:
-        return "device"
+        """Where the engine process last said the weights are: ``device``, ``host`` or
+        ``restoring`` (to the device)."""
+        return self._weights
 
     @property
     def failure(self) -> str | None:
@@ -178,7 +181,10 @@ class EngineProcess:
         return self._proc.pid
 
     def want_resident(self, resident: bool) -> None:
-        """Offload is not supported with an engine process (refused by the config)."""
+        """Ask the engine process for the weights on the device (``True``) or in host
+        memory once idle (``offload_when_warm``; otherwise nothing moves)."""
+        if self.cfg.offload_when_warm:
+            self._send(("resident", resident))
 
     def new_job(self, prep: Prepared) -> Job:
         job = Job.of(prep)
@@ -231,12 +237,35 @@ class EngineProcess:
             except (EOFError, OSError):
                 break
             try:
-                loop.call_soon_threadsafe(self._on_step, msg)
+                loop.call_soon_threadsafe(self._on_message, msg)
             except RuntimeError:  # the loop is closed: the server is gone
                 return
         self._proc.join(STOP_WAIT_S)
         with contextlib.suppress(RuntimeError):  # the loop is closed: the server is gone
             loop.call_soon_threadsafe(self._on_exit, self._proc.exitcode)
+
+    def _on_message(self, msg: tuple[Any, ...]) -> None:
+        if msg[0] == "weights":
+            self._on_weights(msg)
+        else:
+            self._on_step(msg)
+
+    def _on_weights(self, msg: tuple[Any, ...]) -> None:
+        _, where, took, error = msg
+        self._weights = where
+        if error is not None:
+            log.error("the engine process could not move the weights (%s); offload disabled",
+                      error)
+            return
+        if took is None:  # a restore has started
+            return
+        if where == "device":
+            self.metrics.weight_restore.observe(took)
+        log.info(
+            "weights %s in %.3fs", "restored to the device" if where == "device" else "offloaded",
+            took,
+        )
+        self.metrics.weights_offloaded.set(1.0 if where == "host" else 0.0)
 
     def _on_step(self, msg: tuple[Any, ...]) -> None:
         _, running, batch_size, started, events = msg

@@ -244,14 +244,90 @@ def test_a_config_error_in_the_child_is_the_load_error_without_a_traceback(
     assert failed and all(rec.exc_info is None for rec in failed)
 
 
-@pytest.mark.parametrize(
-    "flags",
-    [["--admission", "batch"], ["--offload-when-warm", "true"]],
-)
-def test_engine_process_refuses_what_it_does_not_support(
-    tiny_model_dir: Path, flags: list[str]
-) -> None:
+def test_engine_process_refuses_what_it_does_not_support(tiny_model_dir: Path) -> None:
+    flags = ["--admission", "batch"]
     argv = ["--model-path", str(tiny_model_dir), "--engine-process", "true", *flags]
     with pytest.raises(ConfigError, match="engine_process"):
         load_config(argv)
     assert load_config(argv[:2] + flags).engine_process is False  # fine in-process
+    offload = load_config([*argv[:4], "--offload-when-warm", "true"])
+    assert offload.engine_process and offload.offload_when_warm
+
+
+#: the file whose existence lets :class:`GatedRestore` restore (the engine process inherits
+#: the environment at spawn, so the test and the child agree on it)
+GATE_ENV = "SURGECAST_TEST_RESTORE_GATE"
+
+
+class GatedRestore(TransformersEngine):
+    """The real engine; a restore from host memory waits until the gate file exists, so
+    the waking window is visible from the parent."""
+
+    def restore(self) -> float:
+        gate = os.environ.get(GATE_ENV)
+        deadline = time.monotonic() + 20
+        while self.offloaded and gate and not os.path.exists(gate):
+            if time.monotonic() > deadline:
+                break
+            time.sleep(0.02)
+        return super().restore()
+
+
+def gated_restore(cfg: WorkerConfig) -> TransformersEngine:
+    """A module-level engine factory for :class:`GatedRestore`."""
+    e = TransformersEngine.load(cfg.model_path, cfg.served_name)
+    e.__class__ = GatedRestore
+    return e
+
+
+def test_offload_when_warm_moves_the_weights_in_the_engine_process(
+    make_server: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As in process (``test_runtime``): a warm worker's weights leave the device once idle,
+    promotion restores them while requests queue, demotion offloads them again and a stray
+    request to the warm pod restores on demand; the child moves them, the parent reports
+    them (``/status`` weights, the gauge, the restore histogram)."""
+    import threading
+
+    gate = tmp_path / "restore-gate"
+    monkeypatch.setenv(GATE_ENV, str(gate))
+    srv = make_server(engine_process=True, engine_factory=gated_restore,
+                      offload_when_warm=True, start_role="warm", admin_token="adm")
+    url, admin = srv.url, {"Authorization": "Bearer adm"}
+
+    def status() -> dict[str, Any]:
+        return dict(httpx.get(url + "/status").json())
+
+    def wait_for(check: Any, timeout_s: float = 20.0) -> None:
+        deadline = time.monotonic() + timeout_s
+        while not check():
+            assert time.monotonic() < deadline, "condition not met in time"
+            time.sleep(0.02)
+
+    wait_for(lambda: status()["weights"] == "host")
+    assert metric(url, "surgecast_worker_weights_offloaded") == 1.0
+    assert httpx.get(url + "/readyz").status_code == 200
+    assert status()["engine_pid"] != os.getpid()
+
+    assert httpx.post(url + "/admin/promote", headers=admin).json()["state"] == "active"
+    wait_for(lambda: status()["weights"] == "restoring")
+    answers: list[httpx.Response] = []
+    body = {"model": "tiny", "prompt": "wake up", "max_tokens": 3}
+    t = threading.Thread(
+        target=lambda: answers.append(httpx.post(url + "/v1/completions", json=body, timeout=30))
+    )
+    t.start()
+    wait_for(lambda: status()["waiting"] == 1)
+    assert not answers and status()["weights"] == "restoring"
+    gate.touch()
+    t.join(timeout=30)
+    assert answers and answers[0].status_code == 200, answers
+    wait_for(lambda: status()["weights"] == "device")
+    assert metric(url, "surgecast_worker_weights_offloaded") == 0.0
+    assert metric(url, "surgecast_worker_weight_restore_seconds_count") == 1.0
+
+    httpx.post(url + "/admin/demote", headers=admin).raise_for_status()
+    wait_for(lambda: status()["weights"] == "host")
+    assert httpx.post(url + "/v1/completions", json=body, timeout=30).status_code == 200
+    assert metric(url, "surgecast_worker_weight_restore_seconds_count") == 2.0
+    wait_for(lambda: status()["weights"] == "host")
