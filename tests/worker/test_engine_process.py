@@ -14,6 +14,7 @@ from typing import Any
 
 import httpx
 import pytest
+from offload_cycle import check_offload_cycle
 
 from model_worker.config import ConfigError, WorkerConfig, load_config
 from model_worker.engine import TransformersEngine
@@ -287,47 +288,9 @@ def test_offload_when_warm_moves_the_weights_in_the_engine_process(
     promotion restores them while requests queue, demotion offloads them again and a stray
     request to the warm pod restores on demand; the child moves them, the parent reports
     them (``/status`` weights, the gauge, the restore histogram)."""
-    import threading
-
     gate = tmp_path / "restore-gate"
     monkeypatch.setenv(GATE_ENV, str(gate))
     srv = make_server(engine_process=True, engine_factory=gated_restore,
                       offload_when_warm=True, start_role="warm", admin_token="adm")
-    url, admin = srv.url, {"Authorization": "Bearer adm"}
-
-    def status() -> dict[str, Any]:
-        return dict(httpx.get(url + "/status").json())
-
-    def wait_for(check: Any, timeout_s: float = 20.0) -> None:
-        deadline = time.monotonic() + timeout_s
-        while not check():
-            assert time.monotonic() < deadline, "condition not met in time"
-            time.sleep(0.02)
-
-    wait_for(lambda: status()["weights"] == "host")
-    assert metric(url, "surgecast_worker_weights_offloaded") == 1.0
-    assert httpx.get(url + "/readyz").status_code == 200
-    assert status()["engine_pid"] != os.getpid()
-
-    assert httpx.post(url + "/admin/promote", headers=admin).json()["state"] == "active"
-    wait_for(lambda: status()["weights"] == "restoring")
-    answers: list[httpx.Response] = []
-    body = {"model": "tiny", "prompt": "wake up", "max_tokens": 3}
-    t = threading.Thread(
-        target=lambda: answers.append(httpx.post(url + "/v1/completions", json=body, timeout=30))
-    )
-    t.start()
-    wait_for(lambda: status()["waiting"] == 1)
-    assert not answers and status()["weights"] == "restoring"
-    gate.touch()
-    t.join(timeout=30)
-    assert answers and answers[0].status_code == 200, answers
-    wait_for(lambda: status()["weights"] == "device")
-    assert metric(url, "surgecast_worker_weights_offloaded") == 0.0
-    assert metric(url, "surgecast_worker_weight_restore_seconds_count") == 1.0
-
-    httpx.post(url + "/admin/demote", headers=admin).raise_for_status()
-    wait_for(lambda: status()["weights"] == "host")
-    assert httpx.post(url + "/v1/completions", json=body, timeout=30).status_code == 200
-    assert metric(url, "surgecast_worker_weight_restore_seconds_count") == 2.0
-    wait_for(lambda: status()["weights"] == "host")
+    assert httpx.get(srv.url + "/status").json()["engine_pid"] != os.getpid()
+    check_offload_cycle(srv.url, "adm", gate.touch)

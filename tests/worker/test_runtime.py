@@ -14,6 +14,7 @@ from typing import Any
 
 import httpx
 import pytest
+from offload_cycle import check_offload_cycle
 
 
 def test_metrics_port_serves_the_same_registry_off_the_event_loop(make_server: Any) -> None:
@@ -126,14 +127,6 @@ def test_int8_is_refused_where_it_cannot_run(tmp_path: Path) -> None:
     check_quantization("int8", "cpu", "auto")
 
 
-def wait_for(check: Any, timeout_s: float = 20.0) -> None:
-    """Poll ``check()`` until true (real server, real threads: no fake clock to advance)."""
-    deadline = time.monotonic() + timeout_s
-    while not check():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.02)
-
-
 def test_offload_when_warm_queues_requests_while_waking(
     make_server: Any, tiny_model_dir: Path
 ) -> None:
@@ -155,46 +148,7 @@ def test_offload_when_warm_queues_requests_while_waking(
     srv = make_server(
         engine_factory=factory, offload_when_warm=True, start_role="warm", admin_token="adm"
     )
-    url, admin = srv.url, {"Authorization": "Bearer adm"}
-
-    def status() -> dict[str, Any]:
-        return dict(httpx.get(url + "/status").json())
-
-    def metric(name: str) -> float:
-        for line in httpx.get(url + "/metrics").text.splitlines():
-            if line.startswith(name + "{"):
-                return float(line.rsplit(" ", 1)[1])
-        raise AssertionError(f"{name} not exported")
-
-    # warm after warmup: the weights leave the device once idle; still ready (warm pods are)
-    wait_for(lambda: status()["weights"] == "host")
-    assert metric("surgecast_worker_weights_offloaded") == 1.0
-    assert httpx.get(url + "/readyz").status_code == 200
-
-    # promotion starts the restore at once; a request arriving meanwhile is queued, not refused
-    assert httpx.post(url + "/admin/promote", headers=admin).json()["state"] == "active"
-    wait_for(lambda: status()["weights"] == "restoring")
-    answers: list[httpx.Response] = []
-    body = {"model": "tiny", "prompt": "wake up", "max_tokens": 3}
-    t = threading.Thread(
-        target=lambda: answers.append(httpx.post(url + "/v1/completions", json=body, timeout=30))
-    )
-    t.start()
-    wait_for(lambda: status()["waiting"] == 1)
-    assert not answers and status()["weights"] == "restoring"
-    gate.set()
-    t.join(timeout=30)
-    assert answers and answers[0].status_code == 200, answers
-    assert status()["weights"] == "device"
-    assert metric("surgecast_worker_weights_offloaded") == 0.0
-    assert metric("surgecast_worker_weight_restore_seconds_count") == 1.0
-
-    # demoted: offloaded again; a stray request to the warm pod is served (restore on demand)
-    httpx.post(url + "/admin/demote", headers=admin).raise_for_status()
-    wait_for(lambda: status()["weights"] == "host")
-    assert httpx.post(url + "/v1/completions", json=body, timeout=30).status_code == 200
-    assert metric("surgecast_worker_weight_restore_seconds_count") == 2.0
-    wait_for(lambda: status()["weights"] == "host")
+    check_offload_cycle(srv.url, "adm", gate.set)
 
 
 def test_without_offload_the_weights_stay(make_server: Any) -> None:
