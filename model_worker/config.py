@@ -126,7 +126,7 @@ class WorkerConfig(BaseModel):
         description="run the engine and its decode loop in a child process (spawned), so "
         "the decode loop and the event loop writing the token streams no longer share one "
         "GIL; the parent keeps HTTP, tokenization, the queue, timeouts, drain and metrics "
-        "(needs admission token; offload_when_warm moves the weights in the child)",
+        "(admission and offload_when_warm apply in the child)",
     )
     log_level: str = Field("info", description="uvicorn log level")
 
@@ -149,11 +149,6 @@ class WorkerConfig(BaseModel):
                 )
             if self.dtype not in ("auto", "fp32"):
                 raise ValueError("quantization=int8 needs dtype auto or fp32")
-        if self.engine_process and self.admission != "token":
-            raise ValueError(
-                "engine_process=true supports admission=token only (batch-level admission "
-                "stays in-process for now)"
-            )
         return self
 
     @property

@@ -1,6 +1,7 @@
 """The engine process's side of ``--engine-process``: load the engine, then run the
 token-level decode loop (the same admission rules as :meth:`Scheduler._decode_loop
-<model_worker.scheduler.Scheduler._decode_loop>`) on requests the parent sends over a pipe,
+<model_worker.scheduler.Scheduler._decode_loop>`; with ``admission=batch`` a batch runs to
+completion before the next is taken) on requests the parent sends over a pipe,
 and send back ONE message per prefill or decode step with every event of that step.
 
 Parent -> child messages: ``("admit", key, prompt_ids, SamplingParams)``, ``("cancel", key)``,
@@ -63,6 +64,8 @@ class EngineCore:
         self.engine = engine
         self.max_batch = cfg.max_batch
         self.min_admit = max(1, self.max_batch // 4)
+        #: ``batch`` admission: a batch runs to completion before the next is taken
+        self.token_level = cfg.admission == "token"
         self.batch_wait_s = cfg.batch_wait_ms / 1000.0
         self.inbox = inbox
         self.outbox = outbox
@@ -214,6 +217,8 @@ class EngineCore:
 
     def _iteration(self, batch: DecodeSession) -> DecodeSession:
         room = self.max_batch - len(batch) if batch.can_admit else 0
+        if not self.token_level and len(batch):
+            room = 0  # batch-level admission: nobody joins a running batch
         if 0 < room < self.min_admit and len(batch) and len(self.pending) > room:
             room = 0  # a backlog: let a few slots free up and prefill them together
         reqs = self._take(room) if room > 0 else []

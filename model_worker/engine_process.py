@@ -192,7 +192,14 @@ class EngineProcess:
         return job
 
     @property
+    def admission(self) -> str:
+        """``token`` when requests join running batches, else ``batch``."""
+        return self.cfg.admission
+
+    @property
     def free_slots(self) -> int:
+        if self.cfg.admission == "batch" and self.running:
+            return 0  # batch mode: a running batch admits nobody
         return max(0, self.max_batch - self.running)
 
     def submit(self, job: Job, bounded: bool = True) -> None:

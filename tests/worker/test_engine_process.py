@@ -245,14 +245,65 @@ def test_a_config_error_in_the_child_is_the_load_error_without_a_traceback(
     assert failed and all(rec.exc_info is None for rec in failed)
 
 
-def test_engine_process_refuses_what_it_does_not_support(tiny_model_dir: Path) -> None:
-    flags = ["--admission", "batch"]
-    argv = ["--model-path", str(tiny_model_dir), "--engine-process", "true", *flags]
-    with pytest.raises(ConfigError, match="engine_process"):
-        load_config(argv)
-    assert load_config(argv[:2] + flags).engine_process is False  # fine in-process
-    offload = load_config([*argv[:4], "--offload-when-warm", "true"])
+def test_engine_process_takes_admission_and_offload(tiny_model_dir: Path) -> None:
+    argv = ["--model-path", str(tiny_model_dir), "--engine-process", "true"]
+    batch = load_config([*argv, "--admission", "batch"])
+    assert batch.engine_process and batch.admission == "batch"
+    offload = load_config([*argv, "--offload-when-warm", "true"])
     assert offload.engine_process and offload.offload_when_warm
+
+
+class SlowSteps(TransformersEngine):
+    """The real engine, 20 ms slower per forward: a 100-token request decodes for 2 s."""
+
+    def forward(self, ids: Any, mask: Any, pos: Any, cache: Any) -> Any:
+        time.sleep(0.02)
+        return super().forward(ids, mask, pos, cache)
+
+
+def slow_steps(cfg: WorkerConfig) -> TransformersEngine:
+    """A module-level engine factory for :class:`SlowSteps`."""
+    e = TransformersEngine.load(cfg.model_path, cfg.served_name)
+    e.__class__ = SlowSteps
+    return e
+
+
+@pytest.mark.parametrize("admission", ["token", "batch"])
+def test_a_request_arriving_mid_decode_joins_only_with_token_admission(
+    make_server: Any, admission: str
+) -> None:
+    """In the engine process as in process: with token-level admission a short request sent
+    while a long one decodes joins its batch and finishes first; with batch-level admission
+    it waits for the running batch to finish."""
+    import threading
+
+    srv = make_server(engine_process=True, engine_factory=slow_steps, admission=admission,
+                      batch_wait_ms=0, max_tokens_cap=250)
+    body = {"model": "tiny", "prompt": "a long one", "max_tokens": 100, "temperature": 0,
+            "stream": True}
+    short_done: list[float] = []
+
+    def short() -> None:
+        r = httpx.post(srv.url + "/v1/completions", timeout=60, json={
+            "model": "tiny", "prompt": "short", "max_tokens": 2, "temperature": 0})
+        assert r.status_code == 200, r.text
+        short_done.append(time.monotonic())
+
+    t = threading.Thread(target=short)
+    with httpx.stream("POST", srv.url + "/v1/completions", json=body, timeout=60) as r:
+        lines = r.iter_lines()
+        while not next(lines).startswith("data: {"):
+            pass
+        t.start()  # the long request decodes
+        for _ in lines:
+            pass
+        long_done = time.monotonic()
+    t.join(60)
+    assert short_done
+    if admission == "token":
+        assert short_done[0] < long_done - 0.5  # joined at once: about 2 s of decoding left
+    else:  # after the long batch (a margin for the client reading the long stream's end)
+        assert short_done[0] > long_done - 0.1
 
 
 #: the file whose existence lets :class:`GatedRestore` restore (the engine process inherits
