@@ -33,7 +33,7 @@ from model_worker.engine import Encoding, Engine, EngineRequest, load_tokenizer
 from model_worker.engine_core import StepEvent, child_main, load_engine
 from model_worker.errors import ServingError
 from model_worker.metrics import WorkerMetrics
-from model_worker.scheduler import Job, Prepared, queue_full
+from model_worker.scheduler import Job, Prepared, queue_full, record_weight_move
 
 log = logging.getLogger("model_worker")
 #: how long a stopping engine process gets before it is killed
@@ -192,11 +192,6 @@ class EngineProcess:
         return job
 
     @property
-    def admission(self) -> str:
-        """``token`` when requests join running batches, else ``batch``."""
-        return self.cfg.admission
-
-    @property
     def free_slots(self) -> int:
         if self.cfg.admission == "batch" and self.running:
             return 0  # batch mode: a running batch admits nobody
@@ -264,15 +259,8 @@ class EngineProcess:
             log.error("the engine process could not move the weights (%s); offload disabled",
                       error)
             return
-        if took is None:  # a restore has started
-            return
-        if where == "device":
-            self.metrics.weight_restore.observe(took)
-        log.info(
-            "weights %s in %.3fs", "restored to the device" if where == "device" else "offloaded",
-            took,
-        )
-        self.metrics.weights_offloaded.set(1.0 if where == "host" else 0.0)
+        if took is not None:  # None: a restore has started
+            record_weight_move(self.metrics, where == "device", took)
 
     def _on_step(self, msg: tuple[Any, ...]) -> None:
         _, running, batch_size, started, events = msg

@@ -167,6 +167,17 @@ def _init_decode_thread(nice: int, torch_threads: int) -> None:
         log.warning("could not lower the decode thread's priority: %s", exc)
 
 
+def record_weight_move(metrics: WorkerMetrics, to_device: bool, took_s: float) -> None:
+    """Log a finished weight move and set its metrics (the offload gauge; the restore
+    histogram for a move back to the device): in process and from the engine process."""
+    if to_device:
+        metrics.weight_restore.observe(took_s)
+    log.info(
+        "weights %s in %.3fs", "restored to the device" if to_device else "offloaded", took_s
+    )
+    metrics.weights_offloaded.set(0.0 if to_device else 1.0)
+
+
 def queue_full(waiting: int, max_queue: int, max_batch: int, last_batch_s: float) -> ServingError:
     """The 429 for a full queue, with a ``Retry-After`` of about how long the ``waiting``
     requests take to get a batch slot (``last_batch_s`` per batch of ``max_batch``)."""
@@ -260,12 +271,7 @@ class Scheduler:
             return
         finally:
             self.restoring = False
-        if to_device:
-            self.metrics.weight_restore.observe(took)
-        log.info(
-            "weights %s in %.3fs", "restored to the device" if to_device else "offloaded", took
-        )
-        self.metrics.weights_offloaded.set(0.0 if to_device else 1.0)
+        record_weight_move(self.metrics, to_device, took)
 
     async def _settle_weights(self) -> None:
         """Idle: put the weights where :meth:`want_resident` asked."""

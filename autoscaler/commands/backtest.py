@@ -32,6 +32,7 @@ from autoscaler.commands._output import (
 )
 from autoscaler.commands.forecast import UsageError, load_series, warn_if_mostly_missing
 from autoscaler.core.settings import DEFAULT_FORECAST_MODEL
+from autoscaler.core.simulator import DEMAND_SIGNALS
 
 if TYPE_CHECKING:
     from autoscaler.config import PredictiveAutoscalerSpec
@@ -147,7 +148,7 @@ def add_scenario_arguments(parser: argparse.ArgumentParser, *, days: float | Non
     parser.add_argument("--slo", default="500ms", help="latency SLO (default 500ms)")
     parser.add_argument("--step", default="15s", help="simulation step (default 15s)")
     parser.add_argument(
-        "--demand-signal", choices=("arrivals", "completions"), default="arrivals",
+        "--demand-signal", choices=DEMAND_SIGNALS, default="arrivals",
         help="what the Prometheus-fed policies' demand rate() counts: arrivals (default; the "
         "presets' demand, finished requests plus the queue's growth) or completions (a "
         "finished-requests counter alone, capped at the throughput while the pods queue); "

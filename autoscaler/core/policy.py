@@ -5,7 +5,8 @@ Order of one decision (all pure; ``now_s`` comes from the signals):
 
 1. bounds at ``now_s`` (base bounds overridden by active schedule windows);
 2. reactive floor: the HPA rule on demand per active pod (plus optional GPU tiers), and,
-   when a queue is observed, the replicas that drain it within ``backlog_drain_s``; while
+   when a queue is observed, the replicas that drain it within ``backlog_drain_s`` (counting
+   the queue's sustained growth as arriving, ``queue_growth``); while
    a forecast is in use the floor plans ``predicting_target_util_ratio`` (it only has to
    catch what the forecast misses), else ``target_util_ratio``;
 3. predictive: the replicas that must be *ready* at every moment of

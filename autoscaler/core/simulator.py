@@ -30,7 +30,10 @@ from forecasting.series import FloatArray, Series
 
 __all__ = [
     "DEMAND_SIGNALS",
-    "SimConfig", "SimResult", "demand_rates", "simulate",
+    "SimConfig",
+    "SimResult",
+    "demand_rates",
+    "simulate",
     "weighted_quantile",
 ]
 
@@ -59,13 +62,14 @@ class SimConfig:
             minute's demand at 70 % utilisation).
         seed: seed of the cold-start draws.
         demand_signal: what the autoscalers' demand ``rate()`` counts: ``"arrivals"``
-            (requests as they arrive) or ``"completions"`` (requests as they finish: what
-            every engine preset's counter measures, vLLM's ``request_success_total``, TGI's
-            ``tgi_request_count`` and our worker's ``requests_total``, so a saturated fleet's
-            demand reads as its throughput while the queue grows). It is also the history
-            a forecaster sees. An autoscaler with a source of its own may carry a
-            ``demand_signal`` attribute that overrides it (the KPA's queue-proxies count
-            requests as they arrive).
+            (requests as they arrive: TGI's ``tgi_request_count``, and what the presets of
+            our worker and vLLM measure by adding the queue's growth to their finished
+            requests) or ``"completions"`` (requests as they finish: a finished-requests
+            counter alone, vLLM's ``request_success_total`` or our worker's
+            ``requests_total``, so a saturated fleet's demand reads as its throughput while
+            the queue grows). It is also the history a forecaster sees. An autoscaler
+            with a source of its own may carry a ``demand_signal`` attribute that overrides
+            it (the KPA's queue-proxies count requests as they arrive).
     """
 
     capacity_rps_per_replica: float
